@@ -1,0 +1,5 @@
+"""`python -m captchalab` runs the CLI."""
+
+from captchalab.cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""The `captchalab` command: one thin command per verb; heavy libraries load inside commands."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from captchalab.errors import UsageError
+from captchalab.gen.style import KNOBS
+
+RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
+                  "style", "style_file", "smooth", "seed", "shard_size", *KNOBS)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="captchalab")
+def cli():
+    """Synthetic captcha datasets, CTC recognizers and robustness studies.
+
+    Start with `captchalab gen --out data --train 10000 --val 1000 --test 1000`.
+    """
+
+
+def main(argv=None) -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="captchalab", standalone_mode=False)
+    except UsageError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help())
+        sys.exit(2)
+    except click.UsageError as e:
+        ctx = f"{e.ctx.command_path}: " if e.ctx else ""
+        click.echo(f"error: {ctx}{e.format_message()} (see --help)", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _command_line() -> str:
+    return "captchalab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _knob_options(f):
+    for name, knob in reversed(list(KNOBS.items())):
+        f = click.option(f"--{name.replace('_', '-')}", name, metavar="V|LO-HI",
+                         help=f"{knob.help}.")(f)
+    return f
+
+
+@cli.command()
+@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write.")
+@click.option("--train", type=int, help="Samples in the train split.")
+@click.option("--val", type=int, help="Samples in the val split.")
+@click.option("--test", type=int, help="Samples in the test split.")
+@click.option("--charset", default="0-9a-z", show_default=True,
+              help="Characters: ranges and literals ('0-9A-Z', 'ABCDEF23') or digits/lower/upper/alnum/hex.")
+@click.option("--length", default="4", show_default=True, help="Label length: N or MIN-MAX.")
+@click.option("--size", default="160x60", show_default=True, help="Image WIDTHxHEIGHT, px.")
+@click.option("--style", "style", default="default", show_default=True,
+              help="Preset: default (the library's own), easy, hard, varied.")
+@click.option("--style-file", type=click.Path(), help="TOML or JSON of style keys (and `preset`).")
+@click.option("--fonts", help="Comma list: builtin, dejavu, dejavu-sans, dejavu-serif, "
+              "dejavu-mono, stix, font files, folders, globs.  [preset: builtin]")
+@click.option("--font-sizes", help="Comma list of sizes in px the library picks from per "
+              "character.  [preset: 42,50,56]")
+@click.option("--smooth/--no-smooth", default=None, help="The library's final SMOOTH filter.")
+@_knob_options
+@click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
+@click.option("--shard-size", default=1000, show_default=True, type=int, help="Records per shard.")
+@click.option("--workers", type=int, help="Render processes.  [default: all cores]")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fonts, font_sizes,
+        smooth, seed, shard_size, workers, resume, overwrite, quiet, **knobs):
+    """Render labelled captchas into sharded TFRecords plus dataset_info.json.
+
+    Every sample is a pure function of (seed, split, index): the same command gives
+    byte-identical records whatever --workers and --shard-size are. Knobs take a fixed
+    value (30) or a range drawn per sample (10-40).
+    """
+    from captchalab.gen.generate import GenRequest, build_recipe, generate
+    from captchalab.gen.shards import read_manifest
+    from captchalab.gen.style import resolve_style
+
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; give one")
+    given = [p for p in RECIPE_OPTIONS
+             if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+    if resume and not given:
+        recipe = _stored_recipe(read_manifest(out) if _has_manifest(out) else None, out)
+    else:
+        overrides = {k: v for k, v in knobs.items() if v is not None}
+        if fonts is not None:
+            overrides["fonts"] = fonts
+        if font_sizes is not None:
+            overrides["font_sizes"] = font_sizes
+        if smooth is not None:
+            overrides["smooth"] = smooth
+        resolved = resolve_style(style, style_file, overrides)
+        req = GenRequest(charset=charset, length=length, size=size, style=resolved,
+                         style_name=style, counts={"train": train, "val": val, "test": test},
+                         seed=seed, shard_size=shard_size)
+        recipe = build_recipe(req)
+    m = generate(recipe, out, workers=workers, resume=resume, overwrite=overwrite,
+                 command=_command_line(), progress=not quiet)
+    st = m["_stats"]
+    rate = st["rendered"] / st["seconds"] if st["seconds"] > 0 else 0.0
+    counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
+    reused = f"; {st['reused_shards']} shards kept from before" if st["reused_shards"] else ""
+    click.echo(f"wrote {out}: {counts} ({st['rendered']} rendered in {st['seconds']:.1f} s, "
+               f"{rate:.0f} img/s{reused})")
+
+
+def _has_manifest(out):
+    import os
+    return os.path.exists(os.path.join(out, "dataset_info.json"))
+
+
+def _stored_recipe(manifest, out):
+    from captchalab.gen.generate import RECIPE_KEYS
+    if manifest is None:
+        raise UsageError(f"--resume: {out} holds no interrupted dataset (no dataset_info.json)")
+    if manifest.get("source") != "generated":
+        raise UsageError(f"--resume: {out} was imported, not generated; nothing to resume")
+    return {k: manifest[k] for k in RECIPE_KEYS}
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("-q", "--quiet", is_flag=True, help="Only print problems.")
+def verify(data_dir, quiet):
+    """Read every record and check counts and sha256 against the manifest (exit 1 on a problem)."""
+    from captchalab.gen.verify import verify_dataset
+
+    problems = verify_dataset(data_dir, echo=None if quiet else click.echo)
+    for p in problems:
+        click.echo(f"problem: {p}", err=True)
+    if problems:
+        click.echo(f"{data_dir}: {len(problems)} problem(s)", err=True)
+        return 1
+    click.echo(f"{data_dir}: ok")
+    return 0
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("--out", "out", type=click.Path(), help="PNG to write.  [default: DATA_DIR/preview.png]")
+@click.option("-n", "--count", default=24, show_default=True, type=click.IntRange(1, 400),
+              help="Samples on the sheet.")
+@click.option("--split", default=None, help="Split to show.  [default: the first one]")
+@click.option("--sample", "sample", metavar="SPLIT:INDEX",
+              help="Re-render this sample from the seed and compare it with the stored record.")
+def show(data_dir, out, count, split, sample):
+    """Write a contact sheet of samples with their labels, or check one sample re-renders."""
+    from captchalab.gen.preview import contact_sheet, rerender_check
+
+    if sample:
+        ok, path, msg = rerender_check(data_dir, sample, out)
+        click.echo(f"{msg}; side by side in {path}")
+        return 0 if ok else 1
+    path = contact_sheet(data_dir, out, count, split)
+    click.echo(f"wrote {path}")
+    return 0
+
+
+@cli.command("export")
+@click.argument("data_dir", type=click.Path())
+@click.option("--png", "png_dir", required=True, type=click.Path(),
+              help="Folder for SPLIT/INDEX_LABEL.png files and labels.csv (new or empty).")
+@click.option("--split", "splits", multiple=True, help="Splits to export.  [default: all]")
+def export_(data_dir, png_dir, splits):
+    """Write a dataset out as PNG files with a labels.csv."""
+    from captchalab.gen.folders import export_png
+
+    n = export_png(data_dir, png_dir, splits or None)
+    click.echo(f"wrote {n} images and labels.csv to {png_dir}")
+
+
+@cli.command("import")
+@click.argument("folder", type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write.")
+@click.option("--charset", help="Charset of the labels.  [default: the characters they use]")
+@click.option("--size", help="Resize every image to WIDTHxHEIGHT.  [default: all must match]")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "val", "test"]),
+              help="Split for images when labels.csv has no split column.")
+@click.option("--shard-size", default=1000, show_default=True, type=int, help="Records per shard.")
+@click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
+def import_(folder, out, charset, size, split, shard_size, overwrite):
+    """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png) into shards."""
+    from captchalab.gen.folders import import_folder
+
+    m = import_folder(folder, out, charset=charset, size=size, split=split,
+                      shard_size=shard_size, overwrite=overwrite, command=_command_line())
+    counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
+    click.echo(f"wrote {out}: {counts}; charset {m['charset']['chars']!r}")
+
+
+if __name__ == "__main__":
+    main()

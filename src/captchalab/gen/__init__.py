@@ -1,0 +1,1 @@
+"""Seeded captcha rendering into sharded TFRecord datasets."""

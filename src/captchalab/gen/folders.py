@@ -1,0 +1,184 @@
+"""PNG folders in and out: `captchalab export --png` and `captchalab import`."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+
+from captchalab.charset import Charset
+from captchalab.errors import UsageError
+from captchalab.gen import shards as sh
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+SPLIT_NAMES = ("train", "val", "test")
+UNSAFE_IN_NAMES = set('/\\_:*?"<>|')
+
+
+def _empty_or_new(path: str, option: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path} is a file; give a folder (new or empty)")
+    if os.path.isdir(path) and os.listdir(path):
+        raise UsageError(f"{option} {path} is not empty; give a new or empty folder")
+
+
+def export_png(data_dir: str, png_dir: str, splits=None) -> int:
+    """Write SPLIT/INDEX_LABEL.png (INDEX.png when the label has characters unsafe in file names)
+    and labels.csv (file,label,split). Returns the number of images written."""
+    m = sh.read_manifest(data_dir)
+    splits = list(splits or m["splits"])
+    for s in splits:
+        sh.shard_paths(data_dir, m, s)  # refuses unknown splits before anything is written
+    _empty_or_new(png_dir, "--png")
+    rows = []
+    for split in splits:
+        os.makedirs(os.path.join(png_dir, split), exist_ok=True)
+        for rec in sh.iter_split(data_dir, m, split):
+            text = rec["label/text"]
+            stem = f"{rec['sample/index']:07d}"
+            if not (set(text) & UNSAFE_IN_NAMES):
+                stem += f"_{text}"
+            rel = f"{split}/{stem}.png"
+            with open(os.path.join(png_dir, rel), "wb") as f:
+                f.write(rec["image/png"])
+            rows.append((rel, text, split))
+    with open(os.path.join(png_dir, "labels.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "split"])
+        w.writerows(rows)
+    return len(rows)
+
+
+def label_from_name(path: str) -> str:
+    """`abc12.png` -> 'abc12'; `0001_abc12.png` -> 'abc12' (the part after the last '_')."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem.rsplit("_", 1)[-1]
+
+
+def list_labelled(folder: str, default_split: str = "test") -> list[tuple[str, str, str]]:
+    """(path, label, split) for every labelled image: from labels.csv when present, else from
+    file names (a train/val/test subfolder sets the split)."""
+    if not os.path.isdir(folder):
+        what = "does not exist" if not os.path.exists(folder) else "is not a folder"
+        raise UsageError(f"{folder} {what}; give a folder of labelled images")
+    csv_path = os.path.join(folder, "labels.csv")
+    items = []
+    if os.path.exists(csv_path):
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+                raise UsageError(f"{csv_path} needs a header with columns file,label[,split]; "
+                                 f"found {reader.fieldnames}")
+            for line, row in enumerate(reader, start=2):
+                split = (row.get("split") or default_split).strip()
+                if split not in SPLIT_NAMES:
+                    raise UsageError(f"{csv_path}:{line}: split {split!r}; allowed: train, val, test")
+                items.append((os.path.join(folder, row["file"]), row["label"], split))
+    else:
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            sub = os.path.relpath(root, folder).split(os.sep)[0]
+            split = sub if sub in SPLIT_NAMES else default_split
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_EXTS):
+                    p = os.path.join(root, name)
+                    items.append((p, label_from_name(p), split))
+    if not items:
+        raise UsageError(f"{folder} holds no labelled images (*.png, *.jpg …, or labels.csv)")
+    for p, label, _ in items:
+        if not label:
+            raise UsageError(f"{p}: empty label; name files LABEL.png or NAME_LABEL.png")
+    return items
+
+
+def load_rgb(path: str, size=None):
+    """Open an image file as RGB, resized to `size` (w, h) when given; names the file on failure."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise UsageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    if size and im.size != tuple(size):
+        im = im.resize(tuple(size), Image.BILINEAR)
+    return im
+
+
+def import_folder(folder: str, out: str, *, charset: str | None = None, size: str | None = None,
+                  split: str = "test", shard_size: int = 1000, overwrite: bool = False,
+                  command: str = "") -> dict:
+    """Labelled images -> shards + manifest in the same format `gen` writes."""
+    import math
+
+    from captchalab.gen.generate import parse_size, prepare_out_dir, versions
+    from captchalab.gen.render import png_bytes
+
+    if shard_size <= 0:
+        raise UsageError(f"--shard-size: {shard_size}; must be a positive number of records")
+    items = list_labelled(folder, split)
+    labels = [lab for _, lab, _ in items]
+    cs = Charset.parse(charset) if charset else Charset("".join(sorted(set("".join(labels)))))
+    for p, lab, _ in items:
+        bad = cs.missing(lab)
+        if bad:
+            raise UsageError(f"{p}: label {lab!r} has {bad!r}, not in --charset {cs.chars!r}")
+    target = parse_size(size) if size else None
+    images = []
+    for p, _, _ in items:
+        im = load_rgb(p, target)
+        if target is None and images and im.size != images[0].size:
+            raise UsageError(
+                f"images differ in size ({items[0][0]} is {images[0].size[0]}x{images[0].size[1]}, "
+                f"{p} is {im.size[0]}x{im.size[1]}); give --size WxH to resize them")
+        images.append(im)
+    w, h = images[0].size
+    prepare_out_dir(out, resume=False, overwrite=overwrite)
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
+        if name == sh.MANIFEST or name.startswith(sh.TMP_PREFIX) or sh.SHARD_RE.match(name):
+            os.remove(os.path.join(out, name))
+
+    splits = {}
+    for s in SPLIT_NAMES:
+        members = [(p, lab, im) for (p, lab, sp), im in zip(items, images, strict=True) if sp == s]
+        if not members:
+            continue
+        n = math.ceil(len(members) / shard_size)
+        entries = []
+        for i in range(n):
+            with sh.ShardWriter(out, sh.shard_name(s, i, n)) as wr:
+                for index in range(i * shard_size, min(len(members), (i + 1) * shard_size)):
+                    p, lab, im = members[index]
+                    wr.write(sh.encode_record(
+                        png=png_bytes(im), width=w, height=h, text=lab, ids=cs.encode(lab),
+                        split=s, index=index, seed=-1,
+                        extra={"source/file": os.path.relpath(p, folder)}))
+                entries.append(wr.commit())
+        splits[s] = {"count": len(members), "shards": entries}
+    lengths = [len(lab) for lab in labels]
+    manifest = {
+        "format": sh.FORMAT,
+        "format_version": sh.FORMAT_VERSION,
+        "complete": True,
+        "source": "imported",
+        "origin": {"folder": os.path.abspath(folder), "images": len(items),
+                   "resized_to": list(target) if target else None},
+        "charset": cs.to_json(),
+        "length": [min(lengths), max(lengths)],
+        "size": [w, h],
+        "style_name": None,
+        "style": None,
+        "fonts": [],
+        "seed": None,
+        "shard_size": shard_size,
+        "counts": {s: v["count"] for s, v in splits.items()},
+        "image": {"width": w, "height": h, "channels": 3, "encoding": "png"},
+        "split_rule": "as given by labels.csv or subfolders; imported labels may repeat across splits",
+        "splits": splits,
+        "features": {**sh.CORE_FEATURES, **sh.IMPORT_FEATURES},
+        "versions": versions(),
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    sh.write_json_atomic(os.path.join(out, sh.MANIFEST), manifest)
+    return manifest

@@ -1,0 +1,114 @@
+"""`captchalab show`: contact sheets of samples, and re-rendering one sample from its seed."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+
+from captchalab.errors import UsageError
+from captchalab.gen import shards as sh
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _image(png: bytes):
+    from PIL import Image
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def contact_sheet(data_dir: str, out: str | None, count: int, split: str | None) -> str:
+    m = sh.read_manifest(data_dir)
+    split = split or next(iter(m["splits"]), None)
+    if split is None:
+        raise UsageError(f"{data_dir} has no splits to show")
+    records = list(itertools.islice(sh.iter_split(data_dir, m, split), count))
+    if not records:
+        raise UsageError(f"--split {split} holds no records")
+    out = out or os.path.join(data_dir, "preview.png")
+    plt = _pyplot()
+    cols = min(6, len(records))
+    rows = -(-len(records) // cols)
+    w, h = m["image"]["width"], m["image"]["height"]
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * w / 60, rows * (h / 60 + 0.35)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, rec in zip(axes.flat, records, strict=False):
+        ax.imshow(_image(rec["image/png"]))
+        font = rec.get("style/font")
+        ax.set_title(rec["label/text"] + (f"  ({font})" if font and len(records) <= 12 else ""),
+                     family="monospace", fontsize=10)
+    style = m.get("style_name", m.get("source"))
+    fig.suptitle(f"{os.path.basename(os.path.abspath(data_dir))}: {split}, first {len(records)} "
+                 f"(style {style}, seed {m.get('seed')})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def parse_sample(spec: str, m: dict) -> tuple[str, int]:
+    split, _, index = spec.partition(":")
+    if split not in m["splits"] or not index.isdigit():
+        have = ", ".join(m["splits"])
+        raise UsageError(f"--sample {spec!r}: give SPLIT:INDEX with SPLIT one of {have}")
+    index = int(index)
+    if index >= m["splits"][split]["count"]:
+        raise UsageError(f"--sample {spec!r}: {split} has {m['splits'][split]['count']} samples "
+                         f"(0..{m['splits'][split]['count'] - 1})")
+    return split, index
+
+
+def find_record(data_dir: str, m: dict, split: str, index: int) -> dict:
+    start = 0
+    for entry in m["splits"][split]["shards"]:
+        if index < start + entry["count"]:
+            path = os.path.join(data_dir, entry["file"])
+            return next(itertools.islice(sh.iter_shard(path), index - start, None))
+        start += entry["count"]
+    raise UsageError(f"{split}[{index}] is not in the dataset's shards")
+
+
+def rerender_check(data_dir: str, spec: str, out: str | None):
+    """Re-render SPLIT:INDEX from the manifest's recipe and compare it with the stored record."""
+    import numpy as np
+    from PIL import Image
+
+    from captchalab.gen.fonts import file_sha256
+    from captchalab.gen.render import Renderer, png_bytes
+
+    m = sh.read_manifest(data_dir)
+    if m.get("source") != "generated":
+        raise UsageError(f"--sample: {data_dir} was imported, so it cannot be re-rendered")
+    split, index = parse_sample(spec, m)
+    for f in m["fonts"]:
+        if not os.path.exists(f["path"]) or file_sha256(f["path"]) != f["sha256"]:
+            raise UsageError(f"--sample: font {f['path']} is missing or changed on this machine; "
+                             "re-rendering needs the same font files")
+    stored = find_record(data_dir, m, split, index)
+    sample = Renderer.from_recipe(m).render(split, index)
+    a = np.asarray(_image(stored["image/png"]))
+    b = np.asarray(sample.image.convert("RGB"))
+    same_png = png_bytes(sample.image) == stored["image/png"]
+    same_pixels = a.shape == b.shape and bool((a == b).all())
+    same_label = sample.text == stored["label/text"]
+    ok = same_pixels and same_label
+    out = out or os.path.join(data_dir, f"rerender-{split}-{index}.png")
+    diff = np.abs(a.astype(int) - b.astype(int)).clip(0, 255).astype(np.uint8) if a.shape == b.shape \
+        else np.zeros_like(a)
+    gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
+    Image.fromarray(np.concatenate([a, gap, b, gap, 255 - diff], axis=1)).save(out)
+    if ok:
+        msg = (f"{split}[{index}] '{sample.text}': re-rendered image matches the stored record "
+               f"({'byte-identical PNG' if same_png else 'identical pixels'})")
+    else:
+        n = int((a != b).any(axis=-1).sum()) if a.shape == b.shape else -1
+        msg = (f"{split}[{index}]: MISMATCH (stored '{stored['label/text']}', re-rendered "
+               f"'{sample.text}', {n} pixels differ)")
+    return ok, out, msg

@@ -1,0 +1,224 @@
+"""Shard files and the dataset manifest: names, atomic writes, record schema, reading back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+
+from captchalab.errors import UsageError
+from captchalab.gen.tfrecord import (
+    CorruptRecord,
+    decode_example,
+    encode_example,
+    frame,
+    read_records,
+)
+
+MANIFEST = "dataset_info.json"
+FORMAT = "captchalab-dataset"
+FORMAT_VERSION = 1
+SHARD_RE = re.compile(r"^captcha-(?P<split>[a-z]+)\.tfrecord-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+TMP_PREFIX = ".tmp-"
+_umask = os.umask(0)
+os.umask(_umask)
+_FILE_MODE = 0o666 & ~_umask  # mkstemp creates 0600; finished files get the usual mode
+
+# Every record has these; generated records add style/* (see docs/dataset-format.md).
+CORE_FEATURES = {
+    "image/png": "bytes: PNG, RGB",
+    "image/height": "int64",
+    "image/width": "int64",
+    "label/text": "bytes: UTF-8 label",
+    "label/ids": "int64 list: charset ids 1..K, one per character (0 is never stored)",
+    "label/length": "int64",
+    "sample/split": "bytes: train, val or test",
+    "sample/index": "int64: index within the split",
+    "sample/seed": "int64: dataset seed (-1 for imported images)",
+}
+STYLE_FEATURES = {
+    "style/font": "bytes: font name (see manifest fonts)",
+    "style/font_sizes": "int64 list: sizes the library picked from, px",
+    "style/rotate": "float: max rotation drawn, degrees",
+    "style/warp_dx": "float", "style/warp_dy": "float",
+    "style/offset_dx": "int64: px", "style/offset_dy": "int64: px",
+    "style/space_prob": "float", "style/word_offset": "float",
+    "style/noise_dots": "int64", "style/noise_dot_width": "int64: px",
+    "style/noise_curves": "int64",
+    "style/bg": "int64 list: RGB", "style/fg": "int64 list: RGB", "style/fg_alpha": "int64",
+}
+IMPORT_FEATURES = {"source/file": "bytes: original file name"}
+
+
+def shard_name(split: str, i: int, n: int) -> str:
+    return f"captcha-{split}.tfrecord-{i:05d}-of-{n:05d}"
+
+
+def encode_record(*, png: bytes, width: int, height: int, text: str, ids, split: str,
+                  index: int, seed: int, extra: dict | None = None) -> bytes:
+    feats = {
+        "image/png": png, "image/height": height, "image/width": width,
+        "label/text": text, "label/ids": list(ids), "label/length": len(text),
+        "sample/split": split, "sample/index": index, "sample/seed": seed,
+    }
+    if extra:
+        feats.update(extra)
+    return encode_example(feats)
+
+
+def decode_record(data: bytes) -> dict:
+    """Serialized record -> plain dict (scalars unwrapped, bytes labels decoded to str)."""
+    raw = decode_example(data)
+    out = {}
+    for k, v in raw.items():
+        if k in ("label/ids", "style/font_sizes", "style/bg", "style/fg"):
+            out[k] = list(v)
+        elif len(v) == 1:
+            out[k] = v[0].decode() if isinstance(v[0], bytes) and k != "image/png" else v[0]
+        else:
+            out[k] = v
+    missing = [k for k in CORE_FEATURES if k not in out]
+    if missing:
+        raise ValueError(f"missing features {missing}")
+    return out
+
+
+class ShardWriter:
+    """Writes one shard under a temporary name; `commit()` renames it into place.
+
+    A crash leaves only a `.tmp-*` file, which `--resume` deletes; a final-named shard is
+    always complete.
+    """
+
+    def __init__(self, out_dir: str, name: str):
+        self.path = os.path.join(out_dir, name)
+        fd, self.tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", dir=out_dir)
+        self._f = os.fdopen(fd, "wb")
+        self._sha = hashlib.sha256()
+        self.count = 0
+        self.bytes = 0
+
+    def write(self, record: bytes) -> None:
+        data = frame(record)
+        self._f.write(data)
+        self._sha.update(data)
+        self.count += 1
+        self.bytes += len(data)
+
+    def commit(self) -> dict:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.chmod(self.tmp, _FILE_MODE)
+        os.replace(self.tmp, self.path)
+        return {"file": os.path.basename(self.path), "count": self.count, "bytes": self.bytes,
+                "sha256": self._sha.hexdigest()}
+
+    def abort(self) -> None:
+        self._f.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is not None:
+            self.abort()
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_manifest(data_dir: str) -> dict:
+    """Load `dataset_info.json`; a folder without one is refused as not a captchalab dataset."""
+    if not os.path.exists(data_dir):
+        raise UsageError(f"dataset folder {data_dir} does not exist")
+    if not os.path.isdir(data_dir):
+        raise UsageError(f"{data_dir} is a file; give a dataset folder made by 'captchalab gen'")
+    path = os.path.join(data_dir, MANIFEST)
+    if not os.path.exists(path):
+        raise UsageError(
+            f"{data_dir} is not a captchalab dataset (no {MANIFEST}); make one with 'captchalab gen'"
+            " or 'captchalab import'")
+    try:
+        with open(path) as f:
+            m = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} is unreadable or not JSON: {e}") from None
+    if m.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a captchalab manifest (format is {m.get('format')!r})")
+    return m
+
+
+def shard_paths(data_dir: str, manifest: dict, split: str) -> list[str]:
+    if split not in manifest["splits"]:
+        have = ", ".join(manifest["splits"]) or "none"
+        raise UsageError(f"--split {split}: the dataset has no such split (it has: {have})")
+    return [os.path.join(data_dir, s["file"]) for s in manifest["splits"][split]["shards"]]
+
+
+def iter_shard(path: str):
+    """Yield decoded records of one shard; errors name the file and the record."""
+    with open(path, "rb") as f:
+        records = enumerate(read_records(f))
+        while True:
+            try:
+                index, data = next(records)
+            except StopIteration:
+                return
+            except CorruptRecord as e:
+                raise CorruptShard(path, str(e)) from None
+            try:
+                rec = decode_record(data)
+            except Exception as e:  # noqa: BLE001 - undecodable protobuf
+                raise CorruptShard(path, f"record {index}: not a captchalab record ({e})") from None
+            yield rec
+
+
+def iter_split(data_dir: str, manifest: dict, split: str):
+    for p in shard_paths(data_dir, manifest, split):
+        yield from iter_shard(p)
+
+
+class CorruptShard(Exception):
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def scan_shard(path: str) -> dict:
+    """Read a whole shard: record count, size and sha256; raises CorruptShard on a bad record."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        count = 0
+        try:
+            for data in read_records(f):
+                decode_record(data)
+                count += 1
+        except CorruptRecord as e:
+            raise CorruptShard(path, str(e)) from None
+        except Exception as e:  # noqa: BLE001
+            raise CorruptShard(path, f"record {count}: not a captchalab record ({e})") from None
+        f.seek(0)
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+        size = f.tell()
+    return {"file": os.path.basename(path), "count": count, "bytes": size,
+            "sha256": sha.hexdigest()}

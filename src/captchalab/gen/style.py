@@ -1,0 +1,254 @@
+"""Style: every rendering knob of the captcha library, as fixed values or per-sample ranges."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+from captchalab.errors import UsageError, suggest
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One numeric knob: how it is parsed, its allowed bounds, and what it means."""
+
+    name: str
+    kind: type  # int or float
+    lo: float  # smallest allowed value
+    hi: float  # largest allowed value
+    help: str
+    per_channel: int = 0  # colour knobs: the range is drawn independently for this many channels
+
+
+# Library defaults (captcha 0.7.1 ImageCaptcha) are the `default` preset. Each knob is a range
+# (lo, hi); lo == hi is a fixed value. A range is drawn once per sample (per channel for colours).
+KNOBS: dict[str, Knob] = {k.name: k for k in [
+    Knob("rotate", float, 0, 180,
+         "max character rotation, degrees; the library rotates each character within +-value"),
+    Knob("warp_dx", float, 0, 1,
+         "horizontal warp as a fraction of glyph width; library range (value/3, value)"),
+    Knob("warp_dy", float, 0, 1,
+         "vertical warp as a fraction of glyph height; library range (2*value/3, value)"),
+    Knob("offset_dx", int, 0, 50, "max horizontal jitter of a glyph in its box, px"),
+    Knob("offset_dy", int, 0, 50, "max vertical jitter of a glyph in its box, px"),
+    Knob("space_prob", float, 0, 1,
+         "probability of a blank glyph before each character (library: 1 - word_space_probability)"),
+    Knob("word_offset", float, 0, 1,
+         "max overlap of neighbouring characters, fraction of the mean glyph width"),
+    Knob("noise_dots", int, 0, 10000, "number of noise dots"),
+    Knob("noise_dot_width", int, 1, 20, "width of each noise dot, px"),
+    Knob("noise_curves", int, 0, 50, "number of noise arcs"),
+    Knob("bg", int, 0, 255, "background colour, per RGB channel (0-255)", per_channel=3),
+    Knob("fg", int, 0, 255, "text and noise colour, per RGB channel (0-255)", per_channel=3),
+    Knob("fg_alpha", int, 0, 255, "text opacity (0-255)", per_channel=1),
+]}
+
+STYLE_KEYS = ("fonts", "font_sizes", "smooth", *KNOBS)
+
+
+@dataclass(frozen=True)
+class Style:
+    """Resolved rendering style. Knob fields are (lo, hi) ranges; see KNOBS for units."""
+
+    fonts: tuple[str, ...] = ("builtin",)  # font specs: builtin, dejavu, stix, files, dirs, globs
+    font_sizes: tuple[int, ...] = (42, 50, 56)  # px; the library picks one per character
+    smooth: bool = True  # the library's final SMOOTH filter
+    rotate: tuple[float, float] = (30.0, 30.0)
+    warp_dx: tuple[float, float] = (0.3, 0.3)
+    warp_dy: tuple[float, float] = (0.3, 0.3)
+    offset_dx: tuple[int, int] = (4, 4)
+    offset_dy: tuple[int, int] = (6, 6)
+    space_prob: tuple[float, float] = (0.5, 0.5)
+    word_offset: tuple[float, float] = (0.25, 0.25)
+    noise_dots: tuple[int, int] = (30, 30)
+    noise_dot_width: tuple[int, int] = (3, 3)
+    noise_curves: tuple[int, int] = (1, 1)
+    bg: tuple[int, int] = (238, 255)
+    fg: tuple[int, int] = (10, 200)
+    fg_alpha: tuple[int, int] = (220, 255)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Style:
+        return apply_overrides(cls(), d, source="style")
+
+    def replace(self, **kw) -> Style:
+        return dataclasses.replace(self, **kw)
+
+
+PRESETS: dict[str, dict] = {
+    "default": {},  # the captcha library's own defaults
+    "easy": {"rotate": 10, "warp_dx": 0.1, "warp_dy": 0.1, "offset_dx": 2, "offset_dy": 2,
+             "space_prob": 0, "word_offset": 0.1, "noise_dots": 0, "noise_curves": 0},
+    "hard": {"fonts": ["builtin", "dejavu"], "rotate": 45, "warp_dx": 0.5, "warp_dy": 0.5,
+             "word_offset": 0.35, "noise_dots": "60-120", "noise_curves": "2-4",
+             "bg": "200-255", "fg": "0-160"},
+    # randomised: every knob drawn per sample over a wide range, several font families
+    "varied": {"fonts": ["builtin", "dejavu", "stix"], "font_sizes": [36, 42, 50, 56],
+               "rotate": "0-45", "warp_dx": "0-0.5", "warp_dy": "0-0.5", "offset_dx": "0-8",
+               "offset_dy": "0-8", "space_prob": "0-0.8", "word_offset": "0-0.4",
+               "noise_dots": "0-100", "noise_dot_width": "1-4", "noise_curves": "0-3",
+               "bg": "180-255", "fg": "0-200", "fg_alpha": "180-255"},
+}
+
+
+def parse_range(name: str, value, source: str = "option") -> tuple:
+    """Parse a knob value: a number, "lo-hi", or a [lo, hi] list, checked against its bounds."""
+    knob = KNOBS[name]
+    label = f"--{name.replace('_', '-')}" if source == "option" else f"{source} key '{name}'"
+    allowed = f"a number or range lo-hi within {_fmt(knob.lo)}..{_fmt(knob.hi)} ({knob.help})"
+    try:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError
+            lo, hi = (_as(knob, v) for v in value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo = hi = _as(knob, value)
+        elif isinstance(value, str):
+            text = value.strip()
+            parts = text.split("-", 1) if "-" in text[1:] else [text]
+            lo, hi = (_as(knob, p) for p in (parts[0], parts[-1]))
+        else:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise UsageError(f"{label}: {value!r} is not {allowed}") from None
+    if lo > hi:
+        raise UsageError(f"{label}: range {value!r} has lo > hi; write it as lo-hi")
+    if lo < knob.lo or hi > knob.hi:
+        raise UsageError(f"{label}: {value!r} is out of range; allowed is {allowed}")
+    return (lo, hi)
+
+
+def _as(knob: Knob, v):
+    x = _num(v)
+    if knob.kind is int and float(x) != int(x):
+        raise ValueError  # whole numbers only
+    return knob.kind(x)
+
+
+def _num(v):
+    if isinstance(v, str):
+        v = v.strip()
+        f = float(v)
+        if not math.isfinite(f):
+            raise ValueError
+        return int(v) if v.lstrip("+").isdigit() else f
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError
+    return v
+
+
+def _fmt(x) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def parse_font_sizes(value, source: str = "option") -> tuple[int, ...]:
+    label = "--font-sizes" if source == "option" else f"{source} key 'font_sizes'"
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        sizes = tuple(int(str(s).strip()) for s in items)
+    except (ValueError, TypeError):
+        raise UsageError(f"{label}: {value!r} is not a comma-separated list of sizes in px") from None
+    if not sizes or any(s < 6 or s > 400 for s in sizes):
+        raise UsageError(f"{label}: {value!r}; give one or more sizes between 6 and 400 px")
+    return tuple(sorted(set(sizes)))
+
+
+def apply_overrides(style: Style, overrides: dict, source: str = "option") -> Style:
+    """Return `style` with `overrides` (knob name -> raw value) applied and validated."""
+    changes = {}
+    for raw_key, value in overrides.items():
+        key = raw_key.replace("-", "_")
+        if key not in STYLE_KEYS:
+            what = "style key" if source != "option" else "style option"
+            raise UsageError(
+                f"unknown {what} '{raw_key}' in {source}{suggest(key, STYLE_KEYS)} "
+                f"(allowed: {', '.join(STYLE_KEYS)})")
+        if key == "fonts":
+            fonts = value.split(",") if isinstance(value, str) else value
+            fonts = tuple(str(f).strip() for f in fonts if str(f).strip())
+            if not fonts:
+                raise UsageError(f"{source}: fonts is empty; give builtin, dejavu, stix or font files")
+            changes[key] = fonts
+        elif key == "font_sizes":
+            changes[key] = parse_font_sizes(value, source)
+        elif key == "smooth":
+            if not isinstance(value, bool):
+                raise UsageError(f"{source}: smooth must be true or false, not {value!r}")
+            changes[key] = value
+        else:
+            changes[key] = parse_range(key, value, source)
+    return dataclasses.replace(style, **changes)
+
+
+def preset(name: str) -> Style:
+    if name not in PRESETS:
+        raise UsageError(
+            f"--style: unknown style '{name}'{suggest(name, PRESETS)} (allowed: {', '.join(PRESETS)})")
+    return apply_overrides(Style(), PRESETS[name], source=f"preset '{name}'")
+
+
+def load_style_file(path: str) -> dict:
+    """Read a TOML or JSON style file: knob keys and optionally `preset = "hard"`."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UsageError(f"--style-file: cannot read {path}: {e.strerror}") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(raw)
+        else:
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(raw.decode())
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise UsageError(f"--style-file: {path} is not valid {'JSON' if path.endswith('.json') else 'TOML'}: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--style-file: {path} must hold a table of style keys")
+    return data
+
+
+def resolve_style(name: str = "default", file: str | None = None,
+                  overrides: dict | None = None) -> Style:
+    """Preset, then style file, then command-line knobs: later ones win."""
+    file_data = load_style_file(file) if file else {}
+    name = file_data.pop("preset", name) if file else name
+    style = preset(name)
+    if file_data:
+        style = apply_overrides(style, file_data, source=f"style file {file}")
+    if overrides:
+        style = apply_overrides(style, overrides, source="option")
+    return style
+
+
+@dataclass
+class Draws:
+    """The style values drawn for one sample (recorded in its TFRecord)."""
+
+    font: int = 0  # index into the resolved font list
+    values: dict = field(default_factory=dict)
+
+
+def draw(style: Style, rng, n_fonts: int) -> Draws:
+    """Draw one sample's knob values. Each knob consumes a fixed number of draws, so changing one
+    knob's range never changes what another knob draws for the same sample."""
+    out = Draws(font=int(rng.random() * n_fonts))
+    for name, knob in KNOBS.items():
+        lo, hi = getattr(style, name)
+        vals = []
+        for _ in range(knob.per_channel or 1):
+            u = rng.random()
+            if knob.kind is int:
+                vals.append(min(hi, lo + int(u * (hi - lo + 1))))
+            else:
+                vals.append(lo + u * (hi - lo))
+        out.values[name] = tuple(vals) if knob.per_channel > 1 else vals[0]
+    return out

@@ -1,0 +1,234 @@
+"""`captchalab gen`, `verify` and `show` through the real CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from captchalab.gen import shards as sh
+from conftest import ENV, cli, record_hashes
+
+
+def test_same_seed_same_records_whatever_workers_and_shard_size(tmp_path, small_dataset):
+    other = tmp_path / "other"
+    cli("gen", "--out", other, "--train", 60, "--val", 20, "--test", 20, "--shard-size", 7,
+        "--workers", 1, "-q")
+    for split in ("train", "val", "test"):
+        assert record_hashes(other, split) == record_hashes(small_dataset, split)
+    assert len(os.listdir(other)) > len(os.listdir(small_dataset))  # really other shard layouts
+
+
+def test_other_seed_other_records(tmp_path, small_dataset):
+    d = tmp_path / "s1"
+    cli("gen", "--out", d, "--val", 20, "--seed", 1, "-q")
+    assert set(record_hashes(d, "val")).isdisjoint(record_hashes(small_dataset, "val"))
+
+
+def test_manifest_fields(small_dataset):
+    m = json.loads((small_dataset / "dataset_info.json").read_text())
+    assert m["complete"] and m["source"] == "generated"
+    assert m["charset"]["chars"] == "0123456789abcdefghijklmnopqrstuvwxyz"
+    assert m["charset"]["blank_id"] == 0
+    assert m["length"] == [4, 4] and m["image"]["width"] == 160 and m["image"]["height"] == 60
+    assert m["style"]["rotate"] == [30.0, 30.0] and m["seed"] == 0
+    assert "blake2b" in m["seed_rule"] and "split" in m["split_rule"]
+    assert set(m["versions"]) >= {"captcha", "pillow", "freetype", "numpy", "python"}
+    assert m["fonts"][0]["name"] == "DroidSansMono.ttf" and len(m["fonts"][0]["sha256"]) == 64
+    assert m["command"].startswith("captchalab gen")
+    for split, n in (("train", 60), ("val", 20), ("test", 20)):
+        info = m["splits"][split]
+        assert info["count"] == n == sum(s["count"] for s in info["shards"])
+        for s in info["shards"]:
+            path = small_dataset / s["file"]
+            assert sh.SHARD_RE.match(s["file"]) and path.stat().st_size == s["bytes"]
+    assert [s["file"] for s in m["splits"]["train"]["shards"]] == [
+        f"captcha-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+
+
+def test_records_carry_label_seed_index_and_style(small_dataset):
+    m = sh.read_manifest(str(small_dataset))
+    recs = list(sh.iter_split(str(small_dataset), m, "test"))
+    assert [r["sample/index"] for r in recs] == list(range(20))
+    r = recs[3]
+    assert r["sample/split"] == "test" and r["sample/seed"] == 0
+    assert len(r["label/text"]) == 4 == r["label/length"] == len(r["label/ids"])
+    assert all(1 <= i <= 36 for i in r["label/ids"])
+    assert r["style/font"] == "DroidSansMono.ttf" and r["style/noise_dots"] == 30
+    assert r["image/png"][:4] == b"\x89PNG"
+
+
+def test_labels_never_cross_splits(tmp_path):
+    d = tmp_path / "tiny"  # 100 labels in all: many repeats inside a split, none across
+    p = cli("gen", "--out", d, "--charset", "0-9", "--length", 2, "--train", 300, "--val", 40,
+            "--test", 40, "--size", "100x60", "-q")
+    assert "labels repeat within the split" in p.stderr
+    m = sh.read_manifest(str(d))
+    labels = {s: {r["label/text"] for r in sh.iter_split(str(d), m, s)} for s in m["splits"]}
+    assert labels["train"].isdisjoint(labels["val"]) and labels["train"].isdisjoint(labels["test"])
+    assert labels["val"].isdisjoint(labels["test"])
+
+
+def test_label_space_too_small_is_refused(tmp_path):
+    p = cli("gen", "--out", tmp_path / "x", "--charset", "ab", "--length", 1, "--train", 5,
+            "--val", 5, "--test", 5, "--size", "100x60", check=False)
+    assert p.returncode == 2 and "too small for the splits" in p.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_variable_length_and_style_options(tmp_path):
+    d = tmp_path / "var"
+    cli("gen", "--out", d, "--length", "3-6", "--train", 60, "--style", "varied",
+        "--rotate", "0-10", "--noise-dots", 0, "--size", "200x64", "-q")
+    m = sh.read_manifest(str(d))
+    recs = list(sh.iter_split(str(d), m, "train"))
+    assert {len(r["label/text"]) for r in recs} == {3, 4, 5, 6}
+    assert all(0 <= r["style/rotate"] <= 10 and r["style/noise_dots"] == 0 for r in recs)
+    assert len({r["style/font"] for r in recs}) > 3  # builtin + dejavu + stix faces
+    assert m["style_name"] == "varied" and m["style"]["rotate"] == [0.0, 10.0]
+
+
+def test_verify_ok_and_catches_truncation_and_flipped_byte(tmp_path, small_dataset):
+    assert "ok" in cli("verify", small_dataset).stdout
+    import shutil
+    d = tmp_path / "broken"
+    shutil.copytree(small_dataset, d)
+    victim = d / "captcha-train.tfrecord-00001-of-00003"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    victim.write_bytes(bytes(data))
+    short = d / "captcha-val.tfrecord-00000-of-00001"
+    short.write_bytes(short.read_bytes()[:-100])
+    p = cli("verify", d, check=False)
+    assert p.returncode == 1
+    assert "captcha-train.tfrecord-00001-of-00003: record " in p.stderr
+    assert "checksum mismatch" in p.stderr
+    assert "captcha-val.tfrecord-00000-of-00001: record 19 " in p.stderr and "truncated" in p.stderr
+
+
+def test_show_writes_sheet_and_rerenders_a_sample(tmp_path, small_dataset):
+    out = tmp_path / "sheet.png"
+    cli("show", small_dataset, "--out", out, "-n", 8)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    p = cli("show", small_dataset, "--sample", "val:17", "--out", tmp_path / "r.png")
+    assert "matches the stored record" in p.stdout
+
+
+def _kill_group(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_resume_after_kill_gives_identical_dataset(tmp_path):
+    args = ["--train", 1200, "--val", 100, "--shard-size", 100, "--workers", 2, "-q"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "captchalab", "gen", "--out", str(cut),
+                             *map(str, args)], env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        done = [n for n in (os.listdir(cut) if cut.exists() else []) if sh.SHARD_RE.match(n)]
+        if len(done) >= 3:
+            break
+        time.sleep(0.05)
+    _kill_group(proc)  # kill -9 the whole run, workers included
+    assert 3 <= len(done) < 13, "the run must be cut part-way"
+    m = json.loads((cut / "dataset_info.json").read_text())
+    assert m["complete"] is False
+    assert cli("verify", cut, check=False).returncode == 1
+    p = cli("gen", "--out", cut, "--resume", "--val", 50, check=False)
+    assert p.returncode == 2 and "differs from the interrupted run" in p.stderr
+    p = cli("gen", "--out", cut, "--resume", "-q")
+    assert "shards kept from before" in p.stdout
+    cli("gen", "--out", whole, *args)
+    assert sorted(os.listdir(cut)) == sorted(os.listdir(whole))
+    for name in os.listdir(whole):
+        if name != "dataset_info.json":
+            assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
+    a, b = (json.loads((d / "dataset_info.json").read_text()) for d in (cut, whole))
+    for m in (a, b):
+        m.pop("created"), m.pop("command")
+    assert a == b
+    cli("verify", cut)
+
+
+COMMANDS = ["gen", "verify", "show", "export", "import"]
+
+
+@pytest.mark.parametrize("cmd", [None, *COMMANDS])
+def test_help(cmd):
+    p = cli(*([cmd] if cmd else []), "--help")
+    assert "Usage:" in p.stdout
+
+
+BAD = [
+    (["--charset", ""], "--charset is empty"),
+    (["--charset", "abca"], "'a' more than once"),
+    (["--length", "0"], "at least 1"),
+    (["--length", "6-4"], "min > max"),
+    (["--length", "x"], "--length"),
+    (["--size", "160x20"], "too small for the text"),
+    (["--size", "30x60"], "too small for the text"),
+    (["--size", "big"], "WIDTHxHEIGHT"),
+    (["--train", "0"], "--train: 0"),
+    (["--train", "-5"], "--train: -5"),
+    (["--fonts", "nope.ttf"], "--fonts: 'nope.ttf'"),
+    (["--fonts", "dejavoo"], "did you mean 'dejavu"),
+    (["--fonts", "NOTAFONT"], "cannot read font file"),
+    (["--shard-size", "0"], "--shard-size"),
+    (["--style", "hrad"], "did you mean 'hard'"),
+    (["--rotate", "500"], "--rotate"),
+    (["--noise-dots", "5-1"], "lo > hi"),
+    (["--workers", "0"], "--workers"),
+    (["--style-file", "missing.toml"], "cannot read"),
+    (["--style-file", "BADKEY"], "did you mean 'rotate'"),
+    (["--resume", "--overwrite"], "contradict"),
+    (["--frobnicate"], "No such option"),
+    (["--train", "x"], "not a valid integer"),
+]
+
+
+@pytest.mark.parametrize("extra,msg", BAD, ids=[" ".join(b[0]) or "empty" for b in BAD])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, extra, msg):
+    (tmp_path / "NOTAFONT").write_text("not a font")
+    (tmp_path / "BADKEY").write_text("rotat = 3\n")
+    out = tmp_path / "out"
+    extra = [str(tmp_path / e) if e in ("NOTAFONT", "BADKEY") else e for e in extra]
+    args = ["gen", "--out", out, *(["--train", "10"] if "--train" not in extra else []), *extra]
+    p = cli(*args, check=False, cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+    assert not out.exists()
+
+
+def test_out_is_a_file_or_not_empty(tmp_path, small_dataset):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    p = cli("gen", "--out", f, "--train", 10, check=False)
+    assert p.returncode == 2 and "is a file" in p.stderr and f.read_text() == "keep me"
+    before = {n: (small_dataset / n).stat().st_mtime_ns for n in os.listdir(small_dataset)}
+    p = cli("gen", "--out", small_dataset, "--train", 10, check=False)
+    assert p.returncode == 2 and "not empty" in p.stderr
+    assert before == {n: (small_dataset / n).stat().st_mtime_ns for n in os.listdir(small_dataset)}
+
+
+def test_overwrite_replaces_dataset(tmp_path):
+    d = tmp_path / "d"
+    cli("gen", "--out", d, "--train", 30, "-q")
+    cli("gen", "--out", d, "--val", 10, "--overwrite", "-q")
+    m = sh.read_manifest(str(d))
+    assert list(m["splits"]) == ["val"]
+    assert not [n for n in os.listdir(d) if n.startswith("captcha-train")]
+
+
+def test_verify_and_show_refuse_non_datasets(tmp_path):
+    for cmd in ("verify", "show"):
+        p = cli(cmd, tmp_path, check=False)
+        assert p.returncode == 2 and "not a captchalab dataset" in p.stderr
+        p = cli(cmd, tmp_path / "nothing", check=False)
+        assert p.returncode == 2 and "does not exist" in p.stderr
