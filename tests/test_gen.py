@@ -232,3 +232,28 @@ def test_verify_and_show_refuse_non_datasets(tmp_path):
         assert p.returncode == 2 and "not a captchalab dataset" in p.stderr
         p = cli(cmd, tmp_path / "nothing", check=False)
         assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+def test_reading_a_damaged_shard_names_it(tmp_path, small_dataset):
+    import shutil
+    d = tmp_path / "dmg"
+    shutil.copytree(small_dataset, d)
+    victim = d / "captcha-train.tfrecord-00000-of-00003"
+    victim.write_bytes(victim.read_bytes()[:5000])
+    p = cli("show", d, "-n", 30, "--out", tmp_path / "s.png", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and victim.name in p.stderr
+
+
+@pytest.mark.slow
+def test_large_varied_dataset_same_with_1_and_2_workers(tmp_path):
+    """5000 samples of the most random preset: identical records whatever the worker count."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--train", 4000, "--val", 500, "--test", 500, "--style", "varied",
+              "--length", "3-7", "--size", "200x64", "-q"]
+    cli("gen", "--out", a, *common, "--workers", 1, "--shard-size", 1000)
+    cli("gen", "--out", b, *common, "--workers", 2, "--shard-size", 333)
+    for split in ("train", "val", "test"):
+        assert record_hashes(a, split) == record_hashes(b, split)
+    cli("verify", a)
+    cli("verify", b)

@@ -197,7 +197,9 @@ def iter_split(data_dir: str, manifest: dict, split: str):
         yield from iter_shard(p)
 
 
-class CorruptShard(Exception):
+class CorruptShard(UsageError):
+    """A damaged shard met while reading a dataset; the message names the file and record."""
+
     def __init__(self, path: str, reason: str):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = path, reason
