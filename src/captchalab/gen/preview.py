@@ -35,15 +35,17 @@ def contact_sheet(data_dir: str, out: str | None, count: int, split: str | None)
     cols = min(6, len(records))
     rows = -(-len(records) // cols)
     w, h = m["image"]["width"], m["image"]["height"]
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * w / 60, rows * (h / 60 + 0.35)),
+    show_font = len(records) <= 12 and any(r.get("style/font") for r in records)
+    title_h = 0.55 if show_font else 0.35  # inches above each image for its caption
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * w / 60, rows * (h / 60 + title_h)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, rec in zip(axes.flat, records, strict=False):
         ax.imshow(_image(rec["image/png"]))
-        font = rec.get("style/font")
-        ax.set_title(rec["label/text"] + (f"  ({font})" if font and len(records) <= 12 else ""),
-                     family="monospace", fontsize=10)
+        font = rec.get("style/font") if show_font else None
+        ax.set_title(rec["label/text"] + (f"\n{font}" if font else ""), family="monospace",
+                     fontsize=10 if not font else 8)
     style = m.get("style_name", m.get("source"))
     fig.suptitle(f"{os.path.basename(os.path.abspath(data_dir))}: {split}, first {len(records)} "
                  f"(style {style}, seed {m.get('seed')})", fontsize=10)
