@@ -208,5 +208,36 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
     click.echo(f"wrote {out}: {counts}; charset {m['charset']['chars']!r}")
 
 
+@cli.command()
+@click.option("--data", required=True, type=click.Path(), help="Dataset folder (train and val splits).")
+@click.option("--out", "out", required=True, type=click.Path(), help="Run folder to write (new or empty).")
+@click.option("--arch", default="crnn", show_default=True, help="Model: crnn, small.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1), help="Passes over train.")
+@click.option("--steps", default=0, show_default=True, type=click.IntRange(0),
+              help="Optimizer steps in all (overrides --epochs when > 0).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (Adam).")
+@click.option("--schedule", default="cosine", show_default=True,
+              type=click.Choice(["cosine", "constant"]), help="Learning-rate schedule.")
+@click.option("--downscale", default=2, show_default=True, type=click.IntRange(1),
+              help="Train at 1/N of the dataset's resolution.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--patience", default=0, show_default=True, type=click.IntRange(0),
+              help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-step progress.")
+def train(data, out, arch, epochs, steps, batch_size, lr, schedule, downscale, seed, patience, quiet):
+    """Train a CTC recognizer on a dataset; val accuracy is measured every epoch."""
+    from captchalab.train.train import TrainConfig
+    from captchalab.train.train import train as run_training
+
+    cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, steps=steps,
+                      batch_size=batch_size, lr=lr, schedule=schedule, downscale=downscale,
+                      seed=seed, patience=patience)
+    best = run_training(cfg, command=_command_line(), verbose=0 if quiet else 2)
+    click.echo(f"best epoch {best['epoch']}: val sequence accuracy {best['val_seq_acc']:.4f}, "
+               f"character accuracy {best['val_char_acc']:.4f}, CER {best['val_cer']:.4f}; "
+               f"model in {out}/model.keras")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,103 @@
+"""Training: metrics on hand-worked cases, CTC decoding, pipeline shapes, a tiny run via the CLI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from captchalab.charset import Charset
+from captchalab.eval.metrics import (
+    character_accuracy,
+    character_error_rate,
+    sequence_accuracy,
+    summary,
+)
+from conftest import cli
+
+
+def test_metrics_hand_worked():
+    truths = ["abcd", "abcd", "abcd", "abcd", "abcd"]
+    preds = ["abcd", "abxd", "abd", "abccd", ""]
+    # exact: 1/5; kept truth chars: 4 + 3 (1 replaced) + 3 (1 deleted) + 4 (insertion) + 0
+    assert sequence_accuracy(truths, preds) == pytest.approx(0.2)
+    assert character_accuracy(truths, preds) == pytest.approx(14 / 20)
+    # edits: 0 + 1 + 1 + 1 + 4
+    assert character_error_rate(truths, preds) == pytest.approx(7 / 20)
+    assert summary([], []) == {"seq_acc": 0.0, "char_acc": 0.0, "cer": 0.0}
+
+
+def _logits(steps, k=4):
+    """One-hot-ish logits for a sequence of class ids (0 = blank)."""
+    out = np.full((1, len(steps), k), -5.0, np.float32)
+    for t, c in enumerate(steps):
+        out[0, t, c] = 5.0
+    return out
+
+
+@pytest.mark.parametrize("steps,text", [
+    ([1, 1, 0, 1, 2], "aab"),  # repeats merge unless a blank separates them
+    ([0, 0, 0, 0], ""),  # all blanks: empty prediction
+    ([3, 0, 3, 3, 0, 0, 2], "ccb"),
+    ([2, 2, 2, 1], "ba"),
+])
+def test_ctc_decoding_greedy_and_beam(steps, text):
+    from captchalab.train.ctc import decode
+    cs = Charset("abc")
+    assert decode(_logits(steps), cs)[0] == [text]
+    assert decode(_logits(steps), cs, beam_width=4)[0] == [text]
+
+
+def test_pipeline_shapes_and_dtypes(small_dataset):
+    from captchalab.gen import shards as sh
+    from captchalab.train.input import shard_dataset, split_labels
+
+    m = sh.read_manifest(str(small_dataset))
+    ds = shard_dataset(str(small_dataset), m, "val", batch_size=8, downscale=2, training=False)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [8, 8, 4]
+    img, ids = batches[0]
+    assert img.shape == (8, 30, 80, 1) and img.dtype.name == "float32"
+    assert 0.0 <= float(img.numpy().min()) and float(img.numpy().max()) <= 1.0
+    assert ids.shape == (8, 4) and ids.dtype.name == "int32"
+    cs = Charset.from_json(m["charset"])
+    assert [cs.decode(r) for r in ids.numpy()] == split_labels(str(small_dataset), m, "val")[:8]
+    train = shard_dataset(str(small_dataset), m, "train", batch_size=16, downscale=1, training=True)
+    img, ids = next(iter(train))
+    assert img.shape == (16, 60, 160, 1)
+
+
+def test_time_step_check_refuses_narrow_inputs(small_dataset, tmp_path):
+    p = cli("train", "--data", small_dataset, "--out", tmp_path / "run", "--downscale", 8,
+            check=False)
+    assert p.returncode == 2 and "time steps" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_train_bad_input(tmp_path, small_dataset):
+    p = cli("train", "--data", tmp_path / "none", "--out", tmp_path / "r", check=False)
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    p = cli("train", "--data", tmp_path, "--out", tmp_path / "r", check=False)
+    assert p.returncode == 2 and "not a captchalab dataset" in p.stderr
+    p = cli("train", "--data", small_dataset, "--out", tmp_path / "r", "--arch", "crnm",
+            check=False)
+    assert p.returncode == 2 and "did you mean 'crnn'" in p.stderr
+
+
+def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
+    run = tmp_path / "run"
+    p = cli("train", "--data", small_dataset, "--out", run, "--arch", "small", "--epochs", 2,
+            "--batch-size", 16, "-q")
+    assert "val sequence accuracy" in p.stdout
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["charset"]["chars"] == "0123456789abcdefghijklmnopqrstuvwxyz"
+    assert cfg["input_shape"] == [30, 80, 1] and cfg["arch"] == "small"
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert len(rows) == 2 and {"loss", "val_loss", "val_seq_acc", "val_char_acc", "val_cer",
+                               "train_seq_acc"} <= set(rows[0])
+    assert (run / "history.png").read_bytes()[:4] == b"\x89PNG"
+    import keras
+    model = keras.models.load_model(run / "model.keras")
+    assert model.output_shape == (None, 20, 37)
+    p = cli("train", "--data", small_dataset, "--out", run, check=False)
+    assert p.returncode == 2 and "not empty" in p.stderr
