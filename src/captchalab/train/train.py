@@ -33,6 +33,7 @@ def _plot_history(run_dir: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     with open(os.path.join(run_dir, "history.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -50,6 +51,8 @@ def _plot_history(run_dir: str) -> None:
     b.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01), title="accuracy (greedy decode)")
     b.grid(alpha=0.3)
     b.legend()
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(os.path.join(run_dir, "history.png"), dpi=100)
     plt.close(fig)
@@ -145,7 +148,9 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1) -> dict:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_seq_acc", mode="max", patience=cfg.patience))
     hist = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                     validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+                     validation_data=val_ds,
+                     validation_steps=math.ceil(m["splits"]["val"]["count"] / 256),
+                     callbacks=callbacks, verbose=verbose, shuffle=False)
     if any(not np.isfinite(v) for v in hist.history.get("loss", [])):
         raise UsageError("training stopped: the loss became NaN/inf; try a lower --lr. "
                          f"The best model so far is in {cfg.out}/model.keras")
