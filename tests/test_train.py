@@ -101,3 +101,27 @@ def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
     assert model.output_shape == (None, 20, 37)
     p = cli("train", "--data", small_dataset, "--out", run, check=False)
     assert p.returncode == 2 and "not empty" in p.stderr
+
+
+TRAIN_BAD = [
+    (["--epochs", "0"], "--epochs"),
+    (["--steps", "-1"], "--steps"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "0"], "--lr > 0"),
+    (["--schedule", "linear"], "--schedule"),
+    (["--downscale", "0"], "--downscale"),
+    (["--patience", "-2"], "--patience"),
+    (["--out", "FILE"], "is a file"),
+]
+
+
+@pytest.mark.parametrize("extra,msg", TRAIN_BAD, ids=[" ".join(b[0]) for b in TRAIN_BAD])
+def test_train_options_bad_input(small_dataset, tmp_path, extra, msg):
+    (tmp_path / "FILE").write_text("keep me")
+    extra = [str(tmp_path / e) if e == "FILE" else e for e in extra]
+    out = [] if "--out" in extra else ["--out", tmp_path / "run"]
+    p = cli("train", "--data", small_dataset, *out, *extra, check=False)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], p.stderr
+    assert not (tmp_path / "run").exists() and (tmp_path / "FILE").read_text() == "keep me"

@@ -11,12 +11,10 @@ def sequence_accuracy(truths, preds) -> float:
     return sum(t == p for t, p in pairs) / len(pairs) if pairs else 0.0
 
 
-def character_counts(truth: str, pred: str) -> tuple[int, int]:
-    """(correct, edits) for one sample: `correct` truth characters kept by the minimal edit
-    alignment (not replaced or deleted); `edits` the Levenshtein distance."""
+def kept_characters(truth: str, pred: str) -> int:
+    """Truth characters the minimal edit alignment keeps (neither replaced nor deleted)."""
     ops = Levenshtein.editops(truth, pred)
-    lost = sum(op.tag in ("replace", "delete") for op in ops)
-    return len(truth) - lost, len(ops)
+    return len(truth) - sum(op.tag in ("replace", "delete") for op in ops)
 
 
 def character_accuracy(truths, preds) -> float:
@@ -24,7 +22,7 @@ def character_accuracy(truths, preds) -> float:
     total = correct = 0
     for t, p in zip(truths, preds, strict=True):
         total += len(t)
-        correct += character_counts(t, p)[0]
+        correct += kept_characters(t, p)
     return correct / total if total else 0.0
 
 

@@ -12,11 +12,12 @@ def decode(logits, charset: Charset, beam_width: int = 0):
 
     Confidence: greedy, the product of the chosen per-step probabilities; beam, exp(-path score).
     """
-    import keras
     logits = np.asarray(logits, dtype=np.float32)
-    b, t, _ = logits.shape
-    lengths = np.full((b,), t, dtype=np.int32)
     if beam_width and beam_width > 1:
+        import keras  # only beam search needs it; greedy decoding is plain numpy
+
+        b, t, _ = logits.shape
+        lengths = np.full((b,), t, dtype=np.int32)
         paths, scores = keras.ops.ctc_decode(logits, lengths, strategy="beam_search",
                                              beam_width=beam_width, top_paths=1,
                                              mask_index=BLANK_ID)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from captchalab.charset import Charset
 from captchalab.gen import shards as sh
 
 
@@ -60,9 +59,3 @@ def split_labels(data_dir: str, manifest: dict, split: str) -> list[str]:
     """The label strings of a split, in index order."""
     return [r["label/text"] for r in sh.iter_split(data_dir, manifest, split)]
 
-
-def check_charset(manifest: dict, charset: Charset) -> None:
-    from captchalab.errors import UsageError
-    if manifest["charset"]["chars"] != charset.chars:
-        raise UsageError(f"dataset charset {manifest['charset']['chars']!r} differs from the "
-                         f"model's {charset.chars!r}")

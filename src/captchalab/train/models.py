@@ -7,11 +7,11 @@ from keras import layers
 
 from captchalab.errors import UsageError
 
-# name -> (conv filters per block, pooling per block (h, w), rnn units, help)
+# name -> (conv filters per block, pooling per block (h, w), rnn units, rnn layers, help)
 ARCHS = {
-    "crnn": ((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128,
+    "crnn": ((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128, 2,
              "CNN + 2-layer bidirectional GRU (default)"),
-    "small": ((16, 32, 64), ((2, 2), (2, 2), (2, 1)), 64,
+    "small": ((16, 32, 64), ((2, 2), (2, 2), (2, 1)), 64, 1,
               "narrow CNN + 1-layer bidirectional GRU: fastest on CPU"),
 }
 
@@ -40,7 +40,7 @@ def build_model(arch: str, input_shape, num_classes: int, max_len: int) -> keras
         from captchalab.errors import suggest
         raise UsageError(f"--arch: unknown '{arch}'{suggest(arch, ARCHS)} "
                          f"(allowed: {', '.join(ARCHS)})")
-    filters, pools, units, _ = ARCHS[arch]
+    filters, pools, units, rnn_layers, _ = ARCHS[arch]
     check_time_steps(arch, input_shape[1], max_len)
     x = inp = keras.Input(input_shape, name="image")
     for f, p in zip(filters, pools, strict=True):
@@ -52,8 +52,7 @@ def build_model(arch: str, input_shape, num_classes: int, max_len: int) -> keras
     x = layers.Permute((2, 1, 3))(x)
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
     x = layers.Dense(units, activation="relu")(x)
-    n_rnn = 2 if arch == "crnn" else 1
-    for _ in range(n_rnn):
+    for _ in range(rnn_layers):
         x = layers.Bidirectional(layers.GRU(units, return_sequences=True))(x)
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
     return keras.Model(inp, logits, name=arch)

@@ -12,6 +12,8 @@ from captchalab.charset import Charset
 from captchalab.errors import UsageError
 from captchalab.gen import shards as sh
 
+EVAL_BATCH = 256  # images per prediction batch when measuring accuracy
+
 
 @dataclass
 class TrainConfig:
@@ -110,10 +112,11 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1) -> dict:
 
     train_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=cfg.batch_size,
                                  downscale=cfg.downscale, training=True, seed=cfg.seed)
-    val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=256, downscale=cfg.downscale,
-                               training=False)
-    probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=256, downscale=cfg.downscale,
-                                 training=False).unbatch().take(cfg.train_eval_samples).batch(256)
+    val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH,
+                               downscale=cfg.downscale, training=False)
+    probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=EVAL_BATCH,
+                                 downscale=cfg.downscale, training=False
+                                 ).unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH)
 
     config = {"charset": charset.to_json(), "image": m["image"], "input_shape": list(shape),
               "max_length": max_len, "length": m["length"], "arch": cfg.arch,
@@ -149,7 +152,7 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1) -> dict:
             monitor="val_seq_acc", mode="max", patience=cfg.patience))
     hist = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      validation_data=val_ds,
-                     validation_steps=math.ceil(m["splits"]["val"]["count"] / 256),
+                     validation_steps=math.ceil(m["splits"]["val"]["count"] / EVAL_BATCH),
                      callbacks=callbacks, verbose=verbose, shuffle=False)
     if any(not np.isfinite(v) for v in hist.history.get("loss", [])):
         raise UsageError("training stopped: the loss became NaN/inf; try a lower --lr. "
