@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from captchalab.errors import UsageError
+from captchalab.errors import RunFailed, UsageError
 from captchalab.gen.style import KNOBS
 
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
@@ -30,6 +30,9 @@ def main(argv=None) -> None:
     except UsageError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except RunFailed as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help())
         sys.exit(2)
@@ -209,10 +212,15 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 
 
 @cli.command()
-@click.option("--data", required=True, type=click.Path(), help="Dataset folder (train and val splits).")
-@click.option("--out", "out", required=True, type=click.Path(), help="Run folder to write (new or empty).")
-@click.option("--arch", default="crnn", show_default=True, help="Model: crnn, small.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1), help="Passes over train.")
+@click.option("--data", type=click.Path(),
+              help="Dataset folder (train and val splits; with --on-the-fly, val and the recipe).")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Run folder to write (new or empty), or to continue with --resume.")
+@click.option("--resume", is_flag=True,
+              help="Continue --out from its last checkpoint with its stored settings.")
+@click.option("--arch", default="crnn", show_default=True, help="Model: crnn, small, heads.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1),
+              help="Passes over train (on the fly: of --epoch-samples).")
 @click.option("--steps", default=0, show_default=True, type=click.IntRange(0),
               help="Optimizer steps in all (overrides --epochs when > 0).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
@@ -224,16 +232,43 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--patience", default=0, show_default=True, type=click.IntRange(0),
               help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
+@click.option("--augment", is_flag=True, help="Random shifts, zoom and contrast on train batches.")
+@click.option("--cache", is_flag=True, help="Keep decoded train images in memory after epoch 1.")
+@click.option("--mixed-precision", is_flag=True,
+              help="float16 (GPU) / bfloat16 (CPU) compute, float32 logits.")
+@click.option("--jit", is_flag=True, help="XLA-compile the train step.")
+@click.option("--cpu-devices", default=1, show_default=True, type=click.IntRange(1),
+              help="Split the CPU into N logical devices (MirroredStrategy over them; for tests).")
+@click.option("--on-the-fly", is_flag=True,
+              help="Train on freshly rendered samples; none is ever repeated.")
+@click.option("--style", help="With --on-the-fly and no --data: preset to render.  [default: default]")
+@click.option("--epoch-samples", default=20000, show_default=True, type=click.IntRange(1),
+              help="With --on-the-fly: samples per epoch.")
+@click.option("--val-samples", default=1000, show_default=True, type=click.IntRange(1),
+              help="With --on-the-fly and no --data: val samples rendered once.")
+@click.option("--gen-workers", default=0, show_default=True, type=click.IntRange(0),
+              help="With --on-the-fly: render processes (0 = all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-step progress.")
-def train(data, out, arch, epochs, steps, batch_size, lr, schedule, downscale, seed, patience, quiet):
-    """Train a CTC recognizer on a dataset; val accuracy is measured every epoch."""
-    from captchalab.train.train import TrainConfig
+@click.pass_context
+def train(ctx, data, out, resume, quiet, **opts):
+    """Train a recognizer on a dataset or a live stream; val accuracy is measured every epoch."""
+    from click.core import ParameterSource
+
+    from captchalab.train.train import TrainConfig, resume_config
     from captchalab.train.train import train as run_training
 
-    cfg = TrainConfig(data=data, out=out, arch=arch, epochs=epochs, steps=steps,
-                      batch_size=batch_size, lr=lr, schedule=schedule, downscale=downscale,
-                      seed=seed, patience=patience)
-    best = run_training(cfg, command=_command_line(), verbose=0 if quiet else 2)
+    if resume:
+        given = [f"--{k.replace('_', '-')}" for k in opts
+                 if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
+        if given:
+            raise UsageError(f"--resume continues {out} with its stored settings; "
+                             f"{', '.join(given)} cannot change them (start a new run)")
+        cfg = resume_config(out, data)
+    else:
+        cfg = TrainConfig(data=data or "", out=out, **{k: v or "" if k == "style" else v
+                                                       for k, v in opts.items()})
+    verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
+    best = run_training(cfg, command=_command_line(), verbose=verbose, resume=resume)
     click.echo(f"best epoch {best['epoch']}: val sequence accuracy {best['val_seq_acc']:.4f}, "
                f"character accuracy {best['val_char_acc']:.4f}, CER {best['val_cer']:.4f}; "
                f"model in {out}/model.keras")

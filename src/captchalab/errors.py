@@ -14,3 +14,7 @@ def suggest(word: str, choices) -> str:
     """Return " did you mean 'x'?" for the nearest choice, or "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class RunFailed(Exception):
+    """A run that started but could not finish (e.g. the loss diverged): one line, exit code 1."""

@@ -43,3 +43,19 @@ def greedy_ids(logits):
         kept = row[keep & (row != BLANK_ID)]
         out[r, :len(kept)] = kept
     return out, conf
+
+
+def decode_heads(logits, charset: Charset):
+    """Per-position logits [B,L,K+1] -> (texts, confidences = product of the chosen probabilities)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    z = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    ids = probs.argmax(-1)
+    return [charset.decode(int(i) for i in row) for row in ids], probs.max(-1).prod(-1)
+
+
+def decode_output(kind: str, logits, charset: Charset, beam_width: int = 0):
+    """Decode a model's logits by its kind ('ctc' or 'heads', see train.models.kind)."""
+    if kind == "heads":
+        return decode_heads(logits, charset)
+    return decode(logits, charset, beam_width)

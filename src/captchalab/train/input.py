@@ -1,9 +1,11 @@
-"""tf.data input pipelines: shards -> (image, padded label ids) batches."""
+"""tf.data input pipelines: shards or a live generator stream -> (image, padded label ids) batches."""
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
+from captchalab.charset import Charset
 from captchalab.gen import shards as sh
 
 
@@ -12,50 +14,109 @@ def input_shape(manifest: dict, downscale: int) -> tuple[int, int, int]:
     return (manifest["image"]["height"] // downscale, manifest["image"]["width"] // downscale, 1)
 
 
-def make_parser(shape, max_len: int):
+def decode_image(png, shape, source_hw=None):
+    """PNG bytes -> [H,W,1] float32 grey in [0,1] at the model's input size."""
     h, w, _ = shape
+    img = tf.io.decode_png(png, channels=1)
+    img = tf.image.convert_image_dtype(img, tf.float32)
+    if source_hw is None or tuple(source_hw) != (h, w):
+        img = tf.image.resize(img, (h, w), antialias=True)
+    img.set_shape((h, w, 1))
+    return img
+
+
+def make_parser(shape, max_len: int, source_hw=None):
+    """Serialized tf.train.Example -> (image, label ids padded with 0 = blank to max_len)."""
     spec = {"image/png": tf.io.FixedLenFeature([], tf.string),
             "label/ids": tf.io.VarLenFeature(tf.int64)}
 
     def parse(raw):
         ex = tf.io.parse_single_example(raw, spec)
-        img = tf.io.decode_png(ex["image/png"], channels=1)
-        img = tf.image.convert_image_dtype(img, tf.float32)  # [0, 1]
-        img = tf.image.resize(img, (h, w), antialias=True)  # no-op cost when sizes match
         ids = tf.cast(tf.sparse.to_dense(ex["label/ids"]), tf.int32)
-        ids = tf.pad(ids, [[0, max_len - tf.shape(ids)[0]]])  # 0 = blank/padding
+        ids = tf.pad(ids, [[0, max_len - tf.shape(ids)[0]]])
         ids.set_shape([max_len])
-        return img, ids
+        return decode_image(ex["image/png"], shape, source_hw), ids
 
     return parse
 
 
+def augmenter(seed: int = 0):
+    """Train-time augmentation on batches: small shifts and zoom, contrast changes."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        layers.RandomTranslation(0.06, 0.04, fill_mode="nearest", seed=seed),
+        layers.RandomZoom(0.08, fill_mode="nearest", seed=seed + 1),
+        layers.RandomContrast(0.3, value_range=(0.0, 1.0), seed=seed + 2),
+    ], name="augment")
+
+
+def _finish(ds, batch_size, training, augment, seed):
+    ds = ds.batch(batch_size, drop_remainder=training)
+    if training and augment:
+        aug = augmenter(seed)
+        ds = ds.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
-                  downscale: int, training: bool, seed: int = 0) -> tf.data.Dataset:
+                  downscale: int, training: bool, seed: int = 0, augment: bool = False,
+                  cache: bool = False) -> tf.data.Dataset:
     """Batches of (images [B,H,W,1] float32 in [0,1], labels [B,max_len] int32, 0-padded).
 
-    Training: shards interleaved in parallel in non-deterministic order, shuffled, repeated.
-    Evaluation: each record once, last batch kept, in a deterministic order (shards are
-    interleaved, so not index order when a split has several shards: read truths from the
-    batches, not from the manifest).
+    Training: shards interleaved in parallel in non-deterministic order, shuffled, repeated;
+    `cache` keeps the decoded images in memory after the first pass (H*W*4 bytes each), so
+    later epochs cost no PNG decoding. Evaluation: each record once, last batch kept, in a
+    deterministic order (shards are interleaved, so not index order when a split has several
+    shards: read truths from the batches, not from the manifest).
     """
     paths = sh.shard_paths(data_dir, manifest, split)
     shape = input_shape(manifest, downscale)
-    max_len = manifest["length"][1]
+    source = (manifest["image"]["height"], manifest["image"]["width"])
     files = tf.data.Dataset.from_tensor_slices(paths)
-    if training:
+    if training and not cache:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.map(make_parser(shape, manifest["length"][1], source),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     if training:
-        ds = ds.shuffle(4096, seed=seed)
-    ds = ds.map(make_parser(shape, max_len), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=not training)
-    ds = ds.batch(batch_size, drop_remainder=training)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        if cache:
+            ds = ds.cache().repeat()
+        ds = ds.shuffle(8192, seed=seed)
+    return _finish(ds, batch_size, training, augment, seed)
+
+
+def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, downscale: int,
+                   workers: int, training: bool = True, stop: int | None = None,
+                   seed: int = 0, augment: bool = False) -> tf.data.Dataset:
+    """Like shard_dataset, from samples rendered on the fly by `workers` processes.
+
+    Indices start, start+1, … of `split` (endless unless `stop`): every sample is new, and each
+    is exactly the one `captchalab gen` with the same recipe would write at that index.
+    """
+    from captchalab.gen.stream import stream_samples
+
+    charset = Charset.from_json(recipe["charset"])
+    max_len = recipe["length"][1]
+    w, h = recipe["size"]
+    shape = (h // downscale, w // downscale, 1)
+
+    def samples():
+        for png, text in stream_samples(recipe, split, start, workers, encoded=True, stop=stop):
+            ids = np.zeros(max_len, np.int32)
+            ids[:len(text)] = charset.encode(text)
+            yield png, ids
+
+    ds = tf.data.Dataset.from_generator(samples, output_signature=(
+        tf.TensorSpec((), tf.string), tf.TensorSpec((max_len,), tf.int32)))
+    ds = ds.map(lambda png, ids: (decode_image(png, shape, (h, w)), ids),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    return _finish(ds, batch_size, training, augment, seed)
 
 
 def split_labels(data_dir: str, manifest: dict, split: str) -> list[str]:
     """The label strings of a split, in index order."""
     return [r["label/text"] for r in sh.iter_split(data_dir, manifest, split)]
-

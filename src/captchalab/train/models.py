@@ -1,23 +1,37 @@
-"""CTC recognizers: a CNN reads the image into a sequence along its width, an RNN labels it."""
+"""Recognizers. CTC models read the image as a sequence of columns (blank = class 0); the `heads`
+arm is the classic fixed-length CNN with one softmax per character position.
+
+Keras is imported inside the builders so that the checks run before TensorFlow loads."""
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from captchalab.errors import UsageError, suggest
 
-from captchalab.errors import UsageError
-
-# name -> (conv filters per block, pooling per block (h, w), rnn units, rnn layers, help)
+# name -> (conv filters per block, pooling per block (h, w), units, rnn layers, kind, help)
 ARCHS = {
-    "crnn": ((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128, 2,
+    "crnn": ((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128, 2, "ctc",
              "CNN + 2-layer bidirectional GRU (default)"),
-    "small": ((16, 32, 64), ((2, 2), (2, 2), (2, 1)), 64, 1,
+    "small": ((16, 32, 64), ((2, 2), (2, 2), (2, 1)), 64, 1, "ctc",
               "narrow CNN + 1-layer bidirectional GRU: fastest on CPU"),
+    "heads": ((32, 64, 128), ((2, 2), (2, 2), (2, 2)), 256, 0, "heads",
+              "CNN + one softmax head per character position, cross-entropy (fixed length only; "
+              "comparison arm)"),
 }
 
 
+def check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise UsageError(f"--arch: unknown '{arch}'{suggest(arch, ARCHS)} "
+                         f"(allowed: {', '.join(ARCHS)})")
+
+
+def kind(arch: str) -> str:
+    """'ctc' (logits [B,T,K+1], CTC loss) or 'heads' (logits [B,L,K+1], cross-entropy)."""
+    return ARCHS[arch][4]
+
+
 def time_steps(arch: str, width: int) -> int:
-    """Output time steps T of `arch` for an input `width` px wide."""
+    """Output time steps T of a CTC `arch` for an input `width` px wide."""
     t = width
     for _, pw in ARCHS[arch][1]:
         t //= pw
@@ -34,25 +48,62 @@ def check_time_steps(arch: str, width: int, max_len: int) -> int:
     return t
 
 
-def build_model(arch: str, input_shape, num_classes: int, max_len: int) -> keras.Model:
-    """Image [B,H,W,1] -> logits [B,T,num_classes] (float32; class 0 is the CTC blank)."""
-    if arch not in ARCHS:
-        from captchalab.errors import suggest
-        raise UsageError(f"--arch: unknown '{arch}'{suggest(arch, ARCHS)} "
-                         f"(allowed: {', '.join(ARCHS)})")
-    filters, pools, units, rnn_layers, _ = ARCHS[arch]
-    check_time_steps(arch, input_shape[1], max_len)
-    x = inp = keras.Input(input_shape, name="image")
+def check_data(arch: str, input_shape, length: tuple[int, int]) -> None:
+    """Refuse a model/data pairing that cannot work, before anything is written."""
+    check_arch(arch)
+    if kind(arch) == "heads":
+        if length[0] != length[1]:
+            raise UsageError(f"--arch heads needs fixed-length labels; the data has lengths "
+                             f"{length[0]}-{length[1]} (use a CTC arch: crnn or small)")
+    else:
+        check_time_steps(arch, input_shape[1], length[1])
+
+
+def _trunk(x, filters, pools):
+    from keras import layers
+
     for f, p in zip(filters, pools, strict=True):
         x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D(p)(x)
+    return x
+
+
+def build_model(arch: str, input_shape, num_classes: int, length: tuple[int, int]):
+    """Image [B,H,W,1] -> float32 logits (float32 even under mixed precision).
+
+    CTC archs: [B,T,num_classes], class 0 the blank. `heads`: [B,L,num_classes], class 0 never a
+    target, so decoding is the same id -> character mapping everywhere.
+    """
+    import keras
+    from keras import layers
+
+    check_data(arch, input_shape, length)
+    filters, pools, units, rnn_layers, k, _ = ARCHS[arch]
+    x = inp = keras.Input(input_shape, name="image")
+    x = _trunk(x, filters, pools)
+    if k == "heads":
+        x = layers.Flatten()(x)
+        x = layers.Dense(units, activation="relu")(x)
+        x = layers.Dropout(0.3)(x)
+        x = layers.Dense(length[1] * num_classes)(x)
+        x = layers.Reshape((length[1], num_classes))(x)
+        logits = layers.Activation("linear", dtype="float32", name="logits")(x)
+        return keras.Model(inp, logits, name=arch)
     # (B, h, T, C) -> (B, T, h*C): each column of the feature map is one time step
     x = layers.Permute((2, 1, 3))(x)
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
     x = layers.Dense(units, activation="relu")(x)
     for _ in range(rnn_layers):
         x = layers.Bidirectional(layers.GRU(units, return_sequences=True))(x)
-    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32 under mixed precision
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inp, logits, name=arch)
+
+
+def loss_for(arch: str):
+    import keras
+
+    if kind(arch) == "heads":  # the sparse form of categorical cross-entropy on one-hot labels
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return keras.losses.CTC()  # labels padded with 0 = blank

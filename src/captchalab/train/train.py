@@ -1,18 +1,23 @@
-"""`captchalab train`: shards -> tf.data -> CTC model, val metrics every epoch, run directory."""
+"""`captchalab train`: shards or a live stream -> tf.data -> model; val metrics every epoch;
+atomic checkpoints with optimizer state so a killed run resumes where it stopped."""
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, fields
 
 from captchalab.charset import Charset
-from captchalab.errors import UsageError
+from captchalab.errors import RunFailed, UsageError
 from captchalab.gen import shards as sh
 
 EVAL_BATCH = 256  # images per prediction batch when measuring accuracy
+CKPT_DIR = "checkpoints"  # epoch-NNNN.weights.h5 (model + optimizer state) and state.json
+PROBE_START = 10**12  # on the fly: train-accuracy samples come from this index on
 
 
 @dataclass
@@ -20,36 +25,160 @@ class TrainConfig:
     data: str = ""  # dataset folder made by `captchalab gen` / `import`
     out: str = ""  # run directory
     arch: str = "crnn"  # see train.models.ARCHS
-    epochs: int = 20  # passes over the train split
+    epochs: int = 20  # passes over the train split (on the fly: of epoch_samples)
     steps: int = 0  # optimizer steps in all; overrides epochs when > 0
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # peak learning rate (Adam)
     schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
-    downscale: int = 2  # input at 1/downscale resolution: half size trains ~3x faster, same accuracy
+    downscale: int = 2  # input at 1/downscale resolution
     seed: int = 0
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
+    augment: bool = False  # random shifts, zoom and contrast on training batches
+    cache: bool = False  # keep decoded training images in memory after the first epoch
+    mixed_precision: bool = False  # float16 compute on GPU, bfloat16 on CPU; logits stay float32
+    jit: bool = False  # XLA-compile the train step (helps on GPU; slower on CPU here)
+    cpu_devices: int = 1  # split the CPU into N logical devices (tests distribution on CPU)
+    on_the_fly: bool = False  # train on freshly rendered samples, never repeating one
+    style: str = ""  # on the fly without --data: the preset to render
+    epoch_samples: int = 20000  # on the fly: samples per epoch
+    val_samples: int = 1000  # on the fly without --data: val samples rendered in memory
+    gen_workers: int = 0  # on the fly: render processes (0 = all cores)
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def _plot_history(run_dir: str) -> None:
+# ---------------------------------------------------------------- data sources
+
+def _source(cfg: TrainConfig) -> tuple[dict, dict | None]:
+    """(meta with charset/length/image/splits, recipe to stream from or None)."""
+    from captchalab.gen.generate import RECIPE_KEYS
+
+    if cfg.style and not cfg.on_the_fly:
+        raise UsageError("--style applies to --on-the-fly training; a --data set has its own style")
+    if cfg.data:
+        if cfg.style:
+            raise UsageError("--style with --data: the stream uses the dataset's own recipe; "
+                             "give one of them")
+        m = sh.read_manifest(cfg.data)
+        need = ("val",) if cfg.on_the_fly else ("train", "val")
+        for split in need:
+            if split not in m["splits"]:
+                raise UsageError(f"--data {cfg.data} has no {split} split; generate one with "
+                                 f"'captchalab gen --{split} N'")
+        if cfg.on_the_fly and not all(k in m for k in RECIPE_KEYS):
+            raise UsageError(f"--on-the-fly re-renders from the recipe of a generated dataset; "
+                             f"{cfg.data} was imported and has none")
+        return m, (m if cfg.on_the_fly else None)
+    if not cfg.on_the_fly:
+        raise UsageError("give --data DIR (a dataset from 'captchalab gen') or --on-the-fly")
+    from captchalab.gen.stream import stream_recipe
+
+    recipe = stream_recipe(style=cfg.style or "default", seed=cfg.seed)
+    w, h = recipe["size"]
+    return {"charset": recipe["charset"], "length": recipe["length"],
+            "image": {"width": w, "height": h}, "splits": {}}, recipe
+
+
+def _check_options(cfg: TrainConfig) -> None:
+    if cfg.downscale < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise UsageError("--downscale and --batch-size must be >= 1 and --lr > 0")
+    if cfg.schedule not in ("cosine", "constant"):
+        raise UsageError(f"--schedule: unknown '{cfg.schedule}' (allowed: cosine, constant)")
+    if cfg.cpu_devices < 1 or cfg.epoch_samples < cfg.batch_size or cfg.val_samples < 1:
+        raise UsageError("--cpu-devices and --val-samples must be >= 1, --epoch-samples >= "
+                         "--batch-size")
+
+
+# ---------------------------------------------------------------- run directory
+
+def prepare_run_dir(out: str) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file; give a folder for the run")
+    if os.path.isdir(out) and os.listdir(out):
+        raise UsageError(f"--out {out} is not empty; give a new run folder (or --resume it)")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"--out {out} is not writable: {e.strerror}") from None
+
+
+def read_run_config(run: str) -> dict:
+    path = os.path.join(run, "config.json")
+    if not os.path.isfile(path):
+        raise UsageError(f"{run} is not a captchalab run (no config.json)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read_state(run: str) -> dict:
+    path = os.path.join(run, CKPT_DIR, "state.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {"epoch": 0, "checkpoint": None, "best": None, "history": [], "elapsed": 0.0,
+            "done": False}
+
+
+def resume_config(out: str, data: str | None) -> TrainConfig:
+    """The stored settings of run `out`; `data` may point elsewhere if it matches the run."""
+    stored = read_run_config(out)
+    cfg = TrainConfig.from_json(stored["train"])
+    cfg.out = out
+    state = _read_state(out)
+    if state["done"]:
+        raise UsageError(f"--resume: {out} already finished ({state['epoch']} epochs); "
+                         "start a new run to train further")
+    if data:
+        m = sh.read_manifest(data)
+        for key, what in (("charset", "charset"), ("length", "label length"),
+                          ("image", "image size")):
+            have, want = m[key], stored[key]
+            if key == "charset":
+                have, want = have["chars"], want["chars"]
+            elif key == "image":
+                have, want = (have["width"], have["height"]), (want["width"], want["height"])
+            if have != want:
+                raise UsageError(f"--resume: {data} has {what} {have!r} but {out} was trained on "
+                                 f"{want!r}")
+        cfg.data = data
+    return cfg
+
+
+def _write_history_csv(run: str, history: list[dict]) -> None:
+    keys = ["epoch", "steps", "time"] + sorted({k for r in history for k in r} -
+                                               {"epoch", "steps", "time"})
+    tmp = os.path.join(run, ".history.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, os.path.join(run, "history.csv"))
+
+
+def _plot_history(run_dir: str, history: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    with open(os.path.join(run_dir, "history.csv")) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+    if not history:
         return
-    ep = [int(r["epoch"]) + 1 for r in rows]
+    ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(ep, [float(r["loss"]) for r in rows], label="train")
-    a.plot(ep, [float(r["val_loss"]) for r in rows], label="val")
-    a.set(xlabel="epoch", ylabel="CTC loss", yscale="log", title="loss")
+    a.plot(ep, [r["loss"] for r in history], label="train")
+    a.plot(ep, [r["val_loss"] for r in history], label="val")
+    a.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
     a.legend()
     for key, style in (("seq_acc", "-"), ("char_acc", "--")):
-        b.plot(ep, [float(r[f"train_{key}"]) for r in rows], style, color="C0", label=f"train {key}")
-        b.plot(ep, [float(r[f"val_{key}"]) for r in rows], style, color="C1", label=f"val {key}")
+        b.plot(ep, [r[f"train_{key}"] for r in history], style, color="C0", label=f"train {key}")
+        b.plot(ep, [r[f"val_{key}"] for r in history], style, color="C1", label=f"val {key}")
     b.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01), title="accuracy (greedy decode)")
     b.grid(alpha=0.3)
     b.legend()
@@ -60,104 +189,224 @@ def _plot_history(run_dir: str) -> None:
     plt.close(fig)
 
 
-def prepare_run_dir(out: str) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file; give a folder for the run")
-    if os.path.isdir(out) and os.listdir(out):
-        raise UsageError(f"--out {out} is not empty; give a new run folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write-test")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise UsageError(f"--out {out} is not writable: {e.strerror}") from None
+# ---------------------------------------------------------------- devices
+
+def _configure_devices(tf, cpu_devices: int):
+    """Distribution strategy for what is visible: several GPUs (or logical CPUs) -> Mirrored."""
+    if cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_devices)])
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    cpus = tf.config.list_logical_devices("CPU")
+    if not gpus and len(cpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
 
 
-def train(cfg: TrainConfig, command: str = "", verbose: int = 1) -> dict:
-    """Train and write the run directory; returns the best val metrics."""
-    m = sh.read_manifest(cfg.data)
-    for split in ("train", "val"):
-        if split not in m["splits"]:
-            raise UsageError(f"--data {cfg.data} has no {split} split; generate one with "
-                             f"'captchalab gen --{split} N'")
-    if cfg.downscale < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise UsageError("--downscale and --batch-size must be >= 1 and --lr > 0")
+# ---------------------------------------------------------------- training
+
+def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = False,
+          callbacks=()) -> dict:
+    """Train and write the run directory; returns the best epoch's metrics.
+
+    resume: continue `cfg.out` from its last checkpoint (cfg from `resume_config`).
+    callbacks: extra Keras callbacks (benchmarks use them to time epochs).
+    """
+    from captchalab.train.models import check_data
+
+    _check_options(cfg)
+    m, recipe = _source(cfg)
     charset = Charset.from_json(m["charset"])
-    max_len = m["length"][1]
+    length = tuple(m["length"])
+    shape = (m["image"]["height"] // cfg.downscale, m["image"]["width"] // cfg.downscale, 1)
+    check_data(cfg.arch, shape, length)  # refuse before anything is written
+    if not resume:
+        prepare_run_dir(cfg.out)
+    state = _read_state(cfg.out)
 
     from captchalab.tfimport import import_tensorflow
 
     tf = import_tensorflow()
     import keras
-    import numpy as np
+
+    strategy = _configure_devices(tf, cfg.cpu_devices)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16")
+    try:
+        return _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strategy,
+                    list(callbacks), tf, keras)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strategy, extra, tf,
+         keras):
 
     from captchalab.eval.metrics import summary
     from captchalab.train import ctc
     from captchalab.train import input as inp
-    from captchalab.train.models import build_model
+    from captchalab.train.models import build_model, kind, loss_for
 
-    shape = inp.input_shape(m, cfg.downscale)
-    keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.arch, shape, charset.num_classes, max_len)  # T-check before writing
-    prepare_run_dir(cfg.out)
-
-    n_train = m["splits"]["train"]["count"]
-    steps_per_epoch = max(1, n_train // cfg.batch_size)
+    model_kind = kind(cfg.arch)
+    workers = cfg.gen_workers or os.cpu_count() or 1
+    if recipe is not None:
+        steps_per_epoch = max(1, cfg.epoch_samples // cfg.batch_size)
+    else:
+        steps_per_epoch = max(1, m["splits"]["train"]["count"] // cfg.batch_size)
     epochs = math.ceil(cfg.steps / steps_per_epoch) if cfg.steps > 0 else cfg.epochs
     total_steps = cfg.steps if cfg.steps > 0 else epochs * steps_per_epoch
-    lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps) if cfg.schedule == "cosine"
-          else cfg.lr)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CTC())
+    first_epoch = state["epoch"]
 
-    train_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=cfg.batch_size,
-                                 downscale=cfg.downscale, training=True, seed=cfg.seed)
-    val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH,
-                               downscale=cfg.downscale, training=False)
-    probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=EVAL_BATCH,
-                                 downscale=cfg.downscale, training=False
-                                 ).unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH)
+    keras.utils.set_random_seed(cfg.seed + first_epoch)  # a resumed run draws new shuffles
+    with strategy.scope():
+        model = build_model(cfg.arch, shape, charset.num_classes, length)
+        lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
+              if cfg.schedule == "cosine" else cfg.lr)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
+                      jit_compile=cfg.jit)
+        if state["checkpoint"]:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(os.path.join(cfg.out, CKPT_DIR, state["checkpoint"]))
+    for tmp in glob.glob(os.path.join(cfg.out, "**", "tmp-*"), recursive=True):
+        os.remove(tmp)  # half-written files of a killed run
 
-    config = {"charset": charset.to_json(), "image": m["image"], "input_shape": list(shape),
-              "max_length": max_len, "length": m["length"], "arch": cfg.arch,
-              "train": asdict(cfg), "dataset": os.path.abspath(cfg.data),
-              "command": command, "versions": {"tensorflow": tf.__version__,
-                                               "keras": keras.__version__}}
-    with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    if recipe is not None:
+        # past the dataset's own train samples, and past what earlier epochs of this run saw
+        start = (m["splits"].get("train", {}).get("count", 0)
+                 + first_epoch * steps_per_epoch * cfg.batch_size)
+        train_ds = inp.stream_dataset(recipe, "train", start=start, batch_size=cfg.batch_size,
+                                      downscale=cfg.downscale, workers=workers, seed=cfg.seed,
+                                      augment=cfg.augment)
+    else:
+        train_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=cfg.batch_size,
+                                     downscale=cfg.downscale, training=True, seed=cfg.seed,
+                                     augment=cfg.augment, cache=cfg.cache)
+    if cfg.data:
+        val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH,
+                                   downscale=cfg.downscale, training=False)
+    else:  # rendered once, kept in memory
+        val_ds = inp.stream_dataset(recipe, "val", start=0, stop=cfg.val_samples,
+                                    batch_size=EVAL_BATCH, downscale=cfg.downscale,
+                                    workers=workers, training=False).cache()
+    if recipe is None:  # a fixed subset of train, read in a fixed order
+        probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=EVAL_BATCH,
+                                     downscale=cfg.downscale, training=False)
+    else:  # a fixed slice of the stream's split, far past any index training reaches
+        probe_ds = inp.stream_dataset(recipe, "train", start=PROBE_START,
+                                      stop=PROBE_START + cfg.train_eval_samples,
+                                      batch_size=EVAL_BATCH, downscale=cfg.downscale,
+                                      workers=0, training=False)
+    probe_ds = probe_ds.unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH).cache()
+
+    if not state["history"]:
+        config = {"charset": charset.to_json(), "image": m["image"], "input_shape": list(shape),
+                  "max_length": length[1], "length": list(length), "arch": cfg.arch,
+                  "kind": model_kind, "train": asdict(cfg),
+                  "dataset": os.path.abspath(cfg.data) if cfg.data else None,
+                  "recipe": ({k: recipe[k] for k in ("charset", "length", "size", "style_name",
+                                                     "style", "fonts", "seed")}
+                             if recipe is not None else None),
+                  "strategy": type(strategy).__name__,
+                  "replicas": strategy.num_replicas_in_sync,
+                  "precision": keras.mixed_precision.global_policy().name,
+                  "command": command, "versions": {"tensorflow": tf.__version__,
+                                                   "keras": keras.__version__}}
+        with open(os.path.join(cfg.out, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+
+    # One compiled forward pass on the default device whatever the strategy, for loss and
+    # accuracy together (Keras' own validation under MirroredStrategy fails on a last batch
+    # smaller than the replica count, and would run the val set a second time).
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    loss_fn = loss_for(cfg.arch)
+
+    def measure(ds):
+        truths, preds, loss, n = [], [], 0.0, 0
+        for images, ids in ds:  # truths travel with the images: no order assumptions
+            logits = forward(images)
+            loss += float(loss_fn(ids, logits)) * len(ids)
+            n += len(ids)
+            texts, _ = ctc.decode_output(model_kind, logits.numpy(), charset)
+            preds.extend(texts)
+            truths.extend(charset.decode(row) for row in ids.numpy())
+        return {"loss": loss / max(n, 1), **summary(truths, preds)}
 
     class Accuracy(keras.callbacks.Callback):
-        """Greedy-decode val (and a fixed train subset) each epoch; adds metrics to logs."""
+        """Val (and a fixed train subset): loss and greedy-decoded accuracy, added to the logs."""
 
         def on_epoch_end(self, epoch, logs=None):
             for prefix, ds in (("val", val_ds), ("train", probe_ds)):
-                truths, preds = [], []
-                for images, ids in ds:  # truths travel with the images: no order assumptions
-                    texts, _ = ctc.decode(self.model.predict_on_batch(images), charset)
-                    preds.extend(texts)
-                    truths.extend(charset.decode(row) for row in ids.numpy())
-                for k, v in summary(truths, preds).items():
+                for k, v in measure(ds).items():
                     logs[f"{prefix}_{k}"] = v
 
-    callbacks = [
-        Accuracy(),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(os.path.join(cfg.out, "history.csv")),
-        keras.callbacks.ModelCheckpoint(os.path.join(cfg.out, "model.keras"),
-                                        monitor="val_seq_acc", mode="max", save_best_only=True),
-        keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"), write_graph=False),
-    ]
-    if cfg.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_seq_acc", mode="max", patience=cfg.patience))
-    hist = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                     validation_data=val_ds,
-                     validation_steps=math.ceil(m["splits"]["val"]["count"] / EVAL_BATCH),
-                     callbacks=callbacks, verbose=verbose, shuffle=False)
-    if any(not np.isfinite(v) for v in hist.history.get("loss", [])):
-        raise UsageError("training stopped: the loss became NaN/inf; try a lower --lr. "
-                         f"The best model so far is in {cfg.out}/model.keras")
-    _plot_history(cfg.out)
-    best = int(np.argmax(hist.history["val_seq_acc"]))
-    return {k: float(v[best]) for k, v in hist.history.items() if k.startswith("val_")} | {
-        "epoch": best + 1}
+    class RunState(keras.callbacks.Callback):
+        """Per epoch: checkpoint + optimizer state, history, best model, early stopping.
+
+        Files are written under a temporary name and renamed, and state.json (which names the
+        checkpoint) last, so a kill -9 at any moment leaves a consistent run to resume.
+        """
+
+        def __init__(self):
+            super().__init__()
+            self.t0 = time.perf_counter()
+            self.elapsed0 = state["elapsed"]
+            self.diverged = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+                self.diverged = self.diverged or "loss"
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            if self.diverged or not math.isfinite(logs.get("loss", math.nan)):
+                self.diverged = epoch + 1
+                self.model.stop_training = True
+                return  # keep the last good checkpoint
+            row = {"epoch": epoch + 1, "steps": int(self.model.optimizer.iterations.numpy()),
+                   "time": round(self.elapsed0 + time.perf_counter() - self.t0, 2), **logs}
+            state["history"].append(row)
+            ck_dir = os.path.join(cfg.out, CKPT_DIR)
+            os.makedirs(ck_dir, exist_ok=True)
+            name = f"epoch-{epoch + 1:04d}.weights.h5"
+            self.model.save_weights(os.path.join(ck_dir, "tmp-" + name))
+            os.replace(os.path.join(ck_dir, "tmp-" + name), os.path.join(ck_dir, name))
+            best = state["best"]
+            if best is None or row["val_seq_acc"] > best["val_seq_acc"]:
+                self.model.save(os.path.join(cfg.out, "tmp-model.keras"))
+                os.replace(os.path.join(cfg.out, "tmp-model.keras"),
+                           os.path.join(cfg.out, "model.keras"))
+                state["best"] = best = row
+            state.update(epoch=epoch + 1, checkpoint=name, elapsed=row["time"])
+            if cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
+                state["stopped_early"] = True
+                self.model.stop_training = True
+            sh.write_json_atomic(os.path.join(ck_dir, "state.json"), state)
+            for old in glob.glob(os.path.join(ck_dir, "epoch-*.weights.h5")):
+                if os.path.basename(old) != name:
+                    os.remove(old)
+            _write_history_csv(cfg.out, state["history"])
+
+    run_state = RunState()
+    cbs = [Accuracy(), run_state,
+           keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"), write_graph=False),
+           *extra]
+    if first_epoch < epochs:
+        model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=cbs, verbose=verbose,
+                  shuffle=False)
+    if run_state.diverged:
+        last = (f"the last good checkpoint (epoch {state['epoch']}) is kept in "
+                f"{cfg.out}/{CKPT_DIR}" if state["checkpoint"] else "no epoch finished")
+        raise RunFailed(f"training stopped in epoch {run_state.diverged}: the loss became NaN/inf; "
+                        f"{last}; try a lower --lr")
+    state["done"] = True
+    sh.write_json_atomic(os.path.join(cfg.out, CKPT_DIR, "state.json"), state)
+    _plot_history(cfg.out, state["history"])
+    if state["best"] is None:
+        raise RunFailed("no epoch finished")
+    return dict(state["best"])

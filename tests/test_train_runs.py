@@ -1,0 +1,175 @@
+"""Training runs at toy size: heads arm, resume after kill -9, NaN handling, mixed precision on
+two logical CPUs, on-the-fly streaming, augmentation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ENV, cli
+
+TINY = ["--arch", "small", "--batch-size", 16, "-q"]
+
+
+@pytest.fixture(scope="module")
+def variable_length(tmp_path_factory):
+    d = tmp_path_factory.mktemp("var") / "data"
+    cli("gen", "--out", d, "--length", "3-5", "--train", 20, "--val", 10, "-q", "--workers", 1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    d = tmp_path_factory.mktemp("digits") / "data"
+    cli("gen", "--out", d, "--charset", "0-9", "--train", 20, "--val", 10, "-q", "--workers", 1)
+    return d
+
+
+def _history(run):
+    import csv
+    return list(csv.DictReader(open(run / "history.csv")))
+
+
+def test_heads_arm_trains_with_xla_and_refuses_variable_length(small_dataset, variable_length,
+                                                               tmp_path):
+    run = tmp_path / "heads"
+    cli("train", "--data", small_dataset, "--out", run, "--arch", "heads", "--jit", "--epochs", 1,
+        "--batch-size", 16, "-q")
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["kind"] == "heads" and cfg["train"]["jit"] is True
+    import keras
+    assert keras.models.load_model(run / "model.keras").output_shape == (None, 4, 37)
+    p = cli("train", "--data", variable_length, "--out", tmp_path / "v", "--arch", "heads",
+            check=False)
+    assert p.returncode == 2 and "fixed-length labels" in p.stderr and "3-5" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "v").exists()
+
+
+def test_resume_after_kill_9_continues_from_the_last_checkpoint(small_dataset, digits, tmp_path):
+    run = tmp_path / "run"
+    epochs = 10
+    p = subprocess.Popen([sys.executable, "-m", "captchalab", "train", "--data", str(small_dataset),
+                          "--out", str(run), "--epochs", str(epochs), *map(str, TINY)],
+                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    state = run / "checkpoints" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 2 <= killed_at < epochs, "the run finished before it could be killed"
+
+    # settings are the stored ones; a dataset with another charset is refused
+    p = cli("train", "--out", run, "--resume", "--epochs", 3, check=False)
+    assert p.returncode == 2 and "--epochs cannot change them" in p.stderr
+    p = cli("train", "--out", run, "--resume", "--data", digits, check=False)
+    assert p.returncode == 2 and "charset '0123456789'" in p.stderr
+
+    cli("train", "--out", run, "--resume")
+    rows = _history(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    # the optimizer state came back: its step count runs on without restarting at 0
+    assert [int(r["steps"]) for r in rows] == [3 * e for e in range(1, epochs + 1)]
+    assert sorted(os.listdir(run / "checkpoints")) == [f"epoch-{epochs:04d}.weights.h5",
+                                                       "state.json"]
+    assert not [f for f in os.listdir(run) if f.startswith("tmp-")]
+    p = cli("train", "--out", run, "--resume", check=False)
+    assert p.returncode == 2 and "already finished" in p.stderr
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_dataset, tmp_path):
+    import keras
+
+    from captchalab.errors import RunFailed
+    from captchalab.train.train import TrainConfig, train
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # second epoch: weights go NaN, so does the loss
+                w = self.model.get_layer("logits").kernel
+                w.assign(np.full(w.shape, np.nan, np.float32))
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(data=str(small_dataset), out=str(run), arch="small", epochs=3, batch_size=16)
+    with pytest.raises(RunFailed, match=r"epoch 2: the loss became NaN/inf; the last good "
+                                        r"checkpoint \(epoch 1\)"):
+        train(cfg, verbose=0, callbacks=[Poison()])
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["checkpoint"] == "epoch-0001.weights.h5"
+    model = keras.models.load_model(run / "model.keras")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_mixed_precision_on_two_logical_cpu_devices(small_dataset, tmp_path):
+    run = tmp_path / "run"
+    cli("train", "--data", small_dataset, "--out", run, "--mixed-precision", "--cpu-devices", 2,
+        "--epochs", 1, *TINY)
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["strategy"], cfg["replicas"], cfg["precision"]) == (
+        "MirroredStrategy", 2, "mixed_bfloat16")
+    import keras
+    model = keras.models.load_model(run / "model.keras")
+    assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
+    assert model.layers[1].dtype_policy.compute_dtype == "bfloat16"
+    assert np.isfinite(float(_history(run)[0]["loss"]))
+
+
+def test_on_the_fly_training_from_a_preset(tmp_path):
+    run = tmp_path / "run"
+    cli("train", "--on-the-fly", "--style", "easy", "--out", run, "--epochs", 2,
+        "--epoch-samples", 32, "--val-samples", 16, "--gen-workers", 1, *TINY)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["dataset"] is None and cfg["recipe"]["style_name"] == "easy"
+    assert len(_history(run)) == 2
+
+
+def test_stream_dataset_matches_the_shards(small_dataset):
+    """On-the-fly batches are the very images and labels `gen` wrote at those indices."""
+    from captchalab.gen import shards as sh
+    from captchalab.train.input import shard_dataset, stream_dataset
+
+    m = sh.read_manifest(str(small_dataset))
+    stream = stream_dataset(m, "val", start=0, stop=20, batch_size=20, downscale=2, workers=0,
+                            training=False)
+    shards = shard_dataset(str(small_dataset), m, "val", batch_size=20, downscale=2,
+                           training=False)
+    (si, sl), = list(stream)
+    (di, dl), = list(shards)
+    # shards are interleaved when read: compare as label -> image maps
+    a = {tuple(r): i for r, i in zip(sl.numpy(), si.numpy(), strict=True)}
+    b = {tuple(r): i for r, i in zip(dl.numpy(), di.numpy(), strict=True)}
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_augmentation_keeps_shape_dtype_and_range(small_dataset):
+    from captchalab.gen import shards as sh
+    from captchalab.train.input import shard_dataset
+
+    m = sh.read_manifest(str(small_dataset))
+    kw = dict(batch_size=8, downscale=2, training=True, seed=3)
+    plain = next(iter(shard_dataset(str(small_dataset), m, "train", **kw, cache=True)))[0].numpy()
+    aug = next(iter(shard_dataset(str(small_dataset), m, "train", **kw, cache=True,
+                                  augment=True)))[0].numpy()
+    assert aug.shape == plain.shape == (8, 30, 80, 1) and aug.dtype == np.float32
+    assert 0.0 <= aug.min() and aug.max() <= 1.0
+    assert np.abs(aug - plain).mean() > 0.01  # same samples (same seed), changed pixels
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--style", "hard"], "--style applies to --on-the-fly"),
+    (["--on-the-fly", "--style", "hardd"], "did you mean 'hard'"),
+    (["--resume"], "not a captchalab run"),
+])
+def test_train_source_bad_input(tmp_path, args, msg):
+    p = cli("train", "--out", tmp_path / "run", *args, check=False)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
