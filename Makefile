@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo
 
-.PHONY: setup demo test test-slow lint bench-gen clean
+.PHONY: setup demo test test-slow lint bench-gen bench-input bench-tta clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# A small dataset end to end: generate, verify every record, write a preview sheet.
+# End to end on a small default: generate, verify, preview, train for 3 minutes, score on test.
 demo: $(STAMP)
-	$(BIN)/captchalab gen --out $(DEMO)/data --train 2000 --val 200 --test 200 --overwrite
+	$(BIN)/captchalab gen --out $(DEMO)/data --train 10000 --val 500 --test 1000 --overwrite -q
 	$(BIN)/captchalab verify $(DEMO)/data
 	$(BIN)/captchalab show $(DEMO)/data --out $(DEMO)/preview.png
-	$(BIN)/captchalab show $(DEMO)/data --sample test:0 --out $(DEMO)/rerender-test-0.png
+	rm -rf $(DEMO)/run
+	$(BIN)/captchalab train --data $(DEMO)/data --out $(DEMO)/run --time-budget 3m
+	$(BIN)/captchalab eval --model $(DEMO)/run --data $(DEMO)/data --split test
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -32,6 +34,13 @@ lint: $(STAMP)
 
 bench-gen: $(STAMP)
 	$(BIN)/python bench/gen_speed.py
+
+bench-input: $(STAMP)
+	$(BIN)/python bench/input_speed.py
+
+# ~32 minutes: gen + train under 5, 10 and 15 minute budgets, scored on a test split
+bench-tta: $(STAMP)
+	$(BIN)/python bench/time_to_accuracy.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) bench/out .pytest_cache

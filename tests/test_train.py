@@ -68,7 +68,7 @@ def test_pipeline_shapes_and_dtypes(small_dataset):
 
 
 def test_time_step_check_refuses_narrow_inputs(small_dataset, tmp_path):
-    p = cli("train", "--data", small_dataset, "--out", tmp_path / "run", "--downscale", 8,
+    p = cli("train", "--data", small_dataset, "--out", tmp_path / "run", "--downscale", 16,
             check=False)
     assert p.returncode == 2 and "time steps" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
@@ -91,14 +91,14 @@ def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
     assert "val sequence accuracy" in p.stdout
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["charset"]["chars"] == "0123456789abcdefghijklmnopqrstuvwxyz"
-    assert cfg["input_shape"] == [30, 80, 1] and cfg["arch"] == "small"
+    assert cfg["input_shape"] == [20, 53, 1] and cfg["arch"] == "small"
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert len(rows) == 2 and {"loss", "val_loss", "val_seq_acc", "val_char_acc", "val_cer",
                                "train_seq_acc"} <= set(rows[0])
     assert (run / "history.png").read_bytes()[:4] == b"\x89PNG"
     import keras
     model = keras.models.load_model(run / "model.keras")
-    assert model.output_shape == (None, 20, 37)
+    assert model.output_shape == (None, 13, 37)
     p = cli("train", "--data", small_dataset, "--out", run, check=False)
     assert p.returncode == 2 and "not empty" in p.stderr
 

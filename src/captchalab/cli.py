@@ -9,6 +9,7 @@ import click
 
 from captchalab.errors import RunFailed, UsageError
 from captchalab.gen.style import KNOBS
+from captchalab.train.train import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
 
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
                   "style", "style_file", "smooth", "seed", "shard_size", *KNOBS)
@@ -218,35 +219,37 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
               help="Run folder to write (new or empty), or to continue with --resume.")
 @click.option("--resume", is_flag=True,
               help="Continue --out from its last checkpoint with its stored settings.")
-@click.option("--arch", default="crnn", show_default=True, help="Model: crnn, small, heads.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1),
+@click.option("--arch", default=_TRAIN.arch, show_default=True, help="Model: crnn, small, large, heads.")
+@click.option("--epochs", default=_TRAIN.epochs, show_default=True, type=click.IntRange(1),
               help="Passes over train (on the fly: of --epoch-samples).")
-@click.option("--steps", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--steps", default=_TRAIN.steps, show_default=True, type=click.IntRange(0),
               help="Optimizer steps in all (overrides --epochs when > 0).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (Adam).")
-@click.option("--schedule", default="cosine", show_default=True,
+@click.option("--time-budget", help="Train for this long (300, 90s, 5m, 1.5h) instead of "
+              "--epochs; the cosine schedule then runs over time.")
+@click.option("--batch-size", default=_TRAIN.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=_TRAIN.lr, show_default=True, type=float, help="Peak learning rate (Adam).")
+@click.option("--schedule", default=_TRAIN.schedule, show_default=True,
               type=click.Choice(["cosine", "constant"]), help="Learning-rate schedule.")
-@click.option("--downscale", default=2, show_default=True, type=click.IntRange(1),
+@click.option("--downscale", default=_TRAIN.downscale, show_default=True, type=click.IntRange(1),
               help="Train at 1/N of the dataset's resolution.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--patience", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--seed", default=_TRAIN.seed, show_default=True, type=int)
+@click.option("--patience", default=_TRAIN.patience, show_default=True, type=click.IntRange(0),
               help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
 @click.option("--augment", is_flag=True, help="Random shifts, zoom and contrast on train batches.")
 @click.option("--cache", is_flag=True, help="Keep decoded train images in memory after epoch 1.")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 (GPU) / bfloat16 (CPU) compute, float32 logits.")
 @click.option("--jit", is_flag=True, help="XLA-compile the train step.")
-@click.option("--cpu-devices", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--cpu-devices", default=_TRAIN.cpu_devices, show_default=True, type=click.IntRange(1),
               help="Split the CPU into N logical devices (MirroredStrategy over them; for tests).")
 @click.option("--on-the-fly", is_flag=True,
               help="Train on freshly rendered samples; none is ever repeated.")
 @click.option("--style", help="With --on-the-fly and no --data: preset to render.  [default: default]")
-@click.option("--epoch-samples", default=20000, show_default=True, type=click.IntRange(1),
+@click.option("--epoch-samples", default=_TRAIN.epoch_samples, show_default=True, type=click.IntRange(1),
               help="With --on-the-fly: samples per epoch.")
-@click.option("--val-samples", default=1000, show_default=True, type=click.IntRange(1),
+@click.option("--val-samples", default=_TRAIN.val_samples, show_default=True, type=click.IntRange(1),
               help="With --on-the-fly and no --data: val samples rendered once.")
-@click.option("--gen-workers", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--gen-workers", default=_TRAIN.gen_workers, show_default=True, type=click.IntRange(0),
               help="With --on-the-fly: render processes (0 = all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-step progress.")
 @click.pass_context
@@ -254,7 +257,7 @@ def train(ctx, data, out, resume, quiet, **opts):
     """Train a recognizer on a dataset or a live stream; val accuracy is measured every epoch."""
     from click.core import ParameterSource
 
-    from captchalab.train.train import TrainConfig, resume_config
+    from captchalab.train.train import TrainConfig, parse_duration, resume_config
     from captchalab.train.train import train as run_training
 
     if resume:
@@ -265,13 +268,40 @@ def train(ctx, data, out, resume, quiet, **opts):
                              f"{', '.join(given)} cannot change them (start a new run)")
         cfg = resume_config(out, data)
     else:
-        cfg = TrainConfig(data=data or "", out=out, **{k: v or "" if k == "style" else v
-                                                       for k, v in opts.items()})
+        opts["style"] = opts["style"] or ""
+        budget = opts.pop("time_budget")
+        cfg = TrainConfig(data=data or "", out=out, **opts,
+                          time_budget=parse_duration(budget) if budget else 0.0)
     verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
     best = run_training(cfg, command=_command_line(), verbose=verbose, resume=resume)
     click.echo(f"best epoch {best['epoch']}: val sequence accuracy {best['val_seq_acc']:.4f}, "
                f"character accuracy {best['val_char_acc']:.4f}, CER {best['val_cer']:.4f}; "
                f"model in {out}/model.keras")
+
+
+@cli.command("eval")
+@click.option("--model", "run_dir", required=True, type=click.Path(),
+              help="Run folder written by `captchalab train`.")
+@click.option("--data", required=True, type=click.Path(), help="Dataset folder.")
+@click.option("--split", default="test", show_default=True, help="Split to score.")
+@click.option("--beam-width", default=0, show_default=True, type=click.IntRange(0),
+              help="CTC beam search width (0 or 1 = greedy).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def eval_(run_dir, data, split, beam_width, as_json):
+    """Score a trained model on a dataset split: sequence and character accuracy, CER."""
+    import json
+
+    from captchalab.eval.evaluate import evaluate
+
+    r = evaluate(run_dir, data, split, beam_width)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    lo, hi = r["seq_acc_ci95"]
+    clo, chi = r["char_acc_ci95"]
+    click.echo(f"{split} ({r['samples']} samples): sequence accuracy {r['seq_acc']:.4f} "
+               f"[95% CI {lo:.4f}-{hi:.4f}], character accuracy {r['char_acc']:.4f} "
+               f"[{clo:.4f}-{chi:.4f}], CER {r['cer']:.4f}")
 
 
 if __name__ == "__main__":

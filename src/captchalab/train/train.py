@@ -27,10 +27,11 @@ class TrainConfig:
     arch: str = "crnn"  # see train.models.ARCHS
     epochs: int = 20  # passes over the train split (on the fly: of epoch_samples)
     steps: int = 0  # optimizer steps in all; overrides epochs when > 0
+    time_budget: float = 0.0  # seconds of training; overrides epochs/steps when > 0
     batch_size: int = 64  # images per step
-    lr: float = 1e-3  # peak learning rate (Adam)
+    lr: float = 3e-3  # peak learning rate (Adam)
     schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
-    downscale: int = 2  # input at 1/downscale resolution
+    downscale: int = 3  # input at 1/downscale resolution (160x60 -> 53x20)
     seed: int = 0
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
@@ -152,8 +153,8 @@ def resume_config(out: str, data: str | None) -> TrainConfig:
 
 
 def _write_history_csv(run: str, history: list[dict]) -> None:
-    keys = ["epoch", "steps", "time"] + sorted({k for r in history for k in r} -
-                                               {"epoch", "steps", "time"})
+    first = ["epoch", "steps", "time", "wall"]
+    keys = first + sorted({k for r in history for k in r} - set(first))
     tmp = os.path.join(run, ".history.csv.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, keys)
@@ -208,6 +209,47 @@ def _configure_devices(tf, cpu_devices: int):
 
 # ---------------------------------------------------------------- training
 
+def parse_duration(text: str) -> float:
+    """'300', '300s', '5m', '1.5h' -> seconds (> 0)."""
+    t = str(text).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    try:
+        v = float(t[:-1] if scale else t) * (scale or 1)
+    except ValueError:
+        v = -1
+    if not v > 0 or not math.isfinite(v):
+        raise UsageError(f"--time-budget: '{text}'; give a positive duration like 300, 90s, 5m "
+                         "or 1.5h")
+    return v
+
+
+def _time_budget_callback(keras):
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop when `budget` seconds of training are spent; with the cosine schedule the
+        learning rate follows cos over *time*, reaching 0 as the budget runs out."""
+
+        def __init__(self, budget, elapsed, peak, schedule):
+            super().__init__()
+            self.budget, self.elapsed0, self.peak, self.schedule = budget, elapsed, peak, schedule
+
+        def on_train_begin(self, logs=None):
+            self.t0 = time.perf_counter()
+
+        def _set_lr(self, frac):
+            if self.schedule == "cosine":
+                self.model.optimizer.learning_rate = (
+                    self.peak * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._set_lr((self.elapsed0 + time.perf_counter() - self.t0) / self.budget)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.elapsed0 + time.perf_counter() - self.t0 >= self.budget:
+                self.model.stop_training = True
+
+    return TimeBudget
+
+
 def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = False,
           callbacks=()) -> dict:
     """Train and write the run directory; returns the best epoch's metrics.
@@ -258,6 +300,8 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
     else:
         steps_per_epoch = max(1, m["splits"]["train"]["count"] // cfg.batch_size)
     epochs = math.ceil(cfg.steps / steps_per_epoch) if cfg.steps > 0 else cfg.epochs
+    if cfg.time_budget > 0:
+        epochs = 10**9  # until the budget is spent
     total_steps = cfg.steps if cfg.steps > 0 else epochs * steps_per_epoch
     first_epoch = state["epoch"]
 
@@ -265,7 +309,7 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
     with strategy.scope():
         model = build_model(cfg.arch, shape, charset.num_classes, length)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
-              if cfg.schedule == "cosine" else cfg.lr)
+              if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
                       jit_compile=cfg.jit)
         if state["checkpoint"]:
@@ -355,6 +399,7 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
             self.t0 = time.perf_counter()
             self.elapsed0 = state["elapsed"]
             self.diverged = None
+            self.report = bool(verbose and cfg.time_budget)  # Keras would count to epoch 10^9
 
         def on_train_batch_end(self, batch, logs=None):
             if logs and not math.isfinite(float(logs.get("loss", 0.0))):
@@ -368,7 +413,8 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                 self.model.stop_training = True
                 return  # keep the last good checkpoint
             row = {"epoch": epoch + 1, "steps": int(self.model.optimizer.iterations.numpy()),
-                   "time": round(self.elapsed0 + time.perf_counter() - self.t0, 2), **logs}
+                   "time": round(self.elapsed0 + time.perf_counter() - self.t0, 2),
+                   "wall": round(time.time(), 2), **logs}
             state["history"].append(row)
             ck_dir = os.path.join(cfg.out, CKPT_DIR)
             os.makedirs(ck_dir, exist_ok=True)
@@ -390,14 +436,24 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                 if os.path.basename(old) != name:
                     os.remove(old)
             _write_history_csv(cfg.out, state["history"])
+            if self.report:
+                t = row["time"]
+                print(f"epoch {epoch + 1}  {t // 60:.0f}:{t % 60:02.0f} of "
+                      f"{cfg.time_budget // 60:.0f}:{cfg.time_budget % 60:02.0f}  "
+                      f"loss {row['loss']:.3f}  val loss {row['val_loss']:.3f}  "
+                      f"seq acc {row['val_seq_acc']:.4f}  char acc {row['val_char_acc']:.4f}",
+                      flush=True)
 
     run_state = RunState()
-    cbs = [Accuracy(), run_state,
+    TimeBudget = _time_budget_callback(keras)
+    cbs = [TimeBudget(cfg.time_budget, state["elapsed"], cfg.lr, cfg.schedule)] if cfg.time_budget else []
+    cbs += [Accuracy(), run_state,
            keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"), write_graph=False),
            *extra]
     if first_epoch < epochs:
         model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=cbs, verbose=verbose,
+                  steps_per_epoch=steps_per_epoch, callbacks=cbs,
+                  verbose=0 if cfg.time_budget else verbose,
                   shuffle=False)
     if run_state.diverged:
         last = (f"the last good checkpoint (epoch {state['epoch']}) is kept in "
