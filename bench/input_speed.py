@@ -2,7 +2,8 @@
 
 Reads the train split of a dataset (made here with `captchalab gen` unless --data is given) in
 training mode (parallel interleave, PNG decode, grey, resize, shuffle, batch, prefetch) with no
-model attached, at the default and at full resolution, and with `cache` after the first pass.
+model attached, at the default and at full resolution, and with `cache` after the first pass;
+then the on-the-fly stream (`--on-the-fly`), which renders every image anew.
 Usage: python bench/input_speed.py [--data DIR] [--images 10000] [--batches 400]
 """
 
@@ -58,6 +59,13 @@ def main():
             if kw.get("cache"):  # fill the cache: one pass over the split
                 rate(ds, m["splits"]["train"]["count"] // a.batch_size, a.batch_size)
             print(f"{label:44s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
+        from captchalab.train.input import stream_dataset
+
+        workers = os.cpu_count() or 1
+        ds = stream_dataset(m, "train", start=0, batch_size=a.batch_size, downscale=default_ds,
+                            workers=workers)
+        label = f"on the fly, {workers} render processes"
+        print(f"{label:44s} {rate(ds, a.batches // 8, a.batch_size):8.0f}", flush=True)
 
 
 if __name__ == "__main__":

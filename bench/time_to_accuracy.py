@@ -40,11 +40,14 @@ def main():
     ap.add_argument("--train", default="20000,40000,60000", help="train samples per budget")
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--test", type=int, default=2000)
-    ap.add_argument("--startup", type=float, default=20.0,
-                    help="seconds kept back for TF start-up and the final epoch's evaluation")
+    ap.add_argument("--startup", type=float, default=5.0,
+                    help="seconds kept back for Python start-up and exit of the train command "
+                         "(--time-budget covers the rest)")
     ap.add_argument("--out", default="bench/out/tta")
     ap.add_argument("--png", default="docs/img/time-to-accuracy.png")
     ap.add_argument("--train-args", default="", help="extra train options (for tuning)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the other budgets' results from OUT/results.json (re-run one budget)")
     a = ap.parse_args()
     budgets = [float(b) for b in a.budgets.split(",")]
     counts = [int(n) for n in a.train.split(",")]
@@ -55,6 +58,10 @@ def main():
         cli("gen", "--out", test_dir, "--test", a.test, "-q")
 
     results = []
+    saved = os.path.join(a.out, "results.json")
+    if a.keep and os.path.exists(saved):
+        with open(saved) as f:
+            results = [r for r in json.load(f) if r["budget"] not in budgets]
     for budget, n in zip(budgets, counts, strict=True):
         work = os.path.join(a.out, f"{budget:g}min")
         shutil.rmtree(work, ignore_errors=True)
@@ -73,6 +80,7 @@ def main():
         print(f"{budget:g} min: gen {t_gen:.0f} s + train -> {wall:.0f} s wall; "
               f"test seq acc {r['seq_acc']:.4f}", flush=True)
 
+    results.sort(key=lambda r: r["budget"])
     print(f"\n{os.cpu_count()} cores; default style, 4 chars 0-9a-z, 160x60; "
           f"test split {a.test} samples")
     print(f"{'budget':>6s} {'train':>6s} {'gen s':>6s} {'wall s':>7s} {'epochs':>6s} "
@@ -83,7 +91,7 @@ def main():
         print(f"{r['budget']:5g}m {r['train']:6d} {r['gen_s']:6.0f} {r['wall_s']:7.0f} "
               f"{r['epochs']:6d} {r['best_val']:8.4f} {t['seq_acc']:8.4f} [{lo:.4f}-{hi:.4f}] "
               f"{t['char_acc']:9.4f}")
-    with open(os.path.join(a.out, "results.json"), "w") as f:
+    with open(saved, "w") as f:
         json.dump(results, f, indent=2)
     plot(results, a.png)
 

@@ -173,3 +173,36 @@ def test_train_source_bad_input(tmp_path, args, msg):
     p = cli("train", "--out", tmp_path / "run", *args, check=False)
     assert p.returncode == 2 and msg in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_time_budget_then_eval_through_the_cli(small_dataset, digits, tmp_path):
+    run = tmp_path / "run"
+    p = cli("train", "--data", small_dataset, "--out", run, "--time-budget", "4s",
+            "--arch", "small", "--batch-size", 16)
+    rows = _history(run)
+    assert rows and float(rows[-1]["time"]) < 60  # stopped by the budget, not by --epochs 20
+    assert len(rows) < 20 and "seq acc" in p.stdout
+    p = cli("eval", "--model", run, "--data", small_dataset, "--split", "test", "--json")
+    r = json.loads(p.stdout)
+    assert r["samples"] == 20 and r["split"] == "test"
+    assert 0.0 <= r["seq_acc_ci95"][0] <= r["seq_acc"] <= r["seq_acc_ci95"][1] <= 1.0
+    p = cli("eval", "--model", run, "--data", small_dataset)
+    assert p.stdout.startswith("test (20 samples): sequence accuracy")
+    # data the model cannot read, and a folder that is not a run
+    p = cli("eval", "--model", run, "--data", digits, "--split", "val", check=False)
+    assert p.returncode == 0  # digits are a subset of the model's charset: allowed
+    p = cli("eval", "--model", tmp_path, "--data", small_dataset, check=False)
+    assert p.returncode == 2 and "not a trained captchalab run" in p.stderr
+    p = cli("eval", "--model", run, "--data", small_dataset, "--split", "train2", check=False)
+    assert p.returncode == 2 and "has only train, val, test" in p.stderr
+    p = cli("train", "--data", small_dataset, "--out", tmp_path / "x", "--time-budget", "5x",
+            check=False)
+    assert p.returncode == 2 and "--time-budget: '5x'" in p.stderr
+
+
+def test_wilson_interval_hand_worked():
+    from captchalab.eval.evaluate import wilson
+
+    lo, hi = wilson(95, 100)
+    assert lo == pytest.approx(0.8882, abs=1e-4) and hi == pytest.approx(0.9785, abs=1e-4)
+    assert wilson(0, 0) == (0.0, 0.0) and wilson(10, 10)[1] == 1.0

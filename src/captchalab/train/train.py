@@ -225,26 +225,34 @@ def parse_duration(text: str) -> float:
 
 def _time_budget_callback(keras):
     class TimeBudget(keras.callbacks.Callback):
-        """Stop when `budget` seconds of training are spent; with the cosine schedule the
-        learning rate follows cos over *time*, reaching 0 as the budget runs out."""
+        """Stop so that the run ends `budget` seconds after `t_start` (the call to train(),
+        plus the time of earlier sessions when resumed): the last batch is chosen so that the
+        end-of-epoch evaluation and checkpoint, timed at the previous epoch end, still fit.
+        With the cosine schedule the learning rate follows cos over that time, reaching 0 at
+        the end."""
 
-        def __init__(self, budget, elapsed, peak, schedule):
+        def __init__(self, budget, elapsed, t_start, peak, schedule):
             super().__init__()
-            self.budget, self.elapsed0, self.peak, self.schedule = budget, elapsed, peak, schedule
+            self.budget, self.elapsed0, self.t_start = budget, elapsed, t_start
+            self.peak, self.schedule = peak, schedule
+            self.end_cost = 0.0  # seconds the last epoch end took (evaluation, checkpoint)
+            self.t_last_batch = None
 
-        def on_train_begin(self, logs=None):
-            self.t0 = time.perf_counter()
+        def _used(self):
+            return self.elapsed0 + time.perf_counter() - self.t_start
 
-        def _set_lr(self, frac):
-            if self.schedule == "cosine":
-                self.model.optimizer.learning_rate = (
-                    self.peak * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.t_last_batch is not None:
+                self.end_cost = time.perf_counter() - self.t_last_batch
 
         def on_train_batch_begin(self, batch, logs=None):
-            self._set_lr((self.elapsed0 + time.perf_counter() - self.t0) / self.budget)
+            if self.schedule == "cosine":
+                frac = min(1.0, self._used() / max(self.budget - self.end_cost, 1e-9))
+                self.model.optimizer.learning_rate = self.peak * 0.5 * (1 + math.cos(math.pi * frac))
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.elapsed0 + time.perf_counter() - self.t0 >= self.budget:
+            self.t_last_batch = time.perf_counter()
+            if self._used() + self.end_cost >= self.budget:
                 self.model.stop_training = True
 
     return TimeBudget
@@ -259,6 +267,7 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     """
     from captchalab.train.models import check_data
 
+    t_start = time.perf_counter()
     _check_options(cfg)
     m, recipe = _source(cfg)
     charset = Charset.from_json(m["charset"])
@@ -280,13 +289,13 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
             "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16")
     try:
         return _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strategy,
-                    list(callbacks), tf, keras)
+                    list(callbacks), tf, keras, t_start)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
 def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strategy, extra, tf,
-         keras):
+         keras, t_start):
 
     from captchalab.eval.metrics import summary
     from captchalab.train import ctc
@@ -396,7 +405,7 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
 
         def __init__(self):
             super().__init__()
-            self.t0 = time.perf_counter()
+            self.t0 = t_start  # training time counts from the call to train()
             self.elapsed0 = state["elapsed"]
             self.diverged = None
             self.report = bool(verbose and cfg.time_budget)  # Keras would count to epoch 10^9
@@ -446,7 +455,8 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
 
     run_state = RunState()
     TimeBudget = _time_budget_callback(keras)
-    cbs = [TimeBudget(cfg.time_budget, state["elapsed"], cfg.lr, cfg.schedule)] if cfg.time_budget else []
+    cbs = ([TimeBudget(cfg.time_budget, state["elapsed"], t_start, cfg.lr, cfg.schedule)]
+           if cfg.time_budget else [])
     cbs += [Accuracy(), run_state,
            keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"), write_graph=False),
            *extra]
