@@ -446,9 +446,8 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                     os.remove(old)
             _write_history_csv(cfg.out, state["history"])
             if self.report:
-                t = row["time"]
-                print(f"epoch {epoch + 1}  {t // 60:.0f}:{t % 60:02.0f} of "
-                      f"{cfg.time_budget // 60:.0f}:{cfg.time_budget % 60:02.0f}  "
+                used, budget = (divmod(round(x), 60) for x in (row["time"], cfg.time_budget))
+                print(f"epoch {epoch + 1}  {used[0]}:{used[1]:02d} of {budget[0]}:{budget[1]:02d}  "
                       f"loss {row['loss']:.3f}  val loss {row['val_loss']:.3f}  "
                       f"seq acc {row['val_seq_acc']:.4f}  char acc {row['val_char_acc']:.4f}",
                       flush=True)
