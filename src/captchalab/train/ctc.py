@@ -59,3 +59,17 @@ def decode_output(kind: str, logits, charset: Charset, beam_width: int = 0):
     if kind == "heads":
         return decode_heads(logits, charset)
     return decode(logits, charset, beam_width)
+
+
+def decode_batches(forward, ds, kind: str, charset: Charset, truth_charset: Charset | None = None,
+                   beam_width: int = 0):
+    """For each (images, ids) batch of `ds`: (ids, logits, truths, texts, confidences).
+
+    Truths travel with the images, so no order is assumed; `truth_charset` decodes the labels
+    when the data's charset differs from the model's (a subset of it).
+    """
+    truth_charset = truth_charset or charset
+    for images, ids in ds:
+        logits = forward(images)
+        texts, conf = decode_output(kind, np.asarray(logits), charset, beam_width)
+        yield ids, logits, [truth_charset.decode(r) for r in np.asarray(ids)], texts, conf

@@ -36,7 +36,7 @@ class TrainConfig:
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
     augment: bool = False  # random shifts, zoom and contrast on training batches
-    cache: bool = False  # keep decoded training images in memory after the first epoch
+    cache: bool = False  # decode the train split into memory once, before training
     mixed_precision: bool = False  # float16 compute on GPU, bfloat16 on CPU; logits stay float32
     jit: bool = False  # XLA-compile the train step (helps on GPU; slower on CPU here)
     cpu_devices: int = 1  # split the CPU into N logical devices (tests distribution on CPU)
@@ -138,13 +138,10 @@ def resume_config(out: str, data: str | None) -> TrainConfig:
                          "start a new run to train further")
     if data:
         m = sh.read_manifest(data)
-        for key, what in (("charset", "charset"), ("length", "label length"),
-                          ("image", "image size")):
-            have, want = m[key], stored[key]
-            if key == "charset":
-                have, want = have["chars"], want["chars"]
-            elif key == "image":
-                have, want = (have["width"], have["height"]), (want["width"], want["height"])
+        for what, get in (("charset", lambda d: d["charset"]["chars"]),
+                          ("label length", lambda d: d["length"]),
+                          ("image size", lambda d: (d["image"]["width"], d["image"]["height"]))):
+            have, want = get(m), get(stored)
             if have != want:
                 raise UsageError(f"--resume: {data} has {what} {have!r} but {out} was trained on "
                                  f"{want!r}")
@@ -152,15 +149,27 @@ def resume_config(out: str, data: str | None) -> TrainConfig:
     return cfg
 
 
+def _atomic(path: str, write) -> None:
+    """write(tmp) to a temporary name beside `path`, then rename it into place.
+
+    The name starts with tmp- (and keeps the suffix Keras checks), so a run resumed after a kill
+    removes any half-written leftover."""
+    tmp = os.path.join(os.path.dirname(path), "tmp-" + os.path.basename(path))
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _write_history_csv(run: str, history: list[dict]) -> None:
     first = ["epoch", "steps", "time", "wall"]
     keys = first + sorted({k for r in history for k in r} - set(first))
-    tmp = os.path.join(run, ".history.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, os.path.join(run, "history.csv"))
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, keys)
+            w.writeheader()
+            w.writerows(history)
+
+    _atomic(os.path.join(run, "history.csv"), write)
 
 
 def _plot_history(run_dir: str, history: list[dict]) -> None:
@@ -378,15 +387,13 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
     loss_fn = loss_for(cfg.arch)
 
     def measure(ds):
-        truths, preds, loss, n = [], [], 0.0, 0
-        for images, ids in ds:  # truths travel with the images: no order assumptions
-            logits = forward(images)
-            loss += float(loss_fn(ids, logits)) * len(ids)
-            n += len(ids)
-            texts, _ = ctc.decode_output(model_kind, logits.numpy(), charset)
+        truths, preds, loss = [], [], 0.0
+        for ids, logits, batch_truths, texts, _ in ctc.decode_batches(forward, ds, model_kind,
+                                                                       charset):
+            loss += float(loss_fn(ids, logits)) * len(texts)
+            truths.extend(batch_truths)
             preds.extend(texts)
-            truths.extend(charset.decode(row) for row in ids.numpy())
-        return {"loss": loss / max(n, 1), **summary(truths, preds)}
+        return {"loss": loss / max(len(truths), 1), **summary(truths, preds)}
 
     class Accuracy(keras.callbacks.Callback):
         """Val (and a fixed train subset): loss and greedy-decoded accuracy, added to the logs."""
@@ -412,7 +419,7 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
 
         def on_train_batch_end(self, batch, logs=None):
             if logs and not math.isfinite(float(logs.get("loss", 0.0))):
-                self.diverged = self.diverged or "loss"
+                self.diverged = True  # the epoch number is filled in at epoch end
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
@@ -428,13 +435,10 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
             ck_dir = os.path.join(cfg.out, CKPT_DIR)
             os.makedirs(ck_dir, exist_ok=True)
             name = f"epoch-{epoch + 1:04d}.weights.h5"
-            self.model.save_weights(os.path.join(ck_dir, "tmp-" + name))
-            os.replace(os.path.join(ck_dir, "tmp-" + name), os.path.join(ck_dir, name))
+            _atomic(os.path.join(ck_dir, name), self.model.save_weights)
             best = state["best"]
             if best is None or row["val_seq_acc"] > best["val_seq_acc"]:
-                self.model.save(os.path.join(cfg.out, "tmp-model.keras"))
-                os.replace(os.path.join(cfg.out, "tmp-model.keras"),
-                           os.path.join(cfg.out, "model.keras"))
+                _atomic(os.path.join(cfg.out, "model.keras"), self.model.save)
                 state["best"] = best = row
             state.update(epoch=epoch + 1, checkpoint=name, elapsed=row["time"])
             if cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
