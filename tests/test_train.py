@@ -112,6 +112,10 @@ TRAIN_BAD = [
     (["--downscale", "0"], "--downscale"),
     (["--patience", "-2"], "--patience"),
     (["--out", "FILE"], "is a file"),
+    (["--cpu-devices", "0"], "--cpu-devices"),
+    (["--epoch-samples", "0"], "--epoch-samples"),
+    (["--val-samples", "0"], "--val-samples"),
+    (["--gen-workers", "-1"], "--gen-workers"),
 ]
 
 

@@ -193,6 +193,9 @@ def test_time_budget_then_eval_through_the_cli(small_dataset, digits, tmp_path):
     assert p.returncode == 0  # digits are a subset of the model's charset: allowed
     p = cli("eval", "--model", tmp_path, "--data", small_dataset, check=False)
     assert p.returncode == 2 and "not a trained captchalab run" in p.stderr
+    p = cli("eval", "--model", run, "--data", small_dataset, "--beam-width", -1, check=False)
+    assert p.returncode == 2 and "--beam-width" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
     p = cli("eval", "--model", run, "--data", small_dataset, "--split", "train2", check=False)
     assert p.returncode == 2 and "has only train, val, test" in p.stderr
     p = cli("train", "--data", small_dataset, "--out", tmp_path / "x", "--time-budget", "5x",
