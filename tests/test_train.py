@@ -53,18 +53,30 @@ def test_pipeline_shapes_and_dtypes(small_dataset):
     from captchalab.train.input import shard_dataset, split_labels
 
     m = sh.read_manifest(str(small_dataset))
-    ds = shard_dataset(str(small_dataset), m, "val", batch_size=8, downscale=2, training=False)
+    ds = shard_dataset(str(small_dataset), m, "val", batch_size=8, training=False)
     batches = list(ds)
     assert [b[0].shape[0] for b in batches] == [8, 8, 4]
     img, ids = batches[0]
-    assert img.shape == (8, 30, 80, 1) and img.dtype.name == "float32"
-    assert 0.0 <= float(img.numpy().min()) and float(img.numpy().max()) <= 1.0
+    assert img.shape == (8, 60, 160, 3) and img.dtype.name == "uint8"
     assert ids.shape == (8, 4) and ids.dtype.name == "int32"
     cs = Charset.from_json(m["charset"])
     assert [cs.decode(r) for r in ids.numpy()] == split_labels(str(small_dataset), m, "val")[:8]
-    train = shard_dataset(str(small_dataset), m, "train", batch_size=16, downscale=1, training=True)
+    train = shard_dataset(str(small_dataset), m, "train", batch_size=16, training=True)
     img, ids = next(iter(train))
-    assert img.shape == (16, 60, 160, 1)
+    assert img.shape == (16, 60, 160, 3)
+
+
+def test_preprocess_layer_is_grey_and_a_box_average():
+    from captchalab.train.layers import GREY, Preprocess
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 7, 10, 3), dtype=np.uint8)
+    y = np.asarray(Preprocess(3)(x))
+    assert y.shape == (2, 2, 3, 1) and y.dtype == np.float32  # 7x10 -> 2x3: remainders dropped
+    grey = (x.astype(np.float64) * np.array(GREY)).sum(-1) / 255
+    want = grey[:, :6, :9].reshape(2, 2, 3, 3, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(y[..., 0], want, atol=1e-5)
+    assert np.asarray(Preprocess(1)(np.full((1, 2, 2, 3), 255, np.uint8))).max() == pytest.approx(1)
 
 
 def test_time_step_check_refuses_narrow_inputs(small_dataset, tmp_path):
@@ -91,14 +103,14 @@ def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
     assert "val sequence accuracy" in p.stdout
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["charset"]["chars"] == "0123456789abcdefghijklmnopqrstuvwxyz"
-    assert cfg["input_shape"] == [20, 53, 1] and cfg["arch"] == "small"
+    assert cfg["model_shape"] == [20, 53, 1] and cfg["arch"] == "small"
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert len(rows) == 2 and {"loss", "val_loss", "val_seq_acc", "val_char_acc", "val_cer",
                                "train_seq_acc"} <= set(rows[0])
     assert (run / "history.png").read_bytes()[:4] == b"\x89PNG"
-    import keras
-    model = keras.models.load_model(run / "model.keras")
-    assert model.output_shape == (None, 13, 37)
+    from captchalab.eval.predictor import load_keras_model
+    model = load_keras_model(str(run))
+    assert model.input_shape == (None, 60, 160, 3) and model.output_shape == (None, 13, 37)
     p = cli("train", "--data", small_dataset, "--out", run, check=False)
     assert p.returncode == 2 and "not empty" in p.stderr
 

@@ -1,3 +1,13 @@
 """captchalab: synthetic captcha datasets, CTC recognizers and robustness studies."""
 
 __version__ = "0.1.0"
+
+
+def load(run_dir):
+    """The trained model in `run_dir`, ready to read captchas: `load(run).predict(images)`.
+
+    See captchalab.eval.predictor.Recognizer. TensorFlow loads on this call, not on import.
+    """
+    from captchalab.eval.predictor import load as _load
+
+    return _load(run_dir)

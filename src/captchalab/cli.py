@@ -180,12 +180,31 @@ def show(data_dir, out, count, split, sample):
 
 
 @cli.command("export")
-@click.argument("data_dir", type=click.Path())
-@click.option("--png", "png_dir", required=True, type=click.Path(),
-              help="Folder for SPLIT/INDEX_LABEL.png files and labels.csv (new or empty).")
+@click.argument("data_dir", required=False, type=click.Path())
+@click.option("--png", "png_dir", type=click.Path(),
+              help="Dataset export: folder for SPLIT/INDEX_LABEL.png files and labels.csv.")
 @click.option("--split", "splits", multiple=True, help="Splits to export.  [default: all]")
-def export_(data_dir, png_dir, splits):
-    """Write a dataset out as PNG files with a labels.csv."""
+@click.option("--model", "run_dir", type=click.Path(),
+              help="Model export: run folder written by `captchalab train`.")
+@click.option("--format", "fmt", default="savedmodel", show_default=True,
+              help="Model format: savedmodel, tflite or onnx (onnx needs captchalab[onnx]).")
+@click.option("--out", "out", type=click.Path(),
+              help="Model export folder.  [default: MODEL/export/FORMAT]")
+@click.option("--overwrite", is_flag=True, help="Replace a model export already in --out.")
+def export_(data_dir, png_dir, splits, run_dir, fmt, out, overwrite):
+    """Write a dataset out as PNG files (DATA_DIR --png DIR), or a trained model for serving
+    (--model RUN --format savedmodel|tflite|onnx)."""
+    if run_dir:
+        if data_dir or png_dir or splits:
+            raise UsageError("export either a dataset (DATA_DIR --png DIR) or a model "
+                             "(--model RUN --format F), not both")
+        from captchalab.eval.export import export_model
+
+        path = export_model(run_dir, fmt, out, overwrite)
+        click.echo(f"wrote {path} (+ captchalab.json: charset and decoding)")
+        return
+    if not data_dir or not png_dir:
+        raise UsageError("export needs DATA_DIR --png DIR (a dataset) or --model RUN (a model)")
     from captchalab.gen.folders import export_png
 
     n = export_png(data_dir, png_dir, splits or None)
@@ -282,26 +301,62 @@ def train(ctx, data, out, resume, quiet, **opts):
 @cli.command("eval")
 @click.option("--model", "run_dir", required=True, type=click.Path(),
               help="Run folder written by `captchalab train`.")
-@click.option("--data", required=True, type=click.Path(), help="Dataset folder.")
-@click.option("--split", default="test", show_default=True, help="Split to score.")
+@click.option("--data", type=click.Path(), help="Dataset folder (scores --split).")
+@click.option("--images", type=click.Path(),
+              help="Folder of labelled images instead (labels.csv, LABEL.png or NAME_LABEL.png).")
+@click.option("--split", default="test", show_default=True, help="Split of --data to score.")
 @click.option("--beam-width", default=0, show_default=True, type=click.IntRange(0),
               help="CTC beam search width (0 or 1 = greedy).")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def eval_(run_dir, data, split, beam_width, as_json):
-    """Score a trained model on a dataset split: sequence and character accuracy, CER."""
+@click.option("--out", "out", type=click.Path(),
+              help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
+@click.option("--resize", is_flag=True, help="With --images: scale images to the model's size.")
+@click.option("--skip-bad", is_flag=True,
+              help="With --images: skip unreadable files with a warning instead of stopping.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
+def eval_(run_dir, data, images, split, beam_width, out, resize, skip_bad, as_json):
+    """Score a model: accuracy with 95% CIs, CER, per position and length, confusions, errors."""
     import json
 
     from captchalab.eval.evaluate import evaluate
+    from captchalab.eval.report import summary_text
 
-    r = evaluate(run_dir, data, split, beam_width)
+    if images is None and (resize or skip_bad):
+        raise UsageError("--resize and --skip-bad apply to --images only")
+    report, files = evaluate(run_dir, data=data, images=images, split=split,
+                             beam_width=beam_width, out=out, resize=resize, skip_bad=skip_bad)
     if as_json:
-        click.echo(json.dumps(r, indent=2))
+        click.echo(json.dumps(report, indent=1, ensure_ascii=False))
         return
-    lo, hi = r["seq_acc_ci95"]
-    clo, chi = r["char_acc_ci95"]
-    click.echo(f"{split} ({r['samples']} samples): sequence accuracy {r['seq_acc']:.4f} "
-               f"[95% CI {lo:.4f}-{hi:.4f}], character accuracy {r['char_acc']:.4f} "
-               f"[{clo:.4f}-{chi:.4f}], CER {r['cer']:.4f}")
+    click.echo(summary_text(report))
+    click.echo(f"report: {files['markdown']} (+ report.json, confusion.png, errors.png)")
+
+
+@cli.command()
+@click.option("--model", "run_dir", required=True, type=click.Path(),
+              help="Run folder written by `captchalab train`.")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--beam-width", default=0, show_default=True, type=click.IntRange(0),
+              help="CTC beam search width (0 or 1 = greedy).")
+@click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip unreadable files with a warning instead of stopping.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+def predict(run_dir, images, beam_width, resize, skip_bad, as_json):
+    """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
+    import json
+
+    from captchalab.eval.predictor import expand_paths, load
+
+    paths = expand_paths(images)
+    rec = load(run_dir)
+    preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
+                                    skip_bad=skip_bad, warn=lambda m: click.echo(m, err=True))
+    for path, p in zip(kept, preds, strict=True):
+        if as_json:
+            click.echo(json.dumps({"file": path, "text": p.text,
+                                   "confidence": round(p.confidence, 6)}, ensure_ascii=False))
+        else:
+            click.echo(f"{path}\t{p.text}\t{p.confidence:.4f}")
 
 
 if __name__ == "__main__":

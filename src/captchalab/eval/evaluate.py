@@ -1,32 +1,22 @@
-"""Score a trained run on a dataset split: load the run, check it fits the data, decode, measure."""
+"""`captchalab eval`: score a trained run on a dataset split or a folder of labelled images,
+and write the report (figures, confusions, error gallery)."""
 
 from __future__ import annotations
 
-import json
-import math
+import io
 import os
+import sys
 
-from captchalab.charset import Charset
+import numpy as np
+
 from captchalab.errors import UsageError
 from captchalab.gen import shards as sh
 
 BATCH = 256
-
-
-def load_run(run_dir: str):
-    """(keras model, config dict) of a run directory written by `captchalab train`."""
-    cfg_path, model_path = (os.path.join(run_dir, n) for n in ("config.json", "model.keras"))
-    if not os.path.isfile(cfg_path) or not os.path.isfile(model_path):
-        raise UsageError(f"--model {run_dir} is not a trained captchalab run "
-                         "(needs config.json and model.keras)")
-    with open(cfg_path) as f:
-        config = json.load(f)
-    from captchalab.tfimport import import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    return keras.models.load_model(model_path, compile=False), config
+# per-sample values a generated dataset records (shards.STYLE_FEATURES) that accuracy is broken
+# down by when they vary; list-valued ones (font sizes, colours) are left out
+STYLE_KEYS = ("font", "rotate", "warp_dx", "warp_dy", "offset_dx", "offset_dy", "space_prob",
+              "word_offset", "noise_dots", "noise_dot_width", "noise_curves", "fg_alpha")
 
 
 def check_compatible(config: dict, manifest: dict, data_dir: str, run_dir: str) -> None:
@@ -43,55 +33,135 @@ def check_compatible(config: dict, manifest: dict, data_dir: str, run_dir: str) 
                          f"was trained on {want[0]}x{want[1]}")
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
-def predict_split(model, config: dict, data_dir: str, manifest: dict, split: str,
-                  beam_width: int = 0):
-    """(truths, predictions, confidences) for every record of `split`."""
-    import tensorflow as tf
-
-    from captchalab.train import ctc
-    from captchalab.train.input import shard_dataset
-
-    ds = shard_dataset(data_dir, manifest, split, batch_size=BATCH,
-                       downscale=config["train"]["downscale"], training=False)
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    truths, preds, confs = [], [], []
-    for _, _, batch_truths, texts, conf in ctc.decode_batches(
-            forward, ds, config.get("kind", "ctc"), Charset.from_json(config["charset"]),
-            Charset.from_json(manifest["charset"]), beam_width):
-        truths.extend(batch_truths)
-        preds.extend(texts)
-        confs.extend(float(c) for c in conf)
-    return truths, preds, confs
-
-
-def evaluate(run_dir: str, data_dir: str, split: str = "test", beam_width: int = 0) -> dict:
-    """Sequence/character accuracy (with 95 % Wilson intervals) and CER of a run on a split."""
-    from captchalab.eval.metrics import character_error_rate, kept_characters
+def dataset_source(data_dir: str, split: str, config: dict, run_dir: str):
+    """(count, description, iterator of (rgb, truth, name, meta)) over a split's records."""
+    from PIL import Image
 
     m = sh.read_manifest(data_dir)
     if split not in m["splits"]:
         raise UsageError(f"--split {split}: {data_dir} has only "
                          f"{', '.join(m['splits']) or 'no splits'}")
-    model, config = load_run(run_dir)
     check_compatible(config, m, data_dir, run_dir)
-    truths, preds, _ = predict_split(model, config, data_dir, m, split, beam_width)
-    pairs = list(zip(truths, preds, strict=True))
-    n, chars = len(pairs), sum(len(t) for t in truths)
-    exact = sum(t == p for t, p in pairs)
-    kept = sum(kept_characters(t, p) for t, p in pairs)
-    return {"samples": n, "seq_acc": exact / n if n else 0.0,
-            "char_acc": kept / chars if chars else 0.0,
-            "cer": character_error_rate(truths, preds),
-            "seq_acc_ci95": list(wilson(exact, n)), "char_acc_ci95": list(wilson(kept, chars)),
-            "split": split, "beam_width": beam_width}
+
+    def samples():
+        for r in sh.iter_split(data_dir, m, split):
+            rgb = np.asarray(Image.open(io.BytesIO(r["image/png"])).convert("RGB"))
+            yield (rgb, r["label/text"], f"{split}:{r['sample/index']}",
+                   {k: r.get(f"style/{k}") for k in STYLE_KEYS})
+
+    return m["splits"][split]["count"], f"{split} split", samples()
+
+
+def folder_source(folder: str, config: dict, run_dir: str, resize: bool, skip_bad: bool, warn):
+    """Like dataset_source for a labelled folder (labels.csv, LABEL.png or NAME_LABEL.png).
+
+    Labels outside the model's charset are refused up front; unreadable files are refused, or
+    skipped with a warning when `skip_bad`; images of another size need `resize`.
+    """
+    from captchalab.charset import Charset
+    from captchalab.eval.predictor import check_size, to_rgb
+    from captchalab.gen.folders import list_labelled
+
+    charset = Charset.from_json(config["charset"])
+    size = (config["image"]["width"], config["image"]["height"])
+    items = list_labelled(folder)
+    for path, label, _ in items:
+        bad = charset.missing(label)
+        if bad:
+            raise UsageError(f"{path}: label {label!r} has {bad!r}, which the model cannot "
+                             f"output (its charset is {charset.chars!r})")
+
+    def samples():
+        for path, label, _ in items:
+            try:
+                rgb = to_rgb(path, size if resize else None, path)
+            except UsageError as e:
+                if not skip_bad:
+                    raise UsageError(f"{e} (--skip-bad skips such files)") from None
+                warn(f"warning: skipped {e}")
+                continue
+            check_size(rgb, size, path, run_dir)
+            yield rgb, label, os.path.relpath(path, folder), {}
+
+    return len(items), "labelled images", samples()
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None,
+             split: str = "test", beam_width: int = 0, out: str | None = None,
+             resize: bool = False, skip_bad: bool = False, progress: bool = True,
+             warn=_warn) -> tuple[dict, dict]:
+    """Score `run_dir` on `data` (a split) or `images` (a labelled folder); write the report.
+
+    out: report folder (default RUN/eval/NAME-SPLIT, replaced files only).
+    Returns (report dict as in report.json, {kind: path} of the files written).
+    """
+    from tqdm import tqdm
+
+    from captchalab.eval.predictor import load, read_config
+    from captchalab.eval.report import GALLERY, build_report, write_report
+
+    if (data is None) == (images is None):
+        raise UsageError("give one of --data DIR (a dataset split) or --images FOLDER")
+    path = data if data is not None else images
+    if not os.path.isdir(path):
+        raise UsageError(f"{path} is not a folder; give a dataset (--data) or a folder of "
+                         "labelled images (--images)")
+    config = read_config(run_dir)
+    if data is not None:  # data checked before TensorFlow loads
+        count, what, samples = dataset_source(data, split, config, run_dir)
+    else:
+        count, what, samples = folder_source(images, config, run_dir, resize, skip_bad, warn)
+    recognizer = load(run_dir)
+    name = os.path.basename(os.path.normpath(path)) + (f"-{split}" if data is not None else "")
+    out = out or os.path.join(run_dir, "eval", name)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file; give a folder for the report")
+
+    truths, preds, confs, names = [], [], [], []
+    meta = {k: [] for k in STYLE_KEYS} if data is not None else {}
+    worst = []  # (confidence, sample number, image) of errors, pruned to the GALLERY most confident
+    batch = []
+
+    def flush():
+        texts, conf = recognizer.decode(recognizer.logits(np.stack([b[0] for b in batch])),
+                                        beam_width)
+        for (rgb, truth, nm, mt), text, c in zip(batch, texts, conf, strict=True):
+            if text != truth:
+                worst.append((float(c), len(truths), rgb))
+            truths.append(truth)
+            preds.append(text)
+            confs.append(float(c))
+            names.append(nm)
+            for k, v in mt.items():
+                meta[k].append(v)
+        worst.sort(key=lambda w: (-w[0], w[1]))
+        del worst[GALLERY:]
+        batch.clear()
+
+    with tqdm(total=count, unit="img", desc="eval", disable=None if progress else True,
+              file=sys.stderr) as bar:
+        for s in samples:
+            batch.append(s)
+            if len(batch) == BATCH:
+                bar.update(len(batch))
+                flush()
+        if batch:
+            bar.update(len(batch))
+            flush()
+    if not truths:
+        raise UsageError(f"{path}: no readable images to score")
+    context = {"model": {"run": os.path.abspath(run_dir), "arch": config["arch"],
+                         "charset": config["charset"]["chars"]},
+               "data": {"path": os.path.abspath(path), "what": what,
+                        "split": split if data is not None else None},
+               "decoding": {"method": f"beam search (width {beam_width})" if beam_width > 1
+                            else "greedy", "beam_width": beam_width}}
+    report = build_report(truths, preds, confs, names, meta, config["charset"]["chars"], context)
+    by_number = {i: rgb for _, i, rgb in worst}
+    gallery = [(by_number[i], {"sample": names[i], "truth": truths[i], "pred": preds[i],
+                               "confidence": confs[i]}) for _, i, _ in worst]
+    return report, write_report(report, out, gallery)

@@ -11,10 +11,35 @@ def sequence_accuracy(truths, preds) -> float:
     return sum(t == p for t, p in pairs) / len(pairs) if pairs else 0.0
 
 
+def aligned_pairs(truth: str, pred: str) -> list[tuple[str, str]]:
+    """(truth char, predicted char) along a minimal edit alignment, in order; '' stands for the
+    missing side of a deletion (truth char dropped) or an insertion (extra predicted char)."""
+    pairs, i, j = [], 0, 0
+    for op in Levenshtein.editops(truth, pred):
+        while i < op.src_pos:  # matches up to the edit
+            pairs.append((truth[i], pred[j]))
+            i, j = i + 1, j + 1
+        if op.tag == "replace":
+            pairs.append((truth[i], pred[j]))
+            i, j = i + 1, j + 1
+        elif op.tag == "delete":
+            pairs.append((truth[i], ""))
+            i += 1
+        else:
+            pairs.append(("", pred[j]))
+            j += 1
+    pairs.extend(zip(truth[i:], pred[j:], strict=True))
+    return pairs
+
+
+def position_hits(truth: str, pred: str) -> list[bool]:
+    """For each truth position: did the alignment keep that character?"""
+    return [p == t for t, p in aligned_pairs(truth, pred) if t]
+
+
 def kept_characters(truth: str, pred: str) -> int:
     """Truth characters the minimal edit alignment keeps (neither replaced nor deleted)."""
-    ops = Levenshtein.editops(truth, pred)
-    return len(truth) - sum(op.tag in ("replace", "delete") for op in ops)
+    return sum(position_hits(truth, pred))
 
 
 def character_accuracy(truths, preds) -> float:

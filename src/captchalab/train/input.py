@@ -9,23 +9,14 @@ from captchalab.charset import Charset
 from captchalab.gen import shards as sh
 
 
-def input_shape(manifest: dict, downscale: int) -> tuple[int, int, int]:
-    """Model input (height, width, channels) for a dataset at `downscale`."""
-    return (manifest["image"]["height"] // downscale, manifest["image"]["width"] // downscale, 1)
-
-
-def decode_image(png, shape, source_hw=None):
-    """PNG bytes -> [H,W,1] float32 grey in [0,1] at the model's input size."""
-    h, w, _ = shape
-    img = tf.io.decode_png(png, channels=1)
-    img = tf.image.convert_image_dtype(img, tf.float32)
-    if source_hw is None or tuple(source_hw) != (h, w):
-        img = tf.image.resize(img, (h, w), antialias=True)
-    img.set_shape((h, w, 1))
+def decode_image(png, hw):
+    """PNG bytes -> uint8 RGB [H,W,3]; the model itself converts to grey and downscales."""
+    img = tf.io.decode_png(png, channels=3)
+    img.set_shape((hw[0], hw[1], 3))
     return img
 
 
-def make_parser(shape, max_len: int, source_hw=None):
+def make_parser(hw, max_len: int):
     """Serialized tf.train.Example -> (image, label ids padded with 0 = blank to max_len)."""
     spec = {"image/png": tf.io.FixedLenFeature([], tf.string),
             "label/ids": tf.io.VarLenFeature(tf.int64)}
@@ -35,47 +26,28 @@ def make_parser(shape, max_len: int, source_hw=None):
         ids = tf.cast(tf.sparse.to_dense(ex["label/ids"]), tf.int32)
         ids = tf.pad(ids, [[0, max_len - tf.shape(ids)[0]]])
         ids.set_shape([max_len])
-        return decode_image(ex["image/png"], shape, source_hw), ids
+        return decode_image(ex["image/png"], hw), ids
 
     return parse
 
 
-def augmenter(seed: int = 0):
-    """Train-time augmentation on batches: small shifts and zoom, contrast changes."""
-    import keras
-    from keras import layers
-
-    return keras.Sequential([
-        layers.RandomTranslation(0.06, 0.04, fill_mode="nearest", seed=seed),
-        layers.RandomZoom(0.08, fill_mode="nearest", seed=seed + 1),
-        layers.RandomContrast(0.3, value_range=(0.0, 1.0), seed=seed + 2),
-    ], name="augment")
-
-
-def _finish(ds, batch_size, training, augment, seed):
-    ds = ds.batch(batch_size, drop_remainder=training)
-    if training and augment:
-        aug = augmenter(seed)
-        ds = ds.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+def _finish(ds, batch_size, training):
+    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 
 def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
-                  downscale: int, training: bool, seed: int = 0, augment: bool = False,
-                  cache: bool = False) -> tf.data.Dataset:
-    """Batches of (images [B,H,W,1] float32 in [0,1], labels [B,max_len] int32, 0-padded).
+                  training: bool, seed: int = 0, cache: bool = False) -> tf.data.Dataset:
+    """Batches of (images [B,H,W,3] uint8 RGB, labels [B,max_len] int32, 0-padded).
 
     Training: shards interleaved in parallel in non-deterministic order, shuffled, repeated;
-    `cache` decodes the split once into memory first (H*W*4 bytes per image), so epochs
+    `cache` decodes the split once into memory first (H*W*3 bytes per image), so epochs
     cost no PNG decoding. Evaluation: each record once, last batch kept, in a
     deterministic order (shards are interleaved, so not index order when a split has several
     shards: read truths from the batches, not from the manifest).
     """
     paths = sh.shard_paths(data_dir, manifest, split)
-    shape = input_shape(manifest, downscale)
-    source = (manifest["image"]["height"], manifest["image"]["width"])
-    parse = make_parser(shape, manifest["length"][1], source)
+    hw = (manifest["image"]["height"], manifest["image"]["width"])
+    parse = make_parser(hw, manifest["length"][1])
 
     def read(files, deterministic):
         ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
@@ -97,12 +69,11 @@ def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
         ds = read(files, False).shuffle(8192, seed=seed)
     else:
         ds = read(files, True)
-    return _finish(ds, batch_size, training, augment, seed)
+    return _finish(ds, batch_size, training)
 
 
-def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, downscale: int,
-                   workers: int, training: bool = True, stop: int | None = None,
-                   seed: int = 0, augment: bool = False) -> tf.data.Dataset:
+def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, workers: int,
+                   training: bool = True, stop: int | None = None) -> tf.data.Dataset:
     """Like shard_dataset, from samples rendered on the fly by `workers` processes.
 
     Indices start, start+1, … of `split` (endless unless `stop`): every sample is new, and each
@@ -113,7 +84,6 @@ def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, dow
     charset = Charset.from_json(recipe["charset"])
     max_len = recipe["length"][1]
     w, h = recipe["size"]
-    shape = (h // downscale, w // downscale, 1)
 
     def samples():
         for png, text in stream_samples(recipe, split, start, workers, encoded=True, stop=stop):
@@ -123,9 +93,9 @@ def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, dow
 
     ds = tf.data.Dataset.from_generator(samples, output_signature=(
         tf.TensorSpec((), tf.string), tf.TensorSpec((max_len,), tf.int32)))
-    ds = ds.map(lambda png, ids: (decode_image(png, shape, (h, w)), ids),
+    ds = ds.map(lambda png, ids: (decode_image(png, (h, w)), ids),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    return _finish(ds, batch_size, training, augment, seed)
+    return _finish(ds, batch_size, training)
 
 
 def split_labels(data_dir: str, manifest: dict, split: str) -> list[str]:

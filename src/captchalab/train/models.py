@@ -72,18 +72,31 @@ def _trunk(x, filters, pools):
     return x
 
 
-def build_model(arch: str, input_shape, num_classes: int, length: tuple[int, int]):
-    """Image [B,H,W,1] -> float32 logits (float32 even under mixed precision).
+def model_shape(image_hw, downscale: int) -> tuple[int, int, int]:
+    """(height, width, 1): what the layers after `Preprocess` see for images of `image_hw`."""
+    return (image_hw[0] // downscale, image_hw[1] // downscale, 1)
+
+
+def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: tuple[int, int],
+                augment: bool = False, seed: int = 0):
+    """uint8 RGB images [B,H,W,3] (the dataset's size) -> float32 logits (also under mixed
+    precision). Grey conversion and the 1/downscale resize are the model's first layer.
 
     CTC archs: [B,T,num_classes], class 0 the blank. `heads`: [B,L,num_classes], class 0 never a
     target, so decoding is the same id -> character mapping everywhere.
+    augment: random shifts, zoom and contrast after preprocessing, in training only.
     """
     import keras
     from keras import layers
 
-    check_data(arch, input_shape, length)
+    from captchalab.train.layers import Preprocess, augmenter
+
+    check_data(arch, model_shape(image_hw, downscale), length)
     filters, pools, units, rnn_layers, k, _ = ARCHS[arch]
-    x = inp = keras.Input(input_shape, name="image")
+    inp = keras.Input((image_hw[0], image_hw[1], 3), dtype="uint8", name="image")
+    x = Preprocess(downscale, name="preprocess")(inp)
+    if augment:
+        x = augmenter(seed)(x)
     x = _trunk(x, filters, pools)
     if k == "heads":
         x = layers.Flatten()(x)

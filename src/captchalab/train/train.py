@@ -274,14 +274,14 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     resume: continue `cfg.out` from its last checkpoint (cfg from `resume_config`).
     callbacks: extra Keras callbacks (benchmarks use them to time epochs).
     """
-    from captchalab.train.models import check_data
+    from captchalab.train.models import check_data, model_shape
 
     t_start = time.perf_counter()
     _check_options(cfg)
     m, recipe = _source(cfg)
     charset = Charset.from_json(m["charset"])
     length = tuple(m["length"])
-    shape = (m["image"]["height"] // cfg.downscale, m["image"]["width"] // cfg.downscale, 1)
+    shape = model_shape((m["image"]["height"], m["image"]["width"]), cfg.downscale)
     check_data(cfg.arch, shape, length)  # refuse before anything is written
     if not resume:
         prepare_run_dir(cfg.out)
@@ -325,7 +325,8 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
 
     keras.utils.set_random_seed(cfg.seed + first_epoch)  # a resumed run draws new shuffles
     with strategy.scope():
-        model = build_model(cfg.arch, shape, charset.num_classes, length)
+        model = build_model(cfg.arch, (m["image"]["height"], m["image"]["width"]), cfg.downscale,
+                            charset.num_classes, length, augment=cfg.augment, seed=cfg.seed)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
               if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
@@ -341,31 +342,28 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
         start = (m["splits"].get("train", {}).get("count", 0)
                  + first_epoch * steps_per_epoch * cfg.batch_size)
         train_ds = inp.stream_dataset(recipe, "train", start=start, batch_size=cfg.batch_size,
-                                      downscale=cfg.downscale, workers=workers, seed=cfg.seed,
-                                      augment=cfg.augment)
+                                      workers=workers)
     else:
         train_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=cfg.batch_size,
-                                     downscale=cfg.downscale, training=True, seed=cfg.seed,
-                                     augment=cfg.augment, cache=cfg.cache)
+                                     training=True, seed=cfg.seed, cache=cfg.cache)
     if cfg.data:
-        val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH,
-                                   downscale=cfg.downscale, training=False)
+        val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH, training=False)
     else:  # rendered once, kept in memory
         val_ds = inp.stream_dataset(recipe, "val", start=0, stop=cfg.val_samples,
-                                    batch_size=EVAL_BATCH, downscale=cfg.downscale,
-                                    workers=workers, training=False).cache()
+                                    batch_size=EVAL_BATCH, workers=workers,
+                                    training=False).cache()
     if recipe is None:  # a fixed subset of train, read in a fixed order
-        probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=EVAL_BATCH,
-                                     downscale=cfg.downscale, training=False)
+        probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=EVAL_BATCH, training=False)
     else:  # a fixed slice of the stream's split, far past any index training reaches
         probe_ds = inp.stream_dataset(recipe, "train", start=PROBE_START,
                                       stop=PROBE_START + cfg.train_eval_samples,
-                                      batch_size=EVAL_BATCH, downscale=cfg.downscale,
-                                      workers=0, training=False)
+                                      batch_size=EVAL_BATCH, workers=0, training=False)
     probe_ds = probe_ds.unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH).cache()
 
     if not state["history"]:
-        config = {"charset": charset.to_json(), "image": m["image"], "input_shape": list(shape),
+        config = {"charset": charset.to_json(), "image": m["image"],
+                  "input": {"format": "uint8 RGB [B,H,W,3] at the image size", "version": 2},
+                  "model_shape": list(shape),
                   "max_length": length[1], "length": list(length), "arch": cfg.arch,
                   "kind": model_kind, "train": asdict(cfg),
                   "dataset": os.path.abspath(cfg.data) if cfg.data else None,

@@ -1,0 +1,137 @@
+"""`captchalab export --model RUN --format …`: the trained model for serving runtimes.
+
+Every format takes what the Keras model takes (uint8 RGB [N,H,W,3] at the dataset's size; grey
+conversion and downscale are inside) and returns its logits; `captchalab.json` beside it gives
+the charset and how to decode them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from captchalab.errors import UsageError
+
+FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+
+
+def _sidecar(rec) -> dict:
+    w, h = rec.size
+    greedy = ("per time step take the argmax, merge repeats, drop id 0 (blank)"
+              if rec.kind == "ctc" else "per character position take the argmax")
+    return {"format": "captchalab.export/1", "run": os.path.abspath(rec.run_dir),
+            "arch": rec.config["arch"], "kind": rec.kind,
+            "input": {"dtype": "uint8", "shape": [None, h, w, 3], "colour": "RGB"},
+            "output": {"name": "logits", "dtype": "float32",
+                       "shape": [None, rec.model.output_shape[1], rec.model.output_shape[2]]},
+            "charset": rec.charset.chars, "ids": "id i (1..K) is charset[i-1]; 0 is the CTC blank",
+            "decoding": greedy}
+
+
+def export_model(run_dir: str, fmt: str, out: str | None = None, overwrite: bool = False) -> str:
+    """Write `fmt` for the run into `out` (default RUN/export/FMT); returns the model's path."""
+    from captchalab.errors import suggest
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: unknown '{fmt}'{suggest(fmt, FORMATS)} "
+                         f"(allowed: {', '.join(FORMATS)})")
+    out = out or os.path.join(run_dir, "export", fmt)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
+        raise UsageError(f"--out {out} exists and is not empty; give a new folder or --overwrite")
+    if fmt == "onnx":
+        import importlib.util
+
+        if importlib.util.find_spec("tf2onnx") is None:
+            raise UsageError("--format onnx needs tf2onnx: pip install 'captchalab[onnx]'")
+    from captchalab.eval.predictor import load
+
+    rec = load(run_dir)
+    tmp = out.rstrip("/") + ".tmp-export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    target = os.path.join(tmp, FORMATS[fmt])
+    try:
+        {"savedmodel": _savedmodel, "tflite": _tflite, "onnx": _onnx}[fmt](rec, target, tmp)
+        with open(os.path.join(tmp, "captchalab.json"), "w") as f:
+            json.dump(_sidecar(rec), f, indent=2)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return os.path.join(out, FORMATS[fmt])
+
+
+def unrolled(model):
+    """The same model with its recurrent layers unrolled over the (fixed) time steps: plain
+    ops instead of a while loop over tensor lists, which TFLite's builtin ops cannot run."""
+    import keras
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.Bidirectional):
+            for side in ("layer", "backward_layer"):
+                if cfg.get(side):
+                    cfg[side]["config"]["unroll"] = True
+        elif isinstance(layer, keras.layers.RNN):
+            cfg["unroll"] = True
+        return layer.__class__.from_config(cfg)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _savedmodel(rec, path: str, workdir: str, model=None) -> None:
+    (model or rec.model).export(path, format="tf_saved_model", verbose=False)
+
+
+def _tflite(rec, path: str, workdir: str) -> None:
+    import tensorflow as tf
+
+    saved = os.path.join(workdir, "saved_model-for-tflite")
+    _savedmodel(rec, saved, workdir, unrolled(rec.model))
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: plain runtimes
+    with open(path, "wb") as f:
+        f.write(conv.convert())
+    shutil.rmtree(saved)
+
+
+def _onnx(rec, path: str, workdir: str) -> None:
+    import tensorflow as tf
+    import tf2onnx
+
+    w, h = rec.size
+    spec = (tf.TensorSpec([None, h, w, 3], tf.uint8, name="image"),)
+    fn = tf.function(lambda x: rec.model(x, training=False))
+    tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, output_path=path)
+
+
+def load_exported(path: str):
+    """A callable uint8 [N,H,W,3] -> logits for an exported model file or folder (for tests and
+    for checking an export against the Keras model)."""
+    import numpy as np
+    import tensorflow as tf
+
+    if path.endswith(".tflite"):
+        interp = tf.lite.Interpreter(model_path=path)
+
+        def run_tflite(x):
+            inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+            interp.resize_tensor_input(inp["index"], x.shape)
+            interp.allocate_tensors()
+            interp.set_tensor(inp["index"], x)
+            interp.invoke()
+            return interp.get_tensor(out["index"])
+        return run_tflite
+    if path.endswith(".onnx"):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})[0]
+    loaded = tf.saved_model.load(path)
+    return lambda x: np.asarray(loaded.serve(tf.constant(x)))

@@ -1,0 +1,220 @@
+"""Inference on a trained run: `captchalab.load(RUN).predict(images)`.
+
+Images may be file paths, encoded bytes, PIL images or numpy arrays (uint8 RGB or grey); the
+model does its own grey conversion and downscale, so what goes in is the picture as it is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from captchalab.charset import Charset
+from captchalab.errors import UsageError
+
+INPUT_VERSION = 2  # runs whose model takes uint8 RGB at the dataset's size (config "input")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    text: str
+    confidence: float  # greedy: product of the chosen per-step probabilities; beam: exp(-score)
+
+
+def read_config(run_dir: str) -> dict:
+    """config.json of a run written by `captchalab train`; refuses anything else."""
+    cfg_path, model_path = (os.path.join(run_dir, n) for n in ("config.json", "model.keras"))
+    if not os.path.isfile(cfg_path) or not os.path.isfile(model_path):
+        raise UsageError(f"--model {run_dir} is not a trained captchalab run "
+                         "(needs config.json and model.keras)")
+    with open(cfg_path) as f:
+        config = json.load(f)
+    if config.get("input", {}).get("version") != INPUT_VERSION:
+        raise UsageError(f"--model {run_dir} was trained by an older captchalab whose models "
+                         "take pre-scaled grey images; retrain it with this version")
+    return config
+
+
+def load_keras_model(run_dir: str):
+    from captchalab.tfimport import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    import captchalab.train.layers  # noqa: F401  (registers Preprocess for deserialisation)
+
+    return keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+
+
+def _name(image, i: int) -> str:
+    return str(image) if isinstance(image, (str, os.PathLike)) else f"image {i}"
+
+
+def to_rgb(image, size: tuple[int, int] | None = None, name: str = "image") -> np.ndarray:
+    """One image (path, bytes, PIL image or array) -> uint8 RGB [H,W,3].
+
+    size: (width, height) to resize to (bilinear) when the image differs; None keeps it as is.
+    Arrays: uint8 [H,W], [H,W,1], [H,W,3] (RGB) or [H,W,4] (alpha dropped), or float in [0,1].
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        src = io.BytesIO(bytes(image)) if not isinstance(image, (str, os.PathLike)) else image
+        try:
+            with Image.open(src) as im:
+                image = im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise UsageError(f"{name}: not a readable image ({e.__class__.__name__})") from None
+    if isinstance(image, Image.Image):
+        im = image.convert("RGB")
+        if size and im.size != tuple(size):
+            im = im.resize(tuple(size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+    a = np.asarray(image)
+    if a.dtype.kind == "f":
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise UsageError(f"{name}: float pixels must lie in [0, 1] (or pass uint8 0-255)")
+        a = np.round(a * 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise UsageError(f"{name}: pixels of type {a.dtype}; give uint8 (0-255) or float in [0, 1]")
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    elif a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise UsageError(f"{name}: array of shape {a.shape}; give [H,W], [H,W,1], [H,W,3] "
+                         "or [H,W,4]")
+    if size and (a.shape[1], a.shape[0]) != tuple(size):
+        return to_rgb(Image.fromarray(a), size, name)
+    return a
+
+
+def check_size(a: np.ndarray, size: tuple[int, int], name: str, run_dir: str) -> None:
+    """Refuse an image whose size is not the model's (width, height)."""
+    w, h = size
+    if a.shape[:2] != (h, w):
+        raise UsageError(f"{name} is {a.shape[1]}x{a.shape[0]}; the model in {run_dir} "
+                         f"reads {w}x{h} images (resize them, e.g. --resize)")
+
+
+class Recognizer:
+    """A trained run ready to read captchas. Use `captchalab.load(run_dir)`."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.config = read_config(run_dir)
+        self.model = load_keras_model(run_dir)
+        self.charset = Charset.from_json(self.config["charset"])
+        self.kind = self.config.get("kind", "ctc")
+        self.size = (self.config["image"]["width"], self.config["image"]["height"])
+        import tensorflow as tf
+
+        w, h = self.size
+        self._forward = tf.function(
+            lambda x: self.model(x, training=False), reduce_retracing=True,
+            input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8)])
+
+    def __repr__(self) -> str:
+        w, h = self.size
+        return (f"Recognizer({self.run_dir!r}, arch={self.config['arch']}, {w}x{h}, "
+                f"charset={self.charset.chars!r})")
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 RGB [N,H,W,3] at the model's size -> logits [N,T,K+1] (float32)."""
+        return self._forward(batch).numpy()
+
+    def decode(self, logits, beam_width: int = 0):
+        """Logits -> (texts, confidences) with this model's kind and charset."""
+        from captchalab.train.ctc import decode_output
+
+        return decode_output(self.kind, logits, self.charset, beam_width)
+
+    def check_size(self, a: np.ndarray, name: str) -> None:
+        check_size(a, self.size, name, self.run_dir)
+
+    def predict(self, images, *, batch_size: int = 256, beam_width: int = 0,
+                resize: bool = False):
+        """Read one image or a sequence of them.
+
+        images: a path, bytes, PIL image or numpy array, a list of these, or an array
+        [N,H,W,3]. resize: scale images of another size to the model's; otherwise they are
+        refused. Returns a Prediction for one image, a list of them for several.
+        """
+        from PIL import Image
+
+        single = (isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image))
+                  or (isinstance(images, np.ndarray) and images.ndim <= 3))
+        items = [images] if single else list(images)
+        out: list[Prediction] = []
+        for lo in range(0, len(items), batch_size):
+            chunk = items[lo:lo + batch_size]
+            arrays = []
+            for i, im in enumerate(chunk, start=lo):
+                a = to_rgb(im, self.size if resize else None, _name(im, i))
+                self.check_size(a, _name(im, i))
+                arrays.append(a)
+            texts, conf = self.decode(self.logits(np.stack(arrays)), beam_width)
+            out.extend(Prediction(t, float(c)) for t, c in zip(texts, conf, strict=True))
+        return out[0] if single else out
+
+    def predict_files(self, paths, *, batch_size: int = 256, beam_width: int = 0,
+                      resize: bool = False, skip_bad: bool = False, warn=print):
+        """(predictions, the paths they belong to) for image files; an unreadable file stops the
+        run naming it, or with `skip_bad` is skipped with a `warn` line."""
+        preds, kept, arrays, names = [], [], [], []
+
+        def flush():
+            texts, conf = self.decode(self.logits(np.stack(arrays)), beam_width)
+            preds.extend(Prediction(t, float(c)) for t, c in zip(texts, conf, strict=True))
+            kept.extend(names)
+            arrays.clear()
+            names.clear()
+
+        for path in paths:
+            try:
+                a = to_rgb(path, self.size if resize else None, str(path))
+            except UsageError as e:
+                if not skip_bad:
+                    raise UsageError(f"{e} (--skip-bad skips such files)") from None
+                warn(f"warning: skipped {e}")
+                continue
+            self.check_size(a, str(path))
+            arrays.append(a)
+            names.append(str(path))
+            if len(arrays) == batch_size:
+                flush()
+        if arrays:
+            flush()
+        if not preds:
+            raise UsageError("none of the given files is a readable image")
+        return preds, kept
+
+
+def expand_paths(paths) -> list[str]:
+    """Files as given, folders replaced by the image files inside them (sorted, recursive)."""
+    from captchalab.gen.folders import IMAGE_EXTS
+
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(root, n) for root, _, files in os.walk(p)
+                           for n in files if n.lower().endswith(IMAGE_EXTS))
+            if not found:
+                raise UsageError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTS)})")
+            out.extend(found)
+        elif os.path.exists(p):
+            out.append(str(p))
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+    return out
+
+
+def load(run_dir: str) -> Recognizer:
+    """The trained model in `run_dir` (written by `captchalab train`), ready to `.predict`."""
+    return Recognizer(str(run_dir))

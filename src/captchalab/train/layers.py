@@ -1,0 +1,52 @@
+"""Layers saved inside model.keras. `Preprocess` makes every model take raw RGB images, so
+training, `eval`, `predict` and exported models cannot disagree on how pixels are prepared."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights (PIL "L", tf.image.rgb_to_grayscale)
+
+
+@keras.saving.register_keras_serializable(package="captchalab")
+class Preprocess(keras.layers.Layer):
+    """uint8 RGB [B,H,W,3] at the dataset's size -> float32 grey [B,H//d,W//d,1] in [0,1].
+
+    The 1/d downscale is a d x d box average: an exact area resize that drops the last H % d
+    rows and W % d columns, and an op every runtime has (TFLite has no area or antialiased
+    resize). Always float32, also under mixed precision: the next layer casts.
+    """
+
+    def __init__(self, downscale: int = 1, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.downscale = int(downscale)
+
+    def call(self, images):
+        x = ops.cast(images, "float32")
+        x = ops.sum(x * ops.convert_to_tensor([g / 255.0 for g in GREY]), axis=-1, keepdims=True)
+        d = self.downscale
+        if d > 1:
+            x = ops.average_pool(x, pool_size=d, strides=d, padding="valid")
+        return x
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        d = self.downscale
+        return (b, None if h is None else h // d, None if w is None else w // d, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "downscale": self.downscale}
+
+
+def augmenter(seed: int = 0):
+    """Train-time augmentation (active only when the model is called with training=True):
+    small shifts and zoom, contrast changes. float32 even under mixed precision."""
+    from keras import layers
+
+    return keras.Sequential([
+        layers.RandomTranslation(0.06, 0.04, fill_mode="nearest", seed=seed, dtype="float32"),
+        layers.RandomZoom(0.08, fill_mode="nearest", seed=seed + 1, dtype="float32"),
+        layers.RandomContrast(0.3, value_range=(0.0, 1.0), seed=seed + 2, dtype="float32"),
+    ], name="augment")

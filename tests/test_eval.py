@@ -1,0 +1,239 @@
+"""Evaluation and inference: alignment and report figures on hand-worked cases, predict on every
+accepted kind of input, eval on labelled folders, export agreement, bad input."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from captchalab.errors import UsageError
+from captchalab.eval.metrics import aligned_pairs, position_hits
+from conftest import cli
+
+
+@pytest.fixture(scope="module")
+def run(small_dataset, tmp_path_factory):
+    r = tmp_path_factory.mktemp("run") / "run"
+    cli("train", "--data", small_dataset, "--out", r, "--arch", "small", "--epochs", 1,
+        "--batch-size", 16, "-q")
+    return r
+
+
+@pytest.fixture(scope="module")
+def pngs(small_dataset, tmp_path_factory):
+    """The test split as SPLIT/INDEX_LABEL.png files + labels.csv."""
+    from captchalab.gen.folders import export_png
+
+    d = tmp_path_factory.mktemp("png") / "png"
+    export_png(str(small_dataset), str(d), ["test"])
+    return d
+
+
+@pytest.mark.parametrize("truth,pred,pairs", [
+    ("abcd", "abcd", "aa bb cc dd"),
+    ("abcd", "abxd", "aa bb cx dd"),  # substitution
+    ("abcd", "abd", "aa bb c_ dd"),  # deletion
+    ("abcd", "abxcd", "aa bb _x cc dd"),  # insertion
+    ("abcd", "", "a_ b_ c_ d_"),  # empty prediction
+    ("", "ab", "_a _b"),
+    ("aab", "ab", "aa a_ bb"),  # a dropped repeat
+])
+def test_alignment_hand_worked(truth, pred, pairs):
+    want = [(p[0].replace("_", ""), p[1].replace("_", "")) for p in pairs.split()]
+    assert aligned_pairs(truth, pred) == want
+    assert position_hits(truth, pred) == [t == p for t, p in want if t]
+
+
+def test_report_figures_hand_worked():
+    from captchalab.eval.report import SCHEMA, build_report, markdown, style_groups
+
+    truths = ["ab", "ab", "ab", "abc", "o0"]
+    preds = ["ab", "a", "xb", "abcd", "00"]
+    confs = [0.9, 0.8, 0.7, 0.6, 0.95]
+    meta = {"font": ["A", "A", "B", "B", "B"], "rotate": [5.0] * 5}
+    ctx = {"model": {"run": "r"}, "data": {"path": "d", "what": "test split"},
+           "decoding": {"method": "greedy"}}
+    r = build_report(truths, preds, confs, [f"s{i}" for i in range(5)], meta, "0abcdox", ctx)
+    s = r["summary"]
+    assert r["schema"] == SCHEMA and (s["samples"], s["characters"]) == (5, 11)
+    assert s["seq_acc"] == pytest.approx(1 / 5)
+    assert s["char_acc"] == pytest.approx(8 / 11)  # kept: 2 + 1 + 1 + 3 + 1
+    assert s["cer"] == pytest.approx(4 / 11)  # one edit in each wrong sample
+    assert s["seq_acc_ci95"][0] < 0.2 < s["seq_acc_ci95"][1]
+    assert [(p["position"], p["samples"], p["char_acc"]) for p in r["by_position"]] == [
+        (1, 5, 0.6), (2, 5, 0.8), (3, 1, 1.0)]
+    assert r["by_length"] == [
+        {"length": 2, "samples": 4, "seq_acc": 0.25, "char_acc": 5 / 8},
+        {"length": 3, "samples": 1, "seq_acc": 0.0, "char_acc": 1.0}]
+    assert [(c["truth"], c["pred"], c["count"]) for c in r["confusions"]] == [
+        ("", "d", 1), ("a", "x", 1), ("b", "", 1), ("o", "0", 1)]
+    assert r["confusions"][1]["rate"] == pytest.approx(1 / 4) and r["confusions"][0]["rate"] is None
+    labels, counts = r["confusion_matrix"]["labels"], r["confusion_matrix"]["counts"]
+    assert labels == [*"0abcdox", ""]
+    assert counts[labels.index("a")][labels.index("a")] == 3
+    assert counts[labels.index("o")][labels.index("0")] == 1
+    assert r["by_style"] == {"font": [  # rotate does not vary: left out
+        {"value": "A", "samples": 2, "seq_acc": 0.5, "char_acc": 3 / 4},
+        {"value": "B", "samples": 3, "seq_acc": 0.0, "char_acc": 5 / 7}]}
+    assert [e["sample"] for e in r["errors"]] == ["s4", "s1", "s2", "s3"]  # most confident first
+    assert r["errors_total"] == 4
+    assert "| `o` | `0` | 1 | 100.00 % |" in markdown(r)
+    bins = style_groups(list(range(20)))
+    assert len(bins) == 5 and all(len(idx) == 4 for _, idx in bins)
+
+
+def test_predict_accepts_every_kind_of_image(run, pngs, small_dataset):
+    import tensorflow as tf
+    from PIL import Image
+
+    import captchalab
+    from captchalab.eval.predictor import Prediction
+    from captchalab.gen import shards as sh
+
+    rec = captchalab.load(run)
+    files = sorted(pngs.glob("test/*.png"))[:6]
+    arr = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    results = [rec.predict([str(f) for f in files]),
+               rec.predict([f.read_bytes() for f in files]),
+               rec.predict([Image.open(f) for f in files]),
+               rec.predict(arr), rec.predict(list(arr / 255.0))]
+    want = [(p.text, round(p.confidence, 5)) for p in results[0]]
+    for got in results[1:]:
+        assert [(p.text, round(p.confidence, 5)) for p in got] == want
+    one = rec.predict(files[0])
+    assert isinstance(one, Prediction) and one.text == want[0][0]
+    assert isinstance(rec.predict(arr[0, :, :, 0]), Prediction)  # grey [H,W]
+    # what the model is given at inference is exactly what training fed it
+    m = sh.read_manifest(str(small_dataset))
+    for r in list(sh.iter_split(str(small_dataset), m, "test"))[:4]:
+        pil = np.asarray(Image.open(io.BytesIO(r["image/png"])).convert("RGB"))
+        np.testing.assert_array_equal(pil, tf.io.decode_png(r["image/png"], channels=3).numpy())
+    with pytest.raises(UsageError, match=r"is 80x30; .* reads 160x60"):
+        rec.predict(np.zeros((30, 80, 3), np.uint8))
+    assert isinstance(rec.predict(np.zeros((30, 80, 3), np.uint8), resize=True), Prediction)
+    with pytest.raises(UsageError, match="not a readable image"):
+        rec.predict(b"not an image")
+    with pytest.raises(UsageError, match="float pixels"):
+        rec.predict(np.full((60, 160, 3), 2.0))
+
+
+def test_eval_report_on_the_dataset_and_on_its_images(run, pngs, small_dataset, tmp_path):
+    p = cli("eval", "--model", run, "--data", small_dataset, "--out", tmp_path / "a", "--json")
+    a = json.loads(p.stdout)
+    assert {"schema", "model", "data", "decoding", "summary", "by_position", "by_length",
+            "confusions", "confusion_matrix", "by_style", "errors", "errors_total",
+            "files"} <= set(a)
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["summary"] == a["summary"]
+    for name in ("confusion.png", "errors.png"):
+        assert (tmp_path / "a" / name).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "a" / "report.md").read_text().startswith("# Evaluation of")
+    assert "font" not in a["by_style"]  # one font in the default style
+    p = cli("eval", "--model", run, "--images", pngs, "--out", tmp_path / "b")
+    assert p.stdout.startswith("labelled images: 20 samples, greedy")
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert b["summary"] == a["summary"]  # the same images, from PNG files instead of shards
+    assert sorted((e["truth"], e["pred"]) for e in b["errors"]) == sorted(
+        (e["truth"], e["pred"]) for e in a["errors"])
+
+
+def test_eval_folder_unreadable_and_wrongly_sized_files(run, pngs, tmp_path):
+    from PIL import Image
+
+    from captchalab.eval.evaluate import evaluate
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(pngs / "test", folder)
+    (folder / "junk_abcd.png").write_text("not a png")
+    p = cli("eval", "--model", run, "--images", folder, check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "junk_abcd.png: not a readable image" in p.stderr and "--skip-bad" in p.stderr
+    assert not (run / "eval" / "imgs").exists()  # nothing written
+    warnings = []
+    r, _ = evaluate(str(run), images=str(folder), skip_bad=True, out=str(tmp_path / "r"),
+                    progress=False, warn=warnings.append)
+    assert r["summary"]["samples"] == 20 and "junk_abcd.png" in warnings[0]
+    Image.new("RGB", (80, 30), "white").save(folder / "small_abcd.png")
+    with pytest.raises(UsageError, match="small_abcd.png is 80x30"):
+        evaluate(str(run), images=str(folder), skip_bad=True, out=str(tmp_path / "r"),
+                 progress=False, warn=warnings.append)
+    r, _ = evaluate(str(run), images=str(folder), skip_bad=True, resize=True,
+                    out=str(tmp_path / "r"), progress=False, warn=warnings.append)
+    assert r["summary"]["samples"] == 21
+
+
+def test_predict_cli(run, pngs, tmp_path):
+    folder = tmp_path / "imgs"
+    shutil.copytree(pngs / "test", folder)
+    (folder / "zz.png").write_bytes(b"\x89PNG broken")
+    p = cli("predict", "--model", run, folder, "--json", "--skip-bad")
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(rows) == 20 and {"file", "text", "confidence"} == set(rows[0])
+    assert "warning: skipped" in p.stderr and "zz.png" in p.stderr
+
+
+EVAL_BAD = [
+    (["--images", "{empty}"], "holds no labelled images"),
+    (["--images", "{upper}"], "label 'ABCD' has 'ABCD', which the model cannot output"),
+    (["--images", "{none}"], "is not a folder"),
+    (["--data", "{data}", "--resize"], "--resize and --skip-bad apply to --images only"),
+    (["--data", "{data}", "--images", "{upper}"], "give one of --data DIR"),
+]
+
+
+@pytest.mark.parametrize("args,msg", EVAL_BAD)
+def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "upper").mkdir()
+    Image.new("RGB", (160, 60)).save(tmp_path / "upper" / "ABCD.png")
+    paths = {"empty": tmp_path / "empty", "upper": tmp_path / "upper", "none": tmp_path / "none",
+             "data": small_dataset}
+    p = cli("eval", "--model", run, *[a.format(**paths) for a in args], check=False)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["predict", "--model", "{run}", "{none}"], "no such file or folder"),
+    (["predict", "--model", "{none}", "{run}"], "not a trained captchalab run"),
+    (["export", "--model", "{run}", "--format", "tflit"], "did you mean 'tflite'"),
+    (["export", "{run}", "--png", "{none}", "--model", "{run}"], "not both"),
+    (["export", "--png", "{none}"], "export needs DATA_DIR --png DIR"),
+])
+def test_predict_and_export_bad_input(run, tmp_path, args, msg):
+    p = cli(*[a.format(run=run, none=tmp_path / "none") for a in args], check=False)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+FORMATS = ["savedmodel", "tflite",
+           pytest.param("onnx", marks=pytest.mark.skipif(
+               __import__("importlib").util.find_spec("tf2onnx") is None,
+               reason="tf2onnx not installed (pip install 'captchalab[onnx]')"))]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_export_gives_the_keras_predictions(run, small_dataset, tmp_path, fmt):
+    from PIL import Image
+
+    import captchalab
+    from captchalab.eval.export import export_model, load_exported
+    from captchalab.gen import shards as sh
+
+    path = export_model(str(run), fmt, str(tmp_path / fmt))
+    side = json.loads((tmp_path / fmt / "captchalab.json").read_text())
+    assert side["charset"] == "0123456789abcdefghijklmnopqrstuvwxyz"
+    assert side["input"]["shape"] == [None, 60, 160, 3]
+    m = sh.read_manifest(str(small_dataset))
+    x = np.stack([np.asarray(Image.open(io.BytesIO(r["image/png"])).convert("RGB"))
+                  for r in sh.iter_split(str(small_dataset), m, "test")])
+    rec = captchalab.load(run)
+    want = rec.logits(x)
+    got = load_exported(path)(x)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert rec.decode(got)[0] == rec.decode(want)[0]
+    with pytest.raises(UsageError, match="exists and is not empty"):
+        export_model(str(run), fmt, str(tmp_path / fmt))
