@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo
 
-.PHONY: setup demo test test-slow lint bench-gen bench-input bench-tta clean
+.PHONY: setup demo test test-slow lint bench-gen bench-input bench-infer bench-tta clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-gen: $(STAMP)
 
 bench-input: $(STAMP)
 	$(BIN)/python bench/input_speed.py
+
+bench-infer: $(STAMP)
+	$(BIN)/python bench/inference.py $(if $(MODEL),--model $(MODEL))
 
 # ~32 minutes: gen + train under 5, 10 and 15 minute budgets, scored on a test split
 bench-tta: $(STAMP)

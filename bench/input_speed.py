@@ -1,9 +1,10 @@
 """Input pipeline speed: images/s that `train.input.shard_dataset` delivers from shards.
 
 Reads the train split of a dataset (made here with `captchalab gen` unless --data is given) in
-training mode (parallel interleave, PNG decode, grey, resize, shuffle, batch, prefetch) with no
-model attached, at the default and at full resolution, and with `cache` (the split decoded
-into memory when the dataset is made; that pass is not timed);
+training mode (parallel interleave, PNG decode to uint8 RGB, shuffle, batch, prefetch) with no
+model attached; with `cache` (the split decoded into memory first; that pass is not timed);
+the model's own first layer (grey + 1/3 box downscale) on those batches; for comparison, the
+previous pipeline (grey decode + antialiased resize per image in tf.data), in the same run;
 then the on-the-fly stream (`--on-the-fly`), which renders every image anew.
 Usage: python bench/input_speed.py [--data DIR] [--images 10000] [--batches 400]
 """
@@ -43,28 +44,52 @@ def main():
         from captchalab.tfimport import import_tensorflow
 
         import_tensorflow()
+        import tensorflow as tf
+
         from captchalab.gen import shards as sh
         from captchalab.train.input import shard_dataset
+        from captchalab.train.layers import Preprocess
         from captchalab.train.train import TrainConfig
 
         m = sh.read_manifest(data)
-        default_ds = TrainConfig().downscale
+        d = TrainConfig().downscale
         print(f"{os.cpu_count()} cores, train split of {m['splits']['train']['count']} "
               f"{m['image']['width']}x{m['image']['height']} PNGs, batch {a.batch_size}")
-        print(f"{'pipeline':44s} {'img/s':>8s}")
-        for label, kw in ((f"decode + resize to 1/{default_ds} (default)", dict(downscale=default_ds)),
-                          ("decode at full size", dict(downscale=1)),
-                          (f"1/{default_ds}, --cache (decoded into memory)",
-                           dict(downscale=default_ds, cache=True))):
+        print(f"{'pipeline':52s} {'img/s':>8s}")
+        for label, kw in (("decode to uint8 RGB (default)", {}),
+                          ("--cache (decoded into memory)", dict(cache=True))):
             ds = shard_dataset(data, m, "train", batch_size=a.batch_size, training=True, **kw)
-            print(f"{label:44s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
+            print(f"{label:52s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
+        pre = tf.function(Preprocess(d))
+        batch = next(iter(shard_dataset(data, m, "train", batch_size=a.batch_size, training=True,
+                                        cache=True)))[0]
+        pre(batch)
+        t = time.perf_counter()
+        for _ in range(a.batches):
+            pre(batch).numpy()
+        label = f"model's first layer alone (grey + 1/{d} box downscale)"
+        print(f"{label:52s} {a.batches * a.batch_size / (time.perf_counter() - t):8.0f}")
+        h, w = m["image"]["height"] // d, m["image"]["width"] // d
+
+        def old_decode(png):  # the pipeline before models took raw RGB (session 2)
+            img = tf.image.convert_image_dtype(tf.io.decode_png(png, channels=1), tf.float32)
+            return tf.image.resize(img, (h, w), antialias=True)
+
+        spec = {"image/png": tf.io.FixedLenFeature([], tf.string)}
+        files = tf.data.Dataset.from_tensor_slices(sh.shard_paths(data, m, "train")).repeat()
+        ds = (files.interleave(tf.data.TFRecordDataset, cycle_length=8,
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+              .map(lambda r: old_decode(tf.io.parse_single_example(r, spec)["image/png"]),
+                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+              .shuffle(8192).batch(a.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+        label = "previous: grey decode + antialiased resize per image"
+        print(f"{label:52s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
         from captchalab.train.input import stream_dataset
 
         workers = os.cpu_count() or 1
-        ds = stream_dataset(m, "train", start=0, batch_size=a.batch_size, downscale=default_ds,
-                            workers=workers)
+        ds = stream_dataset(m, "train", start=0, batch_size=a.batch_size, workers=workers)
         label = f"on the fly, {workers} render processes"
-        print(f"{label:44s} {rate(ds, a.batches // 8, a.batch_size):8.0f}", flush=True)
+        print(f"{label:52s} {rate(ds, a.batches // 8, a.batch_size):8.0f}", flush=True)
 
 
 if __name__ == "__main__":

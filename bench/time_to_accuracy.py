@@ -72,7 +72,7 @@ def main():
         cli("train", "--data", f"{work}/data", "--out", f"{work}/run", "--time-budget",
             f"{train_s:.0f}s", "-q", *a.train_args.split())
         wall = time.time() - t0
-        r = cli_json("eval", "--model", f"{work}/run", "--data", test_dir, "--json")
+        r = cli_json("eval", "--model", f"{work}/run", "--data", test_dir, "--json")["summary"]
         hist = list(csv.DictReader(open(f"{work}/run/history.csv")))
         curve = [((float(h["wall"]) - t0) / 60, float(h["val_seq_acc"])) for h in hist]
         results.append(dict(budget=budget, train=n, gen_s=t_gen, wall_s=wall, epochs=len(hist),

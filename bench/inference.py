@@ -1,0 +1,89 @@
+"""Inference speed of a trained run through `captchalab.load(RUN).predict`.
+
+Batched images/s (batches of --batch-size, uint8 arrays and PNG bytes) and warm single-image
+latency (median and 90th percentile of --repeats calls), for the Keras model and its TFLite
+export. Without --model, a default-arch run is trained for a few steps here (weights do not
+change the speed).
+Usage: python bench/inference.py [--model RUN] [--images 2048] [--batch-size 256]
+"""
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def timed(fn, repeats):
+    """Seconds per call of fn(): list of `repeats` timings after 10 warm-up calls."""
+    for _ in range(10):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model")
+    ap.add_argument("--images", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=300)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = a.model
+        data = os.path.join(tmp, "data")
+        subprocess.run([sys.executable, "-m", "captchalab", "gen", "--out", data, "--train",
+                        "64", "--val", "64", "--test", str(a.images), "-q"], check=True)
+        if not run:
+            run = os.path.join(tmp, "run")
+            subprocess.run([sys.executable, "-m", "captchalab", "train", "--data", data,
+                            "--out", run, "--steps", "2", "-q"], check=True,
+                           stdout=subprocess.DEVNULL)
+        import numpy as np
+        from PIL import Image
+
+        import captchalab
+        from captchalab.eval.export import export_model, load_exported
+        from captchalab.gen import shards as sh
+
+        m = sh.read_manifest(data)
+        pngs = [r["image/png"] for r in sh.iter_split(data, m, "test")]
+        arrays = np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")) for p in pngs])
+        rec = captchalab.load(run)
+        params = rec.model.count_params()
+        print(f"{os.cpu_count()} cores; {rec.config['arch']} ({params:,} parameters), "
+              f"{rec.size[0]}x{rec.size[1]} input; {len(pngs)} test images")
+        print(f"{'what':48s} {'figure':>14s}")
+
+        def batched(inputs):
+            t = time.perf_counter()
+            rec.predict(inputs, batch_size=a.batch_size)
+            return len(inputs) / (time.perf_counter() - t)
+
+        rec.predict(arrays[: a.batch_size])  # warm up
+        for label, inputs in ((f"batched ({a.batch_size}), uint8 arrays", arrays),
+                              (f"batched ({a.batch_size}), PNG bytes (decode included)", pngs)):
+            best = max(batched(inputs) for _ in range(3))
+            print(f"{label:48s} {best:10.0f} img/s", flush=True)
+        for label, one in (("single image warm, uint8 array", arrays[0]),
+                           ("single image warm, PNG bytes", pngs[0])):
+            ts = np.array(timed(lambda one=one: rec.predict(one), a.repeats)) * 1000
+            print(f"{label:48s} {np.median(ts):6.2f} ms median, p90 {np.percentile(ts, 90):.2f}",
+                  flush=True)
+        tfl = load_exported(export_model(run, "tflite", os.path.join(tmp, "tflite")))
+        one = arrays[:1]
+        ts = np.array(timed(lambda: rec.decode(tfl(one)), a.repeats)) * 1000
+        print(f"{'single image warm, TFLite export':48s} {np.median(ts):6.2f} ms median, "
+              f"p90 {np.percentile(ts, 90):.2f}")
+
+
+if __name__ == "__main__":
+    main()
