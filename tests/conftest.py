@@ -41,3 +41,12 @@ def small_dataset(tmp_path_factory):
     d = tmp_path_factory.mktemp("ds") / "small"
     cli("gen", "--out", d, *SMALL, "--workers", 2)
     return d
+
+
+@pytest.fixture(scope="session")
+def run(small_dataset, tmp_path_factory):
+    """A run trained for one epoch on small_dataset (weights barely trained: for plumbing)."""
+    r = tmp_path_factory.mktemp("run") / "run"
+    cli("train", "--data", small_dataset, "--out", r, "--arch", "small", "--epochs", 1,
+        "--batch-size", 16, "-q")
+    return r

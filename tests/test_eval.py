@@ -14,14 +14,6 @@ from conftest import cli
 
 
 @pytest.fixture(scope="module")
-def run(small_dataset, tmp_path_factory):
-    r = tmp_path_factory.mktemp("run") / "run"
-    cli("train", "--data", small_dataset, "--out", r, "--arch", "small", "--epochs", 1,
-        "--batch-size", 16, "-q")
-    return r
-
-
-@pytest.fixture(scope="module")
 def pngs(small_dataset, tmp_path_factory):
     """The test split as SPLIT/INDEX_LABEL.png files + labels.csv."""
     from captchalab.gen.folders import export_png
@@ -136,6 +128,20 @@ def test_eval_report_on_the_dataset_and_on_its_images(run, pngs, small_dataset, 
     assert b["summary"] == a["summary"]  # the same images, from PNG files instead of shards
     assert sorted((e["truth"], e["pred"]) for e in b["errors"]) == sorted(
         (e["truth"], e["pred"]) for e in a["errors"])
+
+
+def test_accuracy_by_style_value(run, tmp_path):
+    from captchalab.eval.evaluate import evaluate
+
+    data = tmp_path / "mixed"
+    cli("gen", "--out", data, "--test", 30, "--fonts", "builtin,dejavu", "--rotate", "0-40",
+        "--workers", 1, "-q")
+    r, _ = evaluate(str(run), data=str(data), out=str(tmp_path / "r"), beam_width=4,
+                    progress=False)
+    fonts = r["by_style"]["font"]
+    assert len(fonts) >= 2 and sum(f["samples"] for f in fonts) == 30  # builtin + DejaVu faces
+    assert len(r["by_style"]["rotate"]) == 5  # a drawn float: quantile bins
+    assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4}
 
 
 def test_eval_folder_unreadable_and_wrongly_sized_files(run, pngs, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -357,6 +358,47 @@ def predict(run_dir, images, beam_width, resize, skip_bad, as_json):
                                    "confidence": round(p.confidence, 6)}, ensure_ascii=False))
         else:
             click.echo(f"{path}\t{p.text}\t{p.confidence:.4f}")
+
+
+@cli.command()
+@click.option("--model", "runs", multiple=True, required=True, type=click.Path(),
+              help="Run folder written by `captchalab train` (repeat to compare models).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="NAME=V1,V2,…",
+              help="Vary one thing: a style knob (rotate, noise-dots, …) or fonts, length, "
+                   "charset, size. Repeatable.")
+@click.option("--corruptions", default="all", show_default=True,
+              help="all, none, or a comma list (gaussian-noise, jpeg, elastic, …).")
+@click.option("--severities", default="1-5", show_default=True, help="Corruption severities, 1-5.")
+@click.option("--samples", default=500, show_default=True, type=int, help="Test samples per set.")
+@click.option("--baseline", type=click.Path(), help="Run that mCE is relative to.")
+@click.option("--base", "base_data", type=click.Path(),
+              help="Dataset whose style the sets start from.  [default: the first model's]")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Study folder: robust.json, robust.md, PNGs, and the rendered sets (reused).")
+@click.option("--workers", type=click.IntRange(1), help="Render processes.  [default: all cores]")
+@click.option("-q", "--quiet", is_flag=True, help="No per-set lines.")
+def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, out, workers,
+           quiet):
+    """Accuracy as knobs, fonts, lengths, charset, size and corruptions change; several models."""
+    from captchalab.eval.corruptions import parse_corruptions, parse_severities
+    from captchalab.eval.robust import parse_sweep, study
+
+    parsed = [parse_sweep(s) for s in sweeps]
+    names = parse_corruptions(corruptions)
+    sevs = parse_severities(severities)
+    if not parsed and not names:
+        raise UsageError("nothing to measure: give --sweep NAME=V1,V2,… and/or --corruptions")
+    r = study(list(runs), sweeps=parsed, corruptions=names, severities=sevs, samples=samples,
+              out=out, baseline=baseline, base_data=base_data, workers=workers,
+              echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+    for name, s in r["summary"].items():
+        line = f"{name}: clean sequence accuracy {s['clean_seq_acc']:.4f}"
+        if "mean_corruption_seq_acc" in s:
+            line += f", mean under corruption {s['mean_corruption_seq_acc']:.4f}"
+        if s.get("mCE") is not None:
+            line += f", mCE {s['mCE']:.3f}"
+        click.echo(line)
+    click.echo(f"report: {os.path.join(out, 'robust.md')} (+ robust.json and plots)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""Robustness studies: corruptions, deterministic sweep sets, bad input, a tiny study end to end."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from captchalab.errors import UsageError
+from conftest import cli, record_hashes
+
+
+@pytest.fixture(scope="module")
+def images():
+    from captchalab.gen.stream import stream_recipe, stream_samples
+
+    return [img for img, _ in stream_samples(stream_recipe(), "test", workers=0, stop=4)]
+
+
+def test_corruptions_keep_shape_and_dtype_and_grow_with_severity(images):
+    from captchalab.eval.corruptions import CORRUPTIONS, corrupt
+
+    assert len(CORRUPTIONS) == 12
+    for name in CORRUPTIONS:
+        diffs = []
+        for s in range(1, 6):
+            d = []
+            for i, img in enumerate(images):
+                out = corrupt(img, name, s, seed=0, index=i)
+                assert out.shape == img.shape and out.dtype == np.uint8, name
+                np.testing.assert_array_equal(out, corrupt(img, name, s, seed=0, index=i))
+                d.append(np.abs(out.astype(float) - img).mean())
+            diffs.append(np.mean(d))
+        assert diffs[0] > 0, name
+        assert all(b >= 0.9 * a for a, b in zip(diffs, diffs[1:], strict=False)), (name, diffs)
+        assert diffs[4] > 1.5 * diffs[0], (name, diffs)
+
+
+def test_sweep_sets_are_deterministic_and_differ_only_in_their_knob(tmp_path):
+    from captchalab.eval.robust import recipe_key, render_set, variant
+    from captchalab.gen.stream import stream_recipe
+
+    base = stream_recipe()
+    a = variant(base, 12, "rotate", "0")
+    b = variant(base, 12, "rotate", "0")
+    assert recipe_key(a) == recipe_key(b)
+    clean = variant(base, 12)
+    assert {k for k in a["style"] if a["style"][k] != clean["style"][k]} == {"rotate"}
+    assert a["style"]["rotate"] == [0.0, 0.0]
+    d1 = render_set(a, str(tmp_path / "one"), workers=1)
+    d2 = render_set(b, str(tmp_path / "two"), workers=2)
+    assert record_hashes(d1, "test") == record_hashes(d2, "test")
+    assert render_set(a, str(tmp_path / "one"), workers=1) == d1  # reused, not re-rendered
+    with pytest.raises(UsageError, match="rotate"):
+        variant(base, 12, "rotate", "500")
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--sweep", "rotat=0,10"], "did you mean 'rotate'"),
+    (["--sweep", "rotate"], "write NAME=V1,V2"),
+    (["--corruptions", "jpg"], "did you mean 'jpeg'"),
+    (["--severities", "0-3"], "severities run from 1 to 5"),
+    (["--severities", "6"], "severities run from 1 to 5"),
+    (["--corruptions", "none"], "nothing to measure"),
+    (["--sweep", "noise-dots=-5"], "noise_dots"),
+    (["--sweep", "charset=A-Z"], "cannot output"),
+])
+def test_robust_bad_input(run, tmp_path, args, msg):
+    p = cli("robust", "--model", run, "--out", tmp_path / "study", *args, check=False)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "study").exists()
+
+
+def test_tiny_study_end_to_end(run, tmp_path):
+    other = tmp_path / "copy"
+    shutil.copytree(run, other)
+    out = tmp_path / "study"
+    args = ["robust", "--model", run, "--model", other, "--baseline", run, "--out", out,
+            "--sweep", "rotate=0,40", "--sweep", "length=3,5", "--corruptions", "jpeg,occlusion",
+            "--severities", "1,3", "--samples", 12, "--workers", 1, "-q"]
+    p = cli(*args)
+    assert "mCE 1.000" in p.stdout
+    r = json.loads((out / "robust.json").read_text())
+    assert r["schema"] == "captchalab.robust/1" and [m["name"] for m in r["models"]] == ["run", "copy"]
+    assert [v["value"] for v in r["sweeps"]["rotate"]] == ["0", "40"]
+    assert [row["severity"] for row in r["corruptions"]["occlusion"]] == [1, 3]
+    # the copy has the same weights: the same figures on the same sets
+    for rows in [*r["sweeps"].values(), *r["corruptions"].values()]:
+        for row in rows:
+            assert row["results"]["run"] == row["results"]["copy"]
+    for name in ("robust.md", "sweep-rotate.png", "sweep-length.png", "corruptions.png",
+                 "corruption-curves.png"):
+        assert (out / name).exists(), name
+    sets = sorted(p.name for p in (out / "sets").iterdir())
+    assert len(sets) == 5  # clean + 2 rotate + 2 length
+    cli(*args)  # again: sets reused, same figures
+    again = json.loads((out / "robust.json").read_text())
+    assert again["sweeps"] == r["sweeps"] and again["corruptions"] == r["corruptions"]
+    assert sorted(p.name for p in (out / "sets").iterdir()) == sets
