@@ -241,6 +241,10 @@ def summarize(report: dict) -> dict:
         if cs:
             accs = [r["results"][m]["seq_acc"] for rows in cs.values() for r in rows]
             row["mean_corruption_seq_acc"] = float(np.mean(accs))
+            # share of its clean accuracy a model keeps under corruption: comparable across
+            # models whose clean accuracy differs, which mCE (absolute errors) is not
+            row["retained"] = (row["mean_corruption_seq_acc"] / row["clean_seq_acc"]
+                               if row["clean_seq_acc"] else None)
             if base:
                 ces = []
                 for rows in cs.values():
@@ -364,13 +368,13 @@ def markdown(report: dict, files: dict) -> str:
            f"Base: style {b['style_name']}, charset {b['charset']!r}, length "
            f"{b['length'][0]}-{b['length'][1]}, {b['size'][0]}x{b['size'][1]}, seed {b['seed']}; "
            f"{report['samples']} test samples per set. Cells: sequence / character accuracy.", "",
-           "## Summary", "", "| model | clean | mean corruption acc | mCE |", "|---|---|---|---|"]
+           "## Summary", "", "| model | clean | mean corruption acc | retained | mCE |",
+           "|---|---|---|---|---|"]
     for m in models:
         s = report["summary"][m]
-        mca = s.get("mean_corruption_seq_acc")
-        ce = s.get("mCE")
-        out.append(f"| {m} | {s['clean_seq_acc']:.4f} | {'' if mca is None else f'{mca:.4f}'} | "
-                   f"{'' if ce is None else f'{ce:.3f}'} |")
+        cells_ = [s.get(k) for k in ("mean_corruption_seq_acc", "retained", "mCE")]
+        out.append(f"| {m} | {s['clean_seq_acc']:.4f} | "
+                   + " | ".join("" if v is None else f"{v:.4f}" for v in cells_) + " |")
     out += ["", "## Clean", "", head, sep, f"| clean | {cells(report['clean']['results'])} |", ""]
     for axis, rows in report["sweeps"].items():
         out += [f"## {axis}", "", head.replace("| |", f"| {axis} |", 1), sep]
