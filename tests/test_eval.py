@@ -185,6 +185,7 @@ EVAL_BAD = [
     (["--images", "{none}"], "is not a folder"),
     (["--data", "{data}", "--resize"], "--resize and --skip-bad apply to --images only"),
     (["--data", "{data}", "--images", "{upper}"], "give one of --data DIR"),
+    (["--data", "{data}", "--out", "{file}"], "is a file; give a folder for the report"),
 ]
 
 
@@ -195,8 +196,9 @@ def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
     (tmp_path / "empty").mkdir()
     (tmp_path / "upper").mkdir()
     Image.new("RGB", (160, 60)).save(tmp_path / "upper" / "ABCD.png")
+    (tmp_path / "file").write_text("x")
     paths = {"empty": tmp_path / "empty", "upper": tmp_path / "upper", "none": tmp_path / "none",
-             "data": small_dataset}
+             "data": small_dataset, "file": tmp_path / "file"}
     p = cli("eval", "--model", run, *[a.format(**paths) for a in args], check=False)
     assert p.returncode == 2 and msg in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
@@ -208,6 +210,7 @@ def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
     (["export", "--model", "{run}", "--format", "tflit"], "did you mean 'tflite'"),
     (["export", "{run}", "--png", "{none}", "--model", "{run}"], "not both"),
     (["export", "--png", "{none}"], "export needs DATA_DIR --png DIR"),
+    (["export", "--model", "{run}", "--out", "{run}"], "exists and is not empty"),
 ])
 def test_predict_and_export_bad_input(run, tmp_path, args, msg):
     p = cli(*[a.format(run=run, none=tmp_path / "none") for a in args], check=False)

@@ -64,6 +64,9 @@ def test_sweep_sets_are_deterministic_and_differ_only_in_their_knob(tmp_path):
     (["--corruptions", "none"], "nothing to measure"),
     (["--sweep", "noise-dots=-5"], "noise_dots"),
     (["--sweep", "charset=A-Z"], "cannot output"),
+    (["--corruptions", "jpeg", "--samples", "0"], "--samples: 0"),
+    (["--corruptions", "jpeg", "--base", "/nonexistent/data"], "/nonexistent/data"),
+    (["--corruptions", "jpeg", "--workers", "0"], "--workers"),
 ])
 def test_robust_bad_input(run, tmp_path, args, msg):
     p = cli("robust", "--model", run, "--out", tmp_path / "study", *args, check=False)

@@ -3,7 +3,6 @@ and write the report (figures, confusions, error gallery)."""
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 
@@ -35,7 +34,7 @@ def check_compatible(config: dict, manifest: dict, data_dir: str, run_dir: str) 
 
 def dataset_source(data_dir: str, split: str, config: dict, run_dir: str):
     """(count, description, iterator of (rgb, truth, name, meta)) over a split's records."""
-    from PIL import Image
+    from captchalab.eval.predictor import to_rgb
 
     m = sh.read_manifest(data_dir)
     if split not in m["splits"]:
@@ -45,8 +44,7 @@ def dataset_source(data_dir: str, split: str, config: dict, run_dir: str):
 
     def samples():
         for r in sh.iter_split(data_dir, m, split):
-            rgb = np.asarray(Image.open(io.BytesIO(r["image/png"])).convert("RGB"))
-            yield (rgb, r["label/text"], f"{split}:{r['sample/index']}",
+            yield (to_rgb(r["image/png"]), r["label/text"], f"{split}:{r['sample/index']}",
                    {k: r.get(f"style/{k}") for k in STYLE_KEYS})
 
     return m["splits"][split]["count"], f"{split} split", samples()
@@ -59,7 +57,7 @@ def folder_source(folder: str, config: dict, run_dir: str, resize: bool, skip_ba
     skipped with a warning when `skip_bad`; images of another size need `resize`.
     """
     from captchalab.charset import Charset
-    from captchalab.eval.predictor import check_size, to_rgb
+    from captchalab.eval.predictor import read_file
     from captchalab.gen.folders import list_labelled
 
     charset = Charset.from_json(config["charset"])
@@ -73,15 +71,9 @@ def folder_source(folder: str, config: dict, run_dir: str, resize: bool, skip_ba
 
     def samples():
         for path, label, _ in items:
-            try:
-                rgb = to_rgb(path, size if resize else None, path)
-            except UsageError as e:
-                if not skip_bad:
-                    raise UsageError(f"{e} (--skip-bad skips such files)") from None
-                warn(f"warning: skipped {e}")
-                continue
-            check_size(rgb, size, path, run_dir)
-            yield rgb, label, os.path.relpath(path, folder), {}
+            rgb = read_file(path, size, run_dir, resize, skip_bad, warn)
+            if rgb is not None:
+                yield rgb, label, os.path.relpath(path, folder), {}
 
     return len(items), "labelled images", samples()
 
@@ -115,11 +107,11 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
         count, what, samples = dataset_source(data, split, config, run_dir)
     else:
         count, what, samples = folder_source(images, config, run_dir, resize, skip_bad, warn)
-    recognizer = load(run_dir)
     name = os.path.basename(os.path.normpath(path)) + (f"-{split}" if data is not None else "")
     out = out or os.path.join(run_dir, "eval", name)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; give a folder for the report")
+    recognizer = load(run_dir)
 
     truths, preds, confs, names = [], [], [], []
     meta = {k: [] for k in STYLE_KEYS} if data is not None else {}

@@ -103,6 +103,21 @@ def check_size(a: np.ndarray, size: tuple[int, int], name: str, run_dir: str) ->
                          f"reads {w}x{h} images (resize them, e.g. --resize)")
 
 
+def read_file(path, size: tuple[int, int], run_dir: str, resize: bool, skip_bad: bool, warn):
+    """An image file as uint8 RGB at the model's `size`, or None when it is unreadable and
+    `skip_bad` (a `warn` line says so); unreadable without `skip_bad`, or of another size
+    without `resize`: UsageError naming the file."""
+    try:
+        a = to_rgb(path, size if resize else None, str(path))
+    except UsageError as e:
+        if not skip_bad:
+            raise UsageError(f"{e} (--skip-bad skips such files)") from None
+        warn(f"warning: skipped {e}")
+        return None
+    check_size(a, size, str(path), run_dir)
+    return a
+
+
 class Recognizer:
     """A trained run ready to read captchas. Use `captchalab.load(run_dir)`."""
 
@@ -187,14 +202,9 @@ class Recognizer:
             names.clear()
 
         for path in paths:
-            try:
-                a = to_rgb(path, self.size if resize else None, str(path))
-            except UsageError as e:
-                if not skip_bad:
-                    raise UsageError(f"{e} (--skip-bad skips such files)") from None
-                warn(f"warning: skipped {e}")
+            a = read_file(path, self.size, self.run_dir, resize, skip_bad, warn)
+            if a is None:
                 continue
-            self.check_size(a, str(path))
             arrays.append(a)
             names.append(str(path))
             if len(arrays) == batch_size:

@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from captchalab.eval.metrics import aligned_pairs, character_error_rate
+from captchalab.eval.metrics import aligned_pairs, character_error_rate, kept_characters
 
 SCHEMA = "captchalab.eval.report/1"
 TOP_CONFUSIONS = 20  # character pairs listed in the report
@@ -29,6 +29,17 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return (max(0.0, c - h), min(1.0, c + h))
+
+
+def accuracy(truths: list[str], preds: list[str]) -> dict:
+    """Sequence and character accuracy, each with its 95 % Wilson interval, and CER."""
+    n, chars = len(truths), sum(len(t) for t in truths)
+    exact = sum(t == p for t, p in zip(truths, preds, strict=True))
+    kept = sum(kept_characters(t, p) for t, p in zip(truths, preds, strict=True))
+    return {"seq_acc": exact / n if n else 0.0, "seq_acc_ci95": list(wilson(exact, n)),
+            "char_acc": kept / chars if chars else 0.0,
+            "char_acc_ci95": list(wilson(kept, chars)),
+            "cer": character_error_rate(truths, preds)}
 
 
 def _group(alignments, truths, preds, idx) -> dict:
@@ -68,14 +79,8 @@ def build_report(truths: list[str], preds: list[str], confs: list[float], names:
     """
     n = len(truths)
     alignments = [aligned_pairs(t, p) for t, p in zip(truths, preds, strict=True)]
-    chars = sum(len(t) for t in truths)
-    exact = sum(t == p for t, p in zip(truths, preds, strict=True))
-    kept = sum(t == p for a in alignments for t, p in a if t)
-    summary = {"samples": n, "characters": chars,
-               "seq_acc": exact / n if n else 0.0, "seq_acc_ci95": list(wilson(exact, n)),
-               "char_acc": kept / chars if chars else 0.0,
-               "char_acc_ci95": list(wilson(kept, chars)),
-               "cer": character_error_rate(truths, preds),
+    summary = {"samples": n, "characters": sum(len(t) for t in truths),
+               **accuracy(truths, preds),
                "mean_confidence": float(np.mean(confs)) if n else 0.0}
 
     sample_hits = [[p == t for t, p in a if t] for a in alignments]
@@ -183,7 +188,7 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -192,7 +197,7 @@ def _pyplot():
 
 def plot_confusions(report: dict, path: str) -> None:
     """Heatmap of errors: truth character (rows) against predicted (columns), matches left out."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = report["confusion_matrix"]["labels"]
     m = np.array(report["confusion_matrix"]["counts"], dtype=float)
     np.fill_diagonal(m, 0)
@@ -221,7 +226,7 @@ def plot_confusions(report: dict, path: str) -> None:
 
 def plot_gallery(items: list[tuple[np.ndarray, dict]], path: str, title: str) -> None:
     """Grid of error images captioned truth -> prediction (confidence)."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(4, max(1, len(items)))
     rows = max(1, -(-len(items) // cols))
     h, w = items[0][0].shape[:2] if items else (60, 160)

@@ -10,7 +10,6 @@ per sample (eval/corruptions.py).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import sys
@@ -100,37 +99,25 @@ def render_set(recipe: dict, sets_dir: str, workers: int | None) -> str:
 
 def read_set(d: str):
     """(uint8 images [N,H,W,3], truths, indices) of a rendered set's test split."""
-    from PIL import Image
-
+    from captchalab.eval.predictor import to_rgb
     from captchalab.gen import shards as sh
 
     m = sh.read_manifest(d)
     imgs, truths, idx = [], [], []
     for r in sh.iter_split(d, m, "test"):
-        imgs.append(np.asarray(Image.open(io.BytesIO(r["image/png"])).convert("RGB")))
+        imgs.append(to_rgb(r["image/png"]))
         truths.append(r["label/text"])
         idx.append(r["sample/index"])
     return np.stack(imgs), truths, idx
 
 
-def score(recognizer, images: np.ndarray, truths: list[str], batch: int = 256) -> dict:
-    """Sequence/character accuracy (95 % Wilson intervals) and CER of a model on images."""
-    from captchalab.eval.metrics import character_error_rate, kept_characters
-    from captchalab.eval.report import wilson
+def score(recognizer, images: np.ndarray, truths: list[str]) -> dict:
+    """Sequence/character accuracy (95 % Wilson intervals) and CER of a model on images; sets
+    of another size (the size axis) are scaled to what the model reads."""
+    from captchalab.eval.report import accuracy
 
-    w, h = recognizer.size
-    if images.shape[1:3] != (h, w):  # the image-size axis: scaled to what the model reads
-        from captchalab.eval.predictor import to_rgb
-        images = np.stack([to_rgb(im, (w, h)) for im in images])
-    preds = []
-    for lo in range(0, len(images), batch):
-        preds.extend(recognizer.decode(recognizer.logits(images[lo:lo + batch]))[0])
-    n, chars = len(truths), sum(len(t) for t in truths)
-    exact = sum(t == p for t, p in zip(truths, preds, strict=True))
-    kept = sum(kept_characters(t, p) for t, p in zip(truths, preds, strict=True))
-    return {"seq_acc": exact / n, "seq_acc_ci95": list(wilson(exact, n)),
-            "char_acc": kept / chars if chars else 0.0, "char_acc_ci95": list(wilson(kept, chars)),
-            "cer": character_error_rate(truths, preds)}
+    preds = recognizer.predict(list(images), resize=True)
+    return accuracy(truths, [p.text for p in preds])
 
 
 def _names(runs: list[str]) -> list[str]:
@@ -257,13 +244,6 @@ def summarize(report: dict) -> dict:
     return out
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _num(values):
     try:
         return [float(v) for v in values]
@@ -272,7 +252,9 @@ def _num(values):
 
 
 def plot_sweep(report: dict, axis: str, path: str) -> None:
-    plt = _pyplot()
+    from captchalab.eval.report import pyplot
+
+    plt = pyplot()
     rows = report["sweeps"][axis]
     values = [r["value"] for r in rows]
     xs = _num(values) or list(range(len(values)))
@@ -302,7 +284,9 @@ def plot_sweep(report: dict, axis: str, path: str) -> None:
 
 
 def plot_corruptions(report: dict, heat_path: str, lines_path: str) -> None:
-    plt = _pyplot()
+    from captchalab.eval.report import pyplot
+
+    plt = pyplot()
     cs = list(report["corruptions"])
     models = [m["name"] for m in report["models"]]
     sevs = [r["severity"] for r in report["corruptions"][cs[0]]]
