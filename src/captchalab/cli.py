@@ -63,7 +63,7 @@ def _knob_options(f):
 
 
 @cli.command()
-@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write.")
+@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write, or a URL fsspec opens (gs://…, s3://…).")
 @click.option("--train", type=int, help="Samples in the train split.")
 @click.option("--val", type=int, help="Samples in the val split.")
 @click.option("--test", type=int, help="Samples in the test split.")
@@ -82,13 +82,20 @@ def _knob_options(f):
 @_knob_options
 @click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
 @click.option("--shard-size", default=1000, show_default=True, type=int, help="Records per shard.")
-@click.option("--workers", type=int, help="Render processes.  [default: all cores]")
+@click.option("--workers", type=int,
+              help="Render processes (with --engine ray and no --address: CPUs of the local "
+                   "Ray instance).  [default: all cores]")
+@click.option("--engine", default="local", show_default=True,
+              help="local: a process pool on this machine; ray: Ray tasks (pip install "
+                   "'captchalab[ray]'), same output.")
+@click.option("--address", help="With --engine ray: the cluster to join (e.g. ray://head:10001 "
+                                "or auto); without it a local Ray instance is started.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fonts, font_sizes,
-        smooth, seed, shard_size, workers, resume, overwrite, quiet, **knobs):
+        smooth, seed, shard_size, workers, engine, address, resume, overwrite, quiet, **knobs):
     """Render labelled captchas into sharded TFRecords plus dataset_info.json.
 
     Every sample is a pure function of (seed, split, index): the same command gives
@@ -119,7 +126,7 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
                          seed=seed, shard_size=shard_size)
         recipe = build_recipe(req)
     m = generate(recipe, out, workers=workers, resume=resume, overwrite=overwrite,
-                 command=_command_line(), progress=not quiet)
+                 command=_command_line(), progress=not quiet, engine=engine, address=address)
     st = m["_stats"]
     rate = st["rendered"] / st["seconds"] if st["seconds"] > 0 else 0.0
     counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
@@ -129,8 +136,8 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
 
 
 def _has_manifest(out):
-    import os
-    return os.path.exists(os.path.join(out, "dataset_info.json"))
+    from captchalab import storage
+    return storage.exists(storage.join(out, "dataset_info.json"))
 
 
 def _stored_recipe(manifest, out):
@@ -214,7 +221,7 @@ def export_(data_dir, png_dir, splits, run_dir, fmt, out, overwrite):
 
 @cli.command("import")
 @click.argument("folder", type=click.Path())
-@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write.")
+@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write, or a URL fsspec opens (gs://…, s3://…).")
 @click.option("--charset", help="Charset of the labels.  [default: the characters they use]")
 @click.option("--size", help="Resize every image to WIDTHxHEIGHT.  [default: all must match]")
 @click.option("--split", default="test", show_default=True,

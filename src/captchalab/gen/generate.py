@@ -11,7 +11,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
-from captchalab import __version__
+from captchalab import __version__, storage
 from captchalab.charset import Charset
 from captchalab.errors import UsageError
 from captchalab.gen import shards as sh
@@ -257,11 +257,11 @@ def prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> dict | None:
 
     Only checks: nothing is created or deleted here.
     """
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    if storage.exists(out_dir) and not storage.isdir(out_dir):
         raise UsageError(f"--out {out_dir} is a file; give a folder (new or empty)")
-    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    entries = storage.listdir(out_dir)
     if resume:
-        if not os.path.exists(os.path.join(out_dir, sh.MANIFEST)):
+        if not storage.exists(storage.join(out_dir, sh.MANIFEST)):
             raise UsageError(f"--resume: {out_dir} holds no interrupted dataset (no {sh.MANIFEST})")
         return sh.read_manifest(out_dir)
     if entries and not overwrite:
@@ -270,11 +270,27 @@ def prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> dict | None:
     return None
 
 
+ENGINES = ("local", "ray")
+
+
 def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: bool = False,
-             overwrite: bool = False, command: str = "", progress: bool = True) -> dict:
-    """Render the dataset described by `recipe` into `out_dir`; returns the manifest."""
+             overwrite: bool = False, command: str = "", progress: bool = True,
+             engine: str = "local", address: str | None = None) -> dict:
+    """Render the dataset described by `recipe` into `out_dir`; returns the manifest.
+
+    `out_dir` is a local folder or an fsspec URL. engine "local" renders in a process pool of
+    `workers`; "ray" runs the same per-shard function as Ray tasks, on the cluster at
+    `address` or on a local instance with `workers` CPUs. The output is the same either way.
+    """
     if workers is not None and workers <= 0:
         raise UsageError(f"--workers: {workers}; must be at least 1")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine: unknown {engine!r} (allowed: {', '.join(ENGINES)})")
+    if address and engine != "ray":
+        raise UsageError("--address names a Ray cluster; give it with --engine ray")
+    if engine == "ray":
+        from captchalab.gen import ray_engine
+        ray_engine.require_ray()
     stored = prepare_out_dir(out_dir, resume, overwrite)
     if stored is not None:
         for key in RECIPE_KEYS:
@@ -284,23 +300,23 @@ def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: 
                     f"{recipe.get(key)!r} now); give --resume with only --out to continue it")
     workers = default_workers() if workers is None else workers
 
-    os.makedirs(out_dir, exist_ok=True)
-    for name in os.listdir(out_dir):
+    storage.makedirs(out_dir)
+    for name in storage.listdir(out_dir):
         # overwrite: remove our files (others are left alone); resume: drop partial shards
         if (overwrite and _our_file(name)) or name.startswith(sh.TMP_PREFIX):
-            os.remove(os.path.join(out_dir, name))
+            storage.remove(storage.join(out_dir, name))
 
     tasks = plan_shards(recipe)
     manifest = _manifest(recipe, command, results={}, complete=False)
     if stored is None:
-        sh.write_json_atomic(os.path.join(out_dir, sh.MANIFEST), manifest)
+        sh.write_json_atomic(storage.join(out_dir, sh.MANIFEST), manifest)
 
     results: dict[str, dict] = {}
     todo = []
     for t in tasks:
         name = sh.shard_name(t[0], t[1], t[2])
-        path = os.path.join(out_dir, name)
-        if resume and os.path.exists(path):
+        path = storage.join(out_dir, name)
+        if resume and storage.exists(path):
             try:
                 entry = sh.scan_shard(path)
                 if entry["count"] == t[4] - t[3]:
@@ -308,16 +324,27 @@ def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: 
                     continue
             except sh.CorruptShard:
                 pass
-            os.remove(path)  # incomplete or damaged: render again
+            storage.remove(path)  # incomplete or damaged: render again
         todo.append(t)
 
     total = sum(t[4] - t[3] for t in todo)
     started = time.perf_counter()
-    _run_tasks(recipe, todo, out_dir, workers, total, progress, results)
+    bar = _progress_bar(total, progress)
+    try:
+        if engine == "ray":
+            from captchalab.gen import ray_engine
+            ray_engine.run_tasks(recipe, todo, out_dir, workers, address, bar, results)
+        else:
+            _run_local(recipe, todo, out_dir, workers, bar, results)
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - started
+    for name in storage.listdir(out_dir):  # left by a worker that died mid-shard
+        if name.startswith(sh.TMP_PREFIX):
+            storage.remove(storage.join(out_dir, name))
 
     manifest = _manifest(recipe, command, results, complete=True)
-    sh.write_json_atomic(os.path.join(out_dir, sh.MANIFEST), manifest)
+    sh.write_json_atomic(storage.join(out_dir, sh.MANIFEST), manifest)
     manifest["_stats"] = {"rendered": total, "seconds": elapsed, "reused_shards": len(tasks) - len(todo)}
     return manifest
 
@@ -327,35 +354,35 @@ def _pool_context():
     return mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
-def _run_tasks(recipe, todo, out_dir, workers, total, progress, results):
+def _progress_bar(total: int, progress: bool):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="img", disable=not progress or total == 0, smoothing=0.1,
-               dynamic_ncols=True, file=sys.stderr)
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for t in todo:
-                entry = render_shard(recipe, *t, out_dir, on_record=lambda: bar.update(1))
-                results[entry["file"]] = entry
-            return
-        ctx = _pool_context()
-        counter = ctx.Value("q", 0)
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(counter,)) as ex:
-            pending = {ex.submit(_render_shard_task, recipe, *t, out_dir) for t in todo}
-            try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        entry = fut.result()
-                        results[entry["file"]] = entry
-                    bar.update(counter.value - bar.n)
-            except BaseException:
-                for fut in pending:
-                    fut.cancel()
-                raise
-    finally:
-        bar.close()
+    return tqdm(total=total, unit="img", disable=not progress or total == 0, smoothing=0.1,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _run_local(recipe, todo, out_dir, workers, bar, results):
+    if workers == 1 or len(todo) <= 1:
+        for t in todo:
+            entry = render_shard(recipe, *t, out_dir, on_record=lambda: bar.update(1))
+            results[entry["file"]] = entry
+        return
+    ctx = _pool_context()
+    counter = ctx.Value("q", 0)
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(counter,)) as ex:
+        pending = {ex.submit(_render_shard_task, recipe, *t, out_dir) for t in todo}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    entry = fut.result()
+                    results[entry["file"]] = entry
+                bar.update(counter.value - bar.n)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
 
 
 def _manifest(recipe: dict, command: str, results: dict, complete: bool) -> dict:

@@ -7,7 +7,9 @@ import json
 import os
 import re
 import tempfile
+import uuid
 
+from captchalab import storage
 from captchalab.errors import UsageError
 from captchalab.gen.tfrecord import (
     CorruptRecord,
@@ -89,13 +91,18 @@ class ShardWriter:
     """Writes one shard under a temporary name; `commit()` renames it into place.
 
     A crash leaves only a `.tmp-*` file, which `--resume` deletes; a final-named shard is
-    always complete.
+    always complete. `out_dir` may be a local folder or an fsspec URL (see captchalab.storage).
     """
 
     def __init__(self, out_dir: str, name: str):
-        self.path = os.path.join(out_dir, name)
-        fd, self.tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", dir=out_dir)
-        self._f = os.fdopen(fd, "wb")
+        self.name = name
+        self.path = storage.join(out_dir, name)
+        if storage.is_url(out_dir):
+            self.tmp = storage.join(out_dir, f"{TMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}")
+            self._f = storage.open_file(self.tmp, "wb")
+        else:
+            fd, self.tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", dir=out_dir)
+            self._f = os.fdopen(fd, "wb")
         self._sha = hashlib.sha256()
         self.count = 0
         self.bytes = 0
@@ -109,17 +116,18 @@ class ShardWriter:
 
     def commit(self) -> dict:
         self._f.flush()
-        os.fsync(self._f.fileno())
+        if not storage.is_url(self.path):
+            os.fsync(self._f.fileno())
+            os.chmod(self.tmp, _FILE_MODE)
         self._f.close()
-        os.chmod(self.tmp, _FILE_MODE)
-        os.replace(self.tmp, self.path)
-        return {"file": os.path.basename(self.path), "count": self.count, "bytes": self.bytes,
+        storage.move(self.tmp, self.path)
+        return {"file": self.name, "count": self.count, "bytes": self.bytes,
                 "sha256": self._sha.hexdigest()}
 
     def abort(self) -> None:
         self._f.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        if storage.exists(self.tmp):
+            storage.remove(self.tmp)
 
     def __enter__(self):
         return self
@@ -130,12 +138,18 @@ class ShardWriter:
 
 
 def write_json_atomic(path: str, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    if storage.is_url(path):
+        tmp = f"{path.rsplit('/', 1)[0]}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}.json"
+        with storage.open_file(tmp, "w") as f:
+            f.write(text)
+        storage.move(tmp, path)
+        return
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=d)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
@@ -148,17 +162,17 @@ def write_json_atomic(path: str, data: dict) -> None:
 
 def read_manifest(data_dir: str) -> dict:
     """Load `dataset_info.json`; a folder without one is refused as not a captchalab dataset."""
-    if not os.path.exists(data_dir):
+    if not storage.exists(data_dir):
         raise UsageError(f"dataset folder {data_dir} does not exist")
-    if not os.path.isdir(data_dir):
+    if not storage.isdir(data_dir):
         raise UsageError(f"{data_dir} is a file; give a dataset folder made by 'captchalab gen'")
-    path = os.path.join(data_dir, MANIFEST)
-    if not os.path.exists(path):
+    path = storage.join(data_dir, MANIFEST)
+    if not storage.exists(path):
         raise UsageError(
             f"{data_dir} is not a captchalab dataset (no {MANIFEST}); make one with 'captchalab gen'"
             " or 'captchalab import'")
     try:
-        with open(path) as f:
+        with storage.open_file(path, "r") as f:
             m = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise UsageError(f"{path} is unreadable or not JSON: {e}") from None
@@ -171,12 +185,12 @@ def shard_paths(data_dir: str, manifest: dict, split: str) -> list[str]:
     if split not in manifest["splits"]:
         have = ", ".join(manifest["splits"]) or "none"
         raise UsageError(f"--split {split}: the dataset has no such split (it has: {have})")
-    return [os.path.join(data_dir, s["file"]) for s in manifest["splits"][split]["shards"]]
+    return [storage.join(data_dir, s["file"]) for s in manifest["splits"][split]["shards"]]
 
 
 def iter_shard(path: str):
     """Yield decoded records of one shard; errors name the file and the record."""
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         records = enumerate(read_records(f))
         while True:
             try:
@@ -208,7 +222,7 @@ class CorruptShard(UsageError):
 def scan_shard(path: str) -> dict:
     """Read a whole shard: record count, size and sha256; raises CorruptShard on a bad record."""
     sha = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         count = 0
         try:
             for data in read_records(f):
@@ -222,5 +236,5 @@ def scan_shard(path: str) -> dict:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             sha.update(chunk)
         size = f.tell()
-    return {"file": os.path.basename(path), "count": count, "bytes": size,
+    return {"file": path.rstrip("/").rsplit("/", 1)[-1], "count": count, "bytes": size,
             "sha256": sha.hexdigest()}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
+from captchalab import storage
 from captchalab.charset import Charset
 from captchalab.gen import shards as sh
 from captchalab.gen.tfrecord import CorruptRecord, read_records
@@ -39,7 +39,7 @@ def verify_dataset(data_dir: str, echo=None) -> list[str]:
         start = 0
         for entry in shards:
             listed.add(entry["file"])
-            path = os.path.join(data_dir, entry["file"])
+            path = storage.join(data_dir, entry["file"])
             found = _check_shard(path, entry, split, start, charset, m, problems)
             total += found
             start += entry["count"]
@@ -48,19 +48,19 @@ def verify_dataset(data_dir: str, echo=None) -> list[str]:
             problems.append(f"{split}: {total} readable records, manifest says {info['count']}")
         if echo:
             echo(f"{split}: {len(shards)} shards, {total} records read")
-    for name in sorted(os.listdir(data_dir)):
+    for name in sorted(storage.listdir(data_dir)):
         if sh.SHARD_RE.match(name) and name not in listed:
-            problems.append(f"{os.path.join(data_dir, name)}: shard file not in the manifest")
+            problems.append(f"{storage.join(data_dir, name)}: shard file not in the manifest")
     return problems
 
 
 def _check_shard(path, entry, split, start, charset, m, problems) -> int:
-    if not os.path.exists(path):
+    if not storage.exists(path):
         problems.append(f"{path}: missing")
         return 0
-    size = os.path.getsize(path)
+    size = storage.size(path)
     count = 0
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         reader = _HashingReader(f)
         try:
             for data in read_records(reader):
