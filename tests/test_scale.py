@@ -169,3 +169,122 @@ def test_engine_ray_without_ray_installed(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"pip install 'captchalab\[ray\]'"):
         generate(_recipe(), str(tmp_path / "d"), engine="ray", progress=False)
     assert not (tmp_path / "d").exists()
+
+
+# ---------------------------------------------------------------- multi-worker training
+
+def _tf_config(n, i):
+    import socket
+
+    if not hasattr(_tf_config, "ports"):
+        socks = [socket.socket() for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        _tf_config.ports = [s.getsockname()[1] for s in socks]
+        for s in socks:
+            s.close()
+    cluster = {"worker": [f"localhost:{p}" for p in _tf_config.ports]}
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+
+
+def _start_workers(args, n=2):
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    if hasattr(_tf_config, "ports"):
+        del _tf_config.ports  # fresh ports for each cluster
+    return [subprocess.Popen([sys.executable, "-m", "captchalab", "train", *map(str, args)],
+                             env={**ENV, "TF_CONFIG": _tf_config(n, i)}, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+            for i in range(n)]
+
+
+def _finish(procs, timeout=300):
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, f"worker exited {p.returncode}\n{out}\n{err[-3000:]}"
+    return outs
+
+
+@pytest.fixture(scope="module")
+def sharded_dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mw") / "data"
+    cli("gen", "--out", d, "--train", 512, "--val", 128, "--test", 64, "--shard-size", 128,
+        "-q", "--workers", 2)
+    return d
+
+
+def test_two_workers_train_resume_after_kill_and_model_loads(tmp_path, sharded_dataset):
+    """Two worker processes on loopback ports: killed after epoch 1, restarted with --resume,
+    they continue from the chief's checkpoint; only the chief wrote the run directory."""
+    run = tmp_path / "run"
+    procs = _start_workers(["--data", sharded_dataset, "--out", run, "--arch", "small",
+                            "--epochs", 2, "--batch-size", 32, "-q"])
+    state = run / "checkpoints" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["epoch"]):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    for p in procs:  # kill -9 the whole cluster mid-run
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+    cut = json.loads(state.read_text())
+    assert cut["epoch"] == 1 and not cut["done"]
+
+    procs = _start_workers(["--out", run, "--resume", "-q"])
+    (chief_out, _), _ = _finish(procs)
+    assert "best epoch" in chief_out
+    rows = (run / "history.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2]
+    config = json.loads((run / "config.json").read_text())
+    assert (config["strategy"], config["replicas"], config["workers"]) == (
+        "MultiWorkerMirroredStrategy", 2, 2)
+    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "history.csv",
+                                       "history.png", "model.keras", "tensorboard"]
+    import captchalab
+    from captchalab.gen import shards as shards_mod
+
+    m = shards_mod.read_manifest(str(sharded_dataset))
+    rec = next(shards_mod.iter_split(str(sharded_dataset), m, "test"))
+    (pred,) = captchalab.load(str(run)).predict([rec["image/png"]])
+    assert isinstance(pred.text, str) and 0.0 <= pred.confidence <= 1.0
+
+
+@pytest.mark.parametrize("tf_config, extra, msg", [
+    ("{not json", [], "TF_CONFIG is not a cluster spec"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', [],
+     "TF_CONFIG: this task (ps 0) is not one of the cluster's 2 chief/worker tasks"),
+    (None, ["--time-budget", "1m"], "--time-budget with 2 workers (TF_CONFIG)"),
+    ('{"cluster": {"worker": ["a:1", "b:2", "c:3", "d:4"]}, "task": {"type": "worker", '
+     '"index": 1}}', [], "its train split has 3 shards for 4 workers"),
+])
+def test_multi_worker_bad_input(tmp_path, small_dataset, tf_config, extra, msg):
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    env = {**ENV, "TF_CONFIG": tf_config or _tf_config(2, 0)}
+    p = subprocess.run([sys.executable, "-m", "captchalab", "train", "--data", small_dataset,
+                        "--out", tmp_path / "run", *extra], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_worker_shards_are_disjoint_and_cover_the_split(sharded_dataset):
+    from captchalab.train import input as inp
+
+    m = sh.read_manifest(str(sharded_dataset))
+    parts = []
+    for i in range(2):
+        ds = inp.shard_dataset(str(sharded_dataset), m, "train", batch_size=100, training=False,
+                               shard=(i, 2))
+        parts.append([tuple(y) for _, ys in ds for y in ys.numpy().tolist()])
+    assert len(parts[0]) == len(parts[1]) == 256
+    every = inp.shard_dataset(str(sharded_dataset), m, "train", batch_size=100, training=False)
+    assert sorted(parts[0] + parts[1]) == sorted(tuple(y) for _, ys in every
+                                                 for y in ys.numpy().tolist())

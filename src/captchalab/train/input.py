@@ -36,7 +36,8 @@ def _finish(ds, batch_size, training):
 
 
 def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
-                  training: bool, seed: int = 0, cache: bool = False) -> tf.data.Dataset:
+                  training: bool, seed: int = 0, cache: bool = False,
+                  shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
     """Batches of (images [B,H,W,3] uint8 RGB, labels [B,max_len] int32, 0-padded).
 
     Training: shards interleaved in parallel in non-deterministic order, shuffled, repeated;
@@ -44,8 +45,9 @@ def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
     cost no PNG decoding. Evaluation: each record once, last batch kept, in a
     deterministic order (shards are interleaved, so not index order when a split has several
     shards: read truths from the batches, not from the manifest).
+    `shard=(i, n)`: read only files i, i+n, i+2n, … (worker i of n in multi-worker training).
     """
-    paths = sh.shard_paths(data_dir, manifest, split)
+    paths = sh.shard_paths(data_dir, manifest, split)[shard[0]::shard[1]]
     hw = (manifest["image"]["height"], manifest["image"]["width"])
     parse = make_parser(hw, manifest["length"][1])
 
@@ -70,6 +72,13 @@ def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
     else:
         ds = read(files, True)
     return _finish(ds, batch_size, training)
+
+
+def already_split(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Mark a dataset as this worker's own part: tf.distribute must not shard it again."""
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(opts)
 
 
 def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, workers: int,

@@ -18,6 +18,7 @@ from captchalab.gen import shards as sh
 EVAL_BATCH = 256  # images per prediction batch when measuring accuracy
 CKPT_DIR = "checkpoints"  # epoch-NNNN.weights.h5 (model + optimizer state) and state.json
 PROBE_START = 10**12  # on the fly: train-accuracy samples come from this index on
+WORKER_STRIDE = 10**10  # on the fly, several workers: worker w renders from index w * this on
 
 
 @dataclass
@@ -201,8 +202,39 @@ def _plot_history(run_dir: str, history: list[dict]) -> None:
 
 # ---------------------------------------------------------------- devices
 
-def _configure_devices(tf, cpu_devices: int):
-    """Distribution strategy for what is visible: several GPUs (or logical CPUs) -> Mirrored."""
+def cluster_role() -> dict | None:
+    """This process's place in a TF_CONFIG cluster naming several tasks, else None.
+
+    Returns {"workers": n, "index": i, "chief": bool}: index 0 is the `chief` task when the
+    cluster has one, otherwise worker 0 (TensorFlow's own convention).
+    """
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        conf = json.loads(raw)
+        cluster, task = conf["cluster"], conf.get("task", {})
+        order = ([("chief", k) for k in range(len(cluster.get("chief", [])))]
+                 + [("worker", k) for k in range(len(cluster.get("worker", [])))])
+        me = (task.get("type"), int(task.get("index", 0)))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"TF_CONFIG is not a cluster spec like {{\"cluster\": {{\"worker\": "
+                         f"[\"host:port\", …]}}, \"task\": {{\"type\": \"worker\", \"index\": 0}}}} "
+                         f"({type(e).__name__}: {e})") from None
+    if len(order) < 2:
+        return None
+    if me not in order:
+        raise UsageError(f"TF_CONFIG: this task ({me[0]} {me[1]}) is not one of the cluster's "
+                         f"{len(order)} chief/worker tasks")
+    i = order.index(me)
+    return {"workers": len(order), "index": i, "chief": i == 0}
+
+
+def _configure_devices(tf, cpu_devices: int, cluster: dict | None):
+    """Distribution strategy for what is visible: a TF_CONFIG cluster -> MultiWorkerMirrored;
+    several GPUs (or logical CPUs) -> Mirrored."""
+    if cluster:  # must come before any other TensorFlow op
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -283,8 +315,15 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     length = tuple(m["length"])
     shape = model_shape((m["image"]["height"], m["image"]["width"]), cfg.downscale)
     check_data(cfg.arch, shape, length)  # refuse before anything is written
+    cluster = cluster_role()
+    if cluster:
+        _check_cluster(cfg, m, recipe, cluster)
     if not resume:
-        prepare_run_dir(cfg.out)
+        if cluster is None or cluster["chief"]:
+            prepare_run_dir(cfg.out)
+        elif os.path.exists(os.path.join(cfg.out, CKPT_DIR, "state.json")):
+            raise UsageError(f"--out {cfg.out} already holds a run; give a new run folder "
+                             "(or --resume it, on every worker)")
     state = _read_state(cfg.out)
 
     from captchalab.tfimport import import_tensorflow
@@ -292,19 +331,57 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     tf = import_tensorflow()
     import keras
 
-    strategy = _configure_devices(tf, cfg.cpu_devices)
+    strategy = _configure_devices(tf, cfg.cpu_devices, cluster)
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy(
             "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16")
     try:
         return _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strategy,
-                    list(callbacks), tf, keras, t_start)
+                    list(callbacks), tf, keras, t_start, cluster)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
+def _check_cluster(cfg: TrainConfig, m: dict, recipe: dict | None, cluster: dict) -> None:
+    n = cluster["workers"]
+    if cfg.time_budget:
+        raise UsageError(f"--time-budget with {n} workers (TF_CONFIG): each would stop on its own "
+                         "clock; give --epochs or --steps")
+    if cfg.cpu_devices > 1:
+        raise UsageError("--cpu-devices splits one process's CPU; with TF_CONFIG every worker "
+                         "process is one device")
+    if recipe is None:
+        train = m["splits"]["train"]
+        if len(train["shards"]) < n:
+            raise UsageError(
+                f"--data {cfg.data}: its train split has {len(train['shards'])} shards for {n} "
+                f"workers, and each worker reads whole shards; regenerate it with --shard-size "
+                f"{max(1, train['count'] // n)} or less")
+
+
+def _multi_worker_fit_fixes(model, strategy, train_ds, tf) -> None:
+    """Let Keras 3's fit() run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Keras reduces a whole distributed batch with strategy.reduce() only to learn its shapes,
+    and reduces each step's scalar logs over axis 0; both fail across workers. So the model,
+    loss and optimizer are built here from the dataset's shapes, and the train function runs
+    Keras' own train_step on every replica and averages its logs over workers.
+    """
+    batch = tuple(tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in train_ds.element_spec)
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    @tf.function
+    def train_function(iterator):
+        logs = strategy.run(model.train_step, args=(next(iterator),))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in logs.items()}
+
+    model.train_function = train_function
+
+
 def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strategy, extra, tf,
-         keras, t_start):
+         keras, t_start, cluster):
 
     from captchalab.eval.metrics import summary
     from captchalab.train import ctc
@@ -334,18 +411,27 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
         if state["checkpoint"]:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(os.path.join(cfg.out, CKPT_DIR, state["checkpoint"]))
-    for tmp in glob.glob(os.path.join(cfg.out, "**", "tmp-*"), recursive=True):
-        os.remove(tmp)  # half-written files of a killed run
+    chief = cluster is None or cluster["chief"]  # only the chief writes the run directory
+    if chief:
+        for tmp in glob.glob(os.path.join(cfg.out, "**", "tmp-*"), recursive=True):
+            os.remove(tmp)  # half-written files of a killed run
 
+    worker, n_workers = (cluster["index"], cluster["workers"]) if cluster else (0, 1)
     if recipe is not None:
         # past the dataset's own train samples, and past what earlier epochs of this run saw
-        start = (m["splits"].get("train", {}).get("count", 0)
-                 + first_epoch * steps_per_epoch * cfg.batch_size)
+        # (each worker of a cluster in its own range of indices)
+        start = (m["splits"].get("train", {}).get("count", 0) + worker * WORKER_STRIDE
+                 + first_epoch * steps_per_epoch * cfg.batch_size // n_workers)
         train_ds = inp.stream_dataset(recipe, "train", start=start, batch_size=cfg.batch_size,
                                       workers=workers)
     else:
         train_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=cfg.batch_size,
-                                     training=True, seed=cfg.seed, cache=cfg.cache)
+                                     training=True, seed=cfg.seed, cache=cfg.cache,
+                                     shard=(worker, n_workers))
+    if cluster:
+        # the global batch is split between the workers, each from its own shards
+        train_ds = inp.already_split(train_ds)
+        _multi_worker_fit_fixes(model, strategy, train_ds, tf)
     if cfg.data:
         val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH, training=False)
     else:  # rendered once, kept in memory
@@ -360,7 +446,7 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                                       batch_size=EVAL_BATCH, workers=0, training=False)
     probe_ds = probe_ds.unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH).cache()
 
-    if not state["history"]:
+    if chief and not state["history"]:
         config = {"charset": charset.to_json(), "image": m["image"],
                   "input": {"format": "uint8 RGB [B,H,W,3] at the image size", "version": 2},
                   "model_shape": list(shape),
@@ -370,8 +456,9 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                   "recipe": ({k: recipe[k] for k in ("charset", "length", "size", "style_name",
                                                      "style", "fonts", "seed")}
                              if recipe is not None else None),
-                  "strategy": type(strategy).__name__,
+                  "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
                   "replicas": strategy.num_replicas_in_sync,
+                  "workers": cluster["workers"] if cluster else 1,
                   "precision": keras.mixed_precision.global_policy().name,
                   "command": command, "versions": {"tensorflow": tf.__version__,
                                                    "keras": keras.__version__}}
@@ -430,6 +517,14 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                    "time": round(self.elapsed0 + time.perf_counter() - self.t0, 2),
                    "wall": round(time.time(), 2), **logs}
             state["history"].append(row)
+            if not chief:  # same metrics, so the same early-stopping decision; no files
+                best = state["best"]
+                if best is None or row["val_seq_acc"] > best["val_seq_acc"]:
+                    state["best"] = best = row
+                state.update(epoch=epoch + 1, elapsed=row["time"])
+                if cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
+                    self.model.stop_training = True
+                return
             ck_dir = os.path.join(cfg.out, CKPT_DIR)
             os.makedirs(ck_dir, exist_ok=True)
             name = f"epoch-{epoch + 1:04d}.weights.h5"
@@ -458,9 +553,10 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
     TimeBudget = _time_budget_callback(keras)
     cbs = ([TimeBudget(cfg.time_budget, state["elapsed"], t_start, cfg.lr, cfg.schedule)]
            if cfg.time_budget else [])
-    cbs += [Accuracy(), run_state,
-           keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"), write_graph=False),
-           *extra]
+    cbs += [Accuracy(), run_state, *extra]
+    if chief:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"),
+                                               write_graph=False))
     if first_epoch < epochs:
         model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=cbs,
@@ -472,8 +568,9 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
         raise RunFailed(f"training stopped in epoch {run_state.diverged}: the loss became NaN/inf; "
                         f"{last}; try a lower --lr")
     state["done"] = True
-    sh.write_json_atomic(os.path.join(cfg.out, CKPT_DIR, "state.json"), state)
-    _plot_history(cfg.out, state["history"])
+    if chief:
+        sh.write_json_atomic(os.path.join(cfg.out, CKPT_DIR, "state.json"), state)
+        _plot_history(cfg.out, state["history"])
     if state["best"] is None:
         raise RunFailed("no epoch finished")
     return dict(state["best"])
