@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo
 
-.PHONY: setup demo test test-slow lint bench-gen bench-input bench-infer bench-tta clean
+.PHONY: setup demo test test-slow lint bench-gen bench-engines bench-input bench-infer bench-tta clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ lint: $(STAMP)
 
 bench-gen: $(STAMP)
 	$(BIN)/python bench/gen_speed.py
+
+bench-engines: $(STAMP)
+	$(BIN)/python bench/gen_engines.py --repeats 3
 
 bench-input: $(STAMP)
 	$(BIN)/python bench/input_speed.py

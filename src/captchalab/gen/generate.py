@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import os
@@ -299,6 +300,14 @@ def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: 
                     f"--resume: {key} differs from the interrupted run ({stored.get(key)!r} then, "
                     f"{recipe.get(key)!r} now); give --resume with only --out to continue it")
     workers = default_workers() if workers is None else workers
+    with contextlib.ExitStack() as stack:
+        # connect before writing anything: a wrong --address leaves no trace
+        ray = stack.enter_context(ray_engine.session(address, workers)) if engine == "ray" else None
+        return _generate(recipe, out_dir, stored, workers, resume, overwrite, command, progress,
+                         ray)
+
+
+def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, progress, ray):
 
     storage.makedirs(out_dir)
     for name in storage.listdir(out_dir):
@@ -331,9 +340,9 @@ def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: 
     started = time.perf_counter()
     bar = _progress_bar(total, progress)
     try:
-        if engine == "ray":
+        if ray is not None and todo:
             from captchalab.gen import ray_engine
-            ray_engine.run_tasks(recipe, todo, out_dir, workers, address, bar, results)
+            ray_engine.run_tasks(ray, recipe, todo, out_dir, bar, results)
         else:
             _run_local(recipe, todo, out_dir, workers, bar, results)
     finally:

@@ -8,6 +8,7 @@ installed, not the driver's fonts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -62,33 +63,84 @@ def _localise_fonts(recipe: dict, boxed_fonts: list) -> dict:
     return {**recipe, "fonts": fonts}
 
 
-def _render_task(recipe, boxed_fonts, split, i, n, start, stop, out_dir):
+# what the bytes of a record depend on: a node with other versions would write other images
+BYTE_VERSIONS = ("captchalab", "captcha", "pillow", "freetype", "zlib", "protobuf")
+_node_versions: dict | None = None
+
+
+def check_versions(driver: dict) -> None:
+    """Refuse to render on a node whose libraries differ from the driver's."""
+    global _node_versions
+    if _node_versions is None:
+        from captchalab.gen.generate import versions
+        _node_versions = versions()
+    diff = [f"{k} {_node_versions.get(k)} (driver: {driver.get(k)})" for k in BYTE_VERSIONS
+            if _node_versions.get(k) != driver.get(k)]
+    if diff:
+        import socket
+        raise UsageError(f"node {socket.gethostname()} renders with other libraries than the "
+                         f"driver: {', '.join(diff)}; install the same versions on every node")
+
+
+def _render_task(recipe, boxed_fonts, driver_versions, split, i, n, start, stop, out_dir):
+    check_versions(driver_versions)
     return render_shard(_localise_fonts(recipe, boxed_fonts), split, i, n, start, stop, out_dir)
 
 
-def run_tasks(recipe, todo, out_dir, workers, address, bar, results) -> None:
-    """Render the shards in `todo` as Ray tasks; fills `results` (file -> manifest entry)."""
-    if not todo:
-        return
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minute of retries, when nothing listens at HOST:PORT."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address}: give auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"--address {address}: no Ray cluster answers there "
+                         f"({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def session(address: str | None, workers: int):
+    """Ray, connected: to `address` (or $RAY_ADDRESS, set inside `ray job submit`), else to a
+    new local instance with `workers` CPUs, shut down on exit. An already initialised Ray is
+    used as it is."""
     ray = require_ray()
-    if not storage.is_url(out_dir):
-        out_dir = os.path.abspath(out_dir)  # workers do not share the driver's cwd
+    address = address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
     if started:
+        if address and address != "auto":
+            _check_reachable(address)
         try:
             ray.init(**({"address": address} if address else {"num_cpus": workers}),
                      include_dashboard=False, logging_level="warning")
         except ConnectionError as e:
-            raise UsageError(f"--address {address}: no Ray cluster answers there ({e})") from None
-    pending = {}
+            raise UsageError(f"--address {address}: no Ray cluster answers there "
+                             f"({str(e).splitlines()[0]})") from None
     try:
-        fonts = {}
-        for f in recipe["fonts"]:
-            with open(f["path"], "rb") as fh:
-                fonts[f["sha256"]] = fh.read()
-        boxed = [ray.put(fonts)]  # boxed: a task fetches the fonts only when it needs them
-        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_render_task)
-        pending = {task.remote(recipe, boxed, *t, out_dir): t for t in todo}
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_tasks(ray, recipe, todo, out_dir, bar, results) -> None:
+    """Render the shards in `todo` as Ray tasks; fills `results` (file -> manifest entry)."""
+    from captchalab.gen.generate import versions
+
+    if not storage.is_url(out_dir):
+        out_dir = os.path.abspath(out_dir)  # workers do not share the driver's cwd
+    fonts = {}
+    for f in recipe["fonts"]:
+        with open(f["path"], "rb") as fh:
+            fonts[f["sha256"]] = fh.read()
+    boxed = [ray.put(fonts)]  # boxed: a task fetches the fonts only when it needs them
+    task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_render_task)
+    here = versions()
+    pending = {task.remote(recipe, boxed, here, *t, out_dir): t for t in todo}
+    try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             for ref in done:
@@ -104,6 +156,3 @@ def run_tasks(recipe, todo, out_dir, workers, address, bar, results) -> None:
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
-    finally:
-        if started:
-            ray.shutdown()
