@@ -23,8 +23,9 @@ demo: $(STAMP)
 	$(BIN)/captchalab train --data $(DEMO)/data --out $(DEMO)/run --time-budget 3m
 	$(BIN)/captchalab eval --model $(DEMO)/run --data $(DEMO)/data --split test
 
+# -n auto: one pytest worker per core (xdist); most tests wait on CLI subprocesses
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
