@@ -128,6 +128,7 @@ TRAIN_BAD = [
     (["--epoch-samples", "0"], "--epoch-samples"),
     (["--val-samples", "0"], "--val-samples"),
     (["--gen-workers", "-1"], "--gen-workers"),
+    (["--dropout", "1"], "--dropout: 1.0; a rate from 0 (off) to below 1"),
 ]
 
 

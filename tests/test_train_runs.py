@@ -169,6 +169,21 @@ def test_augmentation_acts_in_training_only(small_dataset):
     assert np.abs(train - np.asarray(plain)).mean() > 0.01
 
 
+def test_dropout_acts_in_training_only():
+    import keras
+
+    from captchalab.train.models import build_model
+
+    def dropouts(model):
+        return [la for la in model.layers if isinstance(la, keras.layers.Dropout)]
+
+    assert not dropouts(build_model("small", (60, 160), 2, 37, (4, 4)))
+    (drop,) = dropouts(build_model("small", (60, 160), 2, 37, (4, 4), dropout=0.5))
+    ones = np.ones((4, 26, 64), np.float32)
+    assert 0.35 < (np.asarray(drop(ones, training=True)) == 0).mean() < 0.65
+    np.testing.assert_array_equal(np.asarray(drop(ones, training=False)), ones)
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--style", "hard"], "--style applies to --on-the-fly"),
     (["--on-the-fly", "--style", "hardd"], "did you mean 'hard'"),

@@ -263,6 +263,8 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--patience", default=_TRAIN.patience, show_default=True, type=click.IntRange(0),
               help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
 @click.option("--augment", is_flag=True, help="Random shifts, zoom and contrast on train batches.")
+@click.option("--dropout", default=_TRAIN.dropout, show_default=True, type=float,
+              help="CTC archs: dropout rate on the features entering the RNN.")
 @click.option("--cache", is_flag=True, help="Decode the train split into memory once, before training.")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 (GPU) / bfloat16 (CPU) compute, float32 logits.")

@@ -78,13 +78,14 @@ def model_shape(image_hw, downscale: int) -> tuple[int, int, int]:
 
 
 def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: tuple[int, int],
-                augment: bool = False, seed: int = 0):
+                augment: bool = False, seed: int = 0, dropout: float = 0.0):
     """uint8 RGB images [B,H,W,3] (the dataset's size) -> float32 logits (also under mixed
     precision). Grey conversion and the 1/downscale resize are the model's first layer.
 
     CTC archs: [B,T,num_classes], class 0 the blank. `heads`: [B,L,num_classes], class 0 never a
     target, so decoding is the same id -> character mapping everywhere.
     augment: random shifts, zoom and contrast after preprocessing, in training only.
+    dropout: CTC archs: dropout rate on the per-column features entering the RNN (training only).
     """
     import keras
     from keras import layers
@@ -110,6 +111,8 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     x = layers.Permute((2, 1, 3))(x)
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
     x = layers.Dense(units, activation="relu")(x)
+    if dropout:
+        x = layers.Dropout(dropout, seed=seed)(x)
     for _ in range(rnn_layers):
         x = layers.Bidirectional(layers.GRU(units, return_sequences=True))(x)
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)

@@ -37,6 +37,7 @@ class TrainConfig:
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
     augment: bool = False  # random shifts, zoom and contrast on training batches
+    dropout: float = 0.0  # CTC archs: dropout on the column features entering the RNN
     cache: bool = False  # decode the train split into memory once, before training
     mixed_precision: bool = False  # float16 compute on GPU, bfloat16 on CPU; logits stay float32
     jit: bool = False  # XLA-compile the train step (helps on GPU; slower on CPU here)
@@ -88,6 +89,8 @@ def _source(cfg: TrainConfig) -> tuple[dict, dict | None]:
 def _check_options(cfg: TrainConfig) -> None:
     if cfg.downscale < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise UsageError("--downscale and --batch-size must be >= 1 and --lr > 0")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UsageError(f"--dropout: {cfg.dropout}; a rate from 0 (off) to below 1")
     if cfg.schedule not in ("cosine", "constant"):
         raise UsageError(f"--schedule: unknown '{cfg.schedule}' (allowed: cosine, constant)")
     if cfg.cpu_devices < 1 or cfg.epoch_samples < cfg.batch_size or cfg.val_samples < 1:
@@ -403,7 +406,8 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
     keras.utils.set_random_seed(cfg.seed + first_epoch)  # a resumed run draws new shuffles
     with strategy.scope():
         model = build_model(cfg.arch, (m["image"]["height"], m["image"]["width"]), cfg.downscale,
-                            charset.num_classes, length, augment=cfg.augment, seed=cfg.seed)
+                            charset.num_classes, length, augment=cfg.augment, seed=cfg.seed,
+                            dropout=cfg.dropout)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
               if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
