@@ -138,8 +138,13 @@ def test_fsspec_url_output(small_dataset):
     for n in names:
         if n != sh.MANIFEST:
             assert fs.cat(f"/captchalab-test/ds/{n}") == (small_dataset / n).read_bytes()
+    from captchalab.gen.preview import contact_sheet, rerender_check
     from captchalab.gen.verify import verify_dataset
     assert verify_dataset("memory://captchalab-test/ds") == []
+    contact_sheet("memory://captchalab-test/ds", None, 6, "val")
+    assert fs.cat("/captchalab-test/ds/preview.png").startswith(b"\x89PNG")
+    ok, out, _ = rerender_check("memory://captchalab-test/ds", "test:3", None)
+    assert ok and fs.exists(out.split("://", 1)[1])
     with pytest.raises(UsageError, match="not empty"):
         generate(recipe, "memory://captchalab-test/ds", workers=1, progress=False)
     fs.rm("/captchalab-test", recursive=True)

@@ -6,6 +6,7 @@ import io
 import itertools
 import os
 
+from captchalab import storage
 from captchalab.errors import UsageError
 from captchalab.gen import shards as sh
 
@@ -30,7 +31,7 @@ def contact_sheet(data_dir: str, out: str | None, count: int, split: str | None)
     records = list(itertools.islice(sh.iter_split(data_dir, m, split), count))
     if not records:
         raise UsageError(f"--split {split} holds no records")
-    out = out or os.path.join(data_dir, "preview.png")
+    out = out or storage.join(data_dir, "preview.png")
     plt = _pyplot()
     cols = min(6, len(records))
     rows = -(-len(records) // cols)
@@ -50,7 +51,8 @@ def contact_sheet(data_dir: str, out: str | None, count: int, split: str | None)
     fig.suptitle(f"{os.path.basename(os.path.abspath(data_dir))}: {split}, first {len(records)} "
                  f"(style {style}, seed {m.get('seed')})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with storage.open_file(out, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
     return out
 
@@ -71,7 +73,7 @@ def find_record(data_dir: str, m: dict, split: str, index: int) -> dict:
     start = 0
     for entry in m["splits"][split]["shards"]:
         if index < start + entry["count"]:
-            path = os.path.join(data_dir, entry["file"])
+            path = storage.join(data_dir, entry["file"])
             return next(itertools.islice(sh.iter_shard(path), index - start, None))
         start += entry["count"]
     raise UsageError(f"{split}[{index}] is not in the dataset's shards")
@@ -101,11 +103,12 @@ def rerender_check(data_dir: str, spec: str, out: str | None):
     same_pixels = a.shape == b.shape and bool((a == b).all())
     same_label = sample.text == stored["label/text"]
     ok = same_pixels and same_label
-    out = out or os.path.join(data_dir, f"rerender-{split}-{index}.png")
+    out = out or storage.join(data_dir, f"rerender-{split}-{index}.png")
     diff = np.abs(a.astype(int) - b.astype(int)).clip(0, 255).astype(np.uint8) if a.shape == b.shape \
         else np.zeros_like(a)
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
-    Image.fromarray(np.concatenate([a, gap, b, gap, 255 - diff], axis=1)).save(out)
+    with storage.open_file(out, "wb") as f:
+        Image.fromarray(np.concatenate([a, gap, b, gap, 255 - diff], axis=1)).save(f, "PNG")
     if ok:
         msg = (f"{split}[{index}] '{sample.text}': re-rendered image matches the stored record "
                f"({'byte-identical PNG' if same_png else 'identical pixels'})")
