@@ -562,10 +562,19 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
         cbs.append(keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"),
                                                write_graph=False))
     if first_epoch < epochs:
-        model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=cbs,
-                  verbose=0 if cfg.time_budget else verbose,
-                  shuffle=False)
+        try:
+            model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch,
+                      steps_per_epoch=steps_per_epoch, callbacks=cbs,
+                      verbose=0 if cfg.time_budget else verbose,
+                      shuffle=False)
+        except tf.errors.OpError as e:
+            if cluster is None:
+                raise
+            # a peer died: TensorFlow's health check aborts the collectives (~15 s here)
+            raise RunFailed(f"worker {cluster['index']} of {cluster['workers']}: the cluster "
+                            f"failed ({type(e).__name__} in a collective op: did another "
+                            f"worker stop?); restart every worker with --resume to continue "
+                            f"from the last checkpoint (epoch {state['epoch']})") from None
     if run_state.diverged:
         last = (f"the last good checkpoint (epoch {state['epoch']}) is kept in "
                 f"{cfg.out}/{CKPT_DIR}" if state["checkpoint"] else "no epoch finished")
