@@ -325,3 +325,37 @@ def test_a_node_with_other_library_versions_is_refused():
     ray_engine.check_versions(versions())
     with pytest.raises(UsageError, match=r"pillow \S+ \(driver: 0\.1\); install the same"):
         ray_engine.check_versions({**versions(), "pillow": "0.1"})
+
+
+def test_a_shard_lost_more_often_than_ray_retries_stops_the_run_with_one_line(tmp_path):
+    """What Ray reports once its retries are spent becomes one line naming the shard."""
+    from types import SimpleNamespace
+
+    import ray.exceptions
+
+    from captchalab.errors import RunFailed
+    from captchalab.gen import ray_engine
+
+    class LosingRay:  # the parts of the ray module run_tasks uses; every task is lost
+        exceptions = ray.exceptions
+
+        def put(self, value):
+            return value
+
+        def remote(self, **_options):
+            return lambda fn: SimpleNamespace(remote=lambda *args: object())
+
+        def wait(self, refs, num_returns, timeout):
+            return refs[:num_returns], refs[num_returns:]
+
+        def get(self, ref):
+            raise ray.exceptions.WorkerCrashedError()
+
+        def cancel(self, ref, force):
+            pass
+
+    recipe = _recipe(train=100, shard_size=50)
+    todo = [("train", 0, 2, 0, 50), ("train", 1, 2, 50, 100)]
+    with pytest.raises(RunFailed, match=r"^shard train 0 of 2: its worker was lost 4 times "
+                                        r"\(WorkerCrashedError\).*--resume$"):
+        ray_engine.run_tasks(LosingRay(), recipe, todo, str(tmp_path), None, {})

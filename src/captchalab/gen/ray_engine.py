@@ -147,9 +147,11 @@ def run_tasks(ray, recipe, todo, out_dir, bar, results) -> None:
                 t = pending.pop(ref)
                 try:
                     entry = ray.get(ref)
-                except ray.exceptions.WorkerCrashedError:
-                    raise RunFailed(f"shard {t[0]} {t[1]} of {t[2]}: its worker died "
-                                    f"{TASK_RETRIES + 1} times; see the Ray logs") from None
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        ray.exceptions.OutOfMemoryError) as e:
+                    raise RunFailed(f"shard {t[0]} {t[1]} of {t[2]}: its worker was lost "
+                                    f"{TASK_RETRIES + 1} times ({type(e).__name__}); see the "
+                                    "Ray logs, then finish the dataset with --resume") from None
                 results[entry["file"]] = entry
                 bar.update(entry["count"])
     except BaseException:
