@@ -230,3 +230,18 @@ def test_wilson_interval_hand_worked():
     lo, hi = wilson(95, 100)
     assert lo == pytest.approx(0.8882, abs=1e-4) and hi == pytest.approx(0.9785, abs=1e-4)
     assert wilson(0, 0) == (0.0, 0.0) and wilson(10, 10)[1] == 1.0
+
+
+@pytest.mark.parametrize("arch", ["crnn", "small", "large", "crnn-conv"])
+def test_ctc_archs_give_one_logit_row_per_time_step(arch):
+    import keras
+
+    from captchalab.train.models import build_model, model_shape, time_steps
+
+    model = build_model(arch, (60, 160), 3, 37, (4, 4))
+    x = np.zeros((2, 60, 160, 3), np.uint8)
+    logits = np.asarray(model(x, training=False))
+    assert logits.shape == (2, time_steps(arch, model_shape((60, 160), 3)[1]), 37)
+    assert logits.dtype == np.float32
+    grus = [la for la in model.layers if isinstance(la, keras.layers.Bidirectional)]
+    assert (len(grus) == 0) == (arch == "crnn-conv")

@@ -15,6 +15,9 @@ ARCHS = {
               "narrow CNN + 1 bidirectional GRU: fastest, least accurate"),
     "large": ((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128, 2, "ctc",
               "4 conv blocks + 2 bidirectional GRU layers: for harder styles, ~3x slower"),
+    "crnn-conv": ((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 0, "ctc",
+                  "crnn's CNN + 2 temporal convolutions (width 5) instead of the GRU: "
+                  "~1.4x faster steps on CPU"),
     "heads": ((32, 64, 128), ((2, 2), (2, 2), (2, 2)), 256, 0, "heads",
               "CNN + one softmax head per character position, cross-entropy (fixed length only; "
               "comparison arm)"),
@@ -115,6 +118,11 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
         x = layers.Dropout(dropout, seed=seed)(x)
     for _ in range(rnn_layers):
         x = layers.Bidirectional(layers.GRU(units, return_sequences=True))(x)
+    if arch == "crnn-conv":  # context along the sequence from convolutions, not recurrence
+        for _ in range(2):
+            x = layers.Conv1D(units, 5, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization(momentum=0.9)(x)
+            x = layers.ReLU()(x)
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inp, logits, name=arch)
 
