@@ -221,7 +221,7 @@ def export_(data_dir, png_dir, splits, run_dir, fmt, out, overwrite):
 
 @cli.command("import")
 @click.argument("folder", type=click.Path())
-@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write, or a URL fsspec opens (gs://…, s3://…).")
+@click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write.")
 @click.option("--charset", help="Charset of the labels.  [default: the characters they use]")
 @click.option("--size", help="Resize every image to WIDTHxHEIGHT.  [default: all must match]")
 @click.option("--split", default="test", show_default=True,

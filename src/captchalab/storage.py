@@ -51,7 +51,7 @@ def listdir(path: str) -> list[str]:
     fs, p = _fs(path)
     if not fs.isdir(p):
         return []
-    return [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(p, detail=False)]
+    return [os.path.basename(e.rstrip("/")) for e in fs.ls(p, detail=False)]
 
 
 def makedirs(path: str) -> None:
@@ -91,4 +91,3 @@ def size(path: str) -> int:
         return os.path.getsize(path)
     fs, p = _fs(path)
     return fs.size(p)
-

@@ -308,7 +308,6 @@ def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: 
 
 
 def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, progress, ray):
-
     storage.makedirs(out_dir)
     for name in storage.listdir(out_dir):
         # overwrite: remove our files (others are left alone); resume: drop partial shards

@@ -140,7 +140,7 @@ class ShardWriter:
 def write_json_atomic(path: str, data: dict) -> None:
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     if storage.is_url(path):
-        tmp = f"{path.rsplit('/', 1)[0]}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}.json"
+        tmp = storage.join(os.path.dirname(path), f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}.json")
         with storage.open_file(tmp, "w") as f:
             f.write(text)
         storage.move(tmp, path)
@@ -236,5 +236,5 @@ def scan_shard(path: str) -> dict:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             sha.update(chunk)
         size = f.tell()
-    return {"file": path.rstrip("/").rsplit("/", 1)[-1], "count": count, "bytes": size,
+    return {"file": os.path.basename(path), "count": count, "bytes": size,
             "sha256": sha.hexdigest()}

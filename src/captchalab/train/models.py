@@ -17,7 +17,7 @@ ARCHS = {
               "4 conv blocks + 2 bidirectional GRU layers: for harder styles, ~3x slower"),
     "crnn-conv": ((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 0, "ctc",
                   "crnn's CNN + 2 temporal convolutions (width 5) instead of the GRU: "
-                  "~1.4x faster steps on CPU"),
+                  "~1.3x faster steps on CPU"),
     "heads": ((32, 64, 128), ((2, 2), (2, 2), (2, 2)), 256, 0, "heads",
               "CNN + one softmax head per character position, cross-entropy (fixed length only; "
               "comparison arm)"),

@@ -521,26 +521,24 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                    "time": round(self.elapsed0 + time.perf_counter() - self.t0, 2),
                    "wall": round(time.time(), 2), **logs}
             state["history"].append(row)
-            if not chief:  # same metrics, so the same early-stopping decision; no files
-                best = state["best"]
-                if best is None or row["val_seq_acc"] > best["val_seq_acc"]:
-                    state["best"] = best = row
-                state.update(epoch=epoch + 1, elapsed=row["time"])
-                if cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
-                    self.model.stop_training = True
-                return
+            # every worker of a cluster sees the same metrics, so takes the same decisions
+            # below; only the chief writes files
             ck_dir = os.path.join(cfg.out, CKPT_DIR)
-            os.makedirs(ck_dir, exist_ok=True)
             name = f"epoch-{epoch + 1:04d}.weights.h5"
-            _atomic(os.path.join(ck_dir, name), self.model.save_weights)
+            if chief:
+                os.makedirs(ck_dir, exist_ok=True)
+                _atomic(os.path.join(ck_dir, name), self.model.save_weights)
             best = state["best"]
             if best is None or row["val_seq_acc"] > best["val_seq_acc"]:
-                _atomic(os.path.join(cfg.out, "model.keras"), self.model.save)
+                if chief:
+                    _atomic(os.path.join(cfg.out, "model.keras"), self.model.save)
                 state["best"] = best = row
             state.update(epoch=epoch + 1, checkpoint=name, elapsed=row["time"])
             if cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
                 state["stopped_early"] = True
                 self.model.stop_training = True
+            if not chief:
+                return
             sh.write_json_atomic(os.path.join(ck_dir, "state.json"), state)
             for old in glob.glob(os.path.join(ck_dir, "epoch-*.weights.h5")):
                 if os.path.basename(old) != name:
