@@ -1,11 +1,13 @@
 """Input pipeline speed: images/s that `train.input.shard_dataset` delivers from shards.
 
 Reads the train split of a dataset (made here with `captchalab gen` unless --data is given) in
-training mode (parallel interleave, PNG decode to uint8 RGB, shuffle, batch, prefetch) with no
-model attached; with `cache` (the split decoded into memory first; that pass is not timed);
-the model's own first layer (grey + 1/3 box downscale) on those batches; for comparison, the
-previous pipeline (grey decode + antialiased resize per image in tf.data), in the same run;
-then the on-the-fly stream (`--on-the-fly`), which renders every image anew.
+training mode (parallel interleave, shuffle, batch, then parse + PNG decode to uint8 RGB per
+batch, prefetch) with no model attached; with `cache` (the split decoded into memory first;
+that pass is not timed); the model's own first layer (grey + 1/3 box downscale) on those
+batches; for comparison, in the same run, session 3's pipeline (parse + decode per image, then
+batch); then the on-the-fly stream (`--on-the-fly`), which renders every image anew. Last, one
+core's PNG decode rate alone (TensorFlow's decoder on in-memory PNGs, no tf.data), the ceiling
+per core of any pipeline over these payloads.
 Usage: python bench/input_speed.py [--data DIR] [--images 10000] [--batches 400]
 """
 
@@ -56,7 +58,7 @@ def main():
         print(f"{os.cpu_count()} cores, train split of {m['splits']['train']['count']} "
               f"{m['image']['width']}x{m['image']['height']} PNGs, batch {a.batch_size}")
         print(f"{'pipeline':52s} {'img/s':>8s}")
-        for label, kw in (("decode to uint8 RGB (default)", {}),
+        for label, kw in (("batch, then parse + decode per batch (default)", {}),
                           ("--cache (decoded into memory)", dict(cache=True))):
             ds = shard_dataset(data, m, "train", batch_size=a.batch_size, training=True, **kw)
             print(f"{label:52s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
@@ -69,20 +71,23 @@ def main():
             pre(batch).numpy()
         label = f"model's first layer alone (grey + 1/{d} box downscale)"
         print(f"{label:52s} {a.batches * a.batch_size / (time.perf_counter() - t):8.0f}")
-        h, w = m["image"]["height"] // d, m["image"]["width"] // d
+        hw = (m["image"]["height"], m["image"]["width"])
+        spec = {"image/png": tf.io.FixedLenFeature([], tf.string),
+                "label/ids": tf.io.VarLenFeature(tf.int64)}
 
-        def old_decode(png):  # the pipeline before models took raw RGB (session 2)
-            img = tf.image.convert_image_dtype(tf.io.decode_png(png, channels=1), tf.float32)
-            return tf.image.resize(img, (h, w), antialias=True)
+        def per_image(raw):  # session 3's pipeline: one parse + decode call per record
+            ex = tf.io.parse_single_example(raw, spec)
+            ids = tf.cast(tf.sparse.to_dense(ex["label/ids"]), tf.int32)
+            img = tf.io.decode_png(ex["image/png"], channels=3)
+            img.set_shape((*hw, 3))
+            return img, tf.pad(ids, [[0, m["length"][1] - tf.shape(ids)[0]]])
 
-        spec = {"image/png": tf.io.FixedLenFeature([], tf.string)}
         files = tf.data.Dataset.from_tensor_slices(sh.shard_paths(data, m, "train")).repeat()
         ds = (files.interleave(tf.data.TFRecordDataset, cycle_length=8,
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-              .map(lambda r: old_decode(tf.io.parse_single_example(r, spec)["image/png"]),
-                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+              .map(per_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
               .shuffle(8192).batch(a.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        label = "previous: grey decode + antialiased resize per image"
+        label = "session 3: parse + decode per image, then batch"
         print(f"{label:52s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
         from captchalab.train.input import stream_dataset
 
@@ -90,6 +95,20 @@ def main():
         ds = stream_dataset(m, "train", start=0, batch_size=a.batch_size, workers=workers)
         label = f"on the fly, {workers} render processes"
         print(f"{label:52s} {rate(ds, a.batches // 8, a.batch_size):8.0f}", flush=True)
+        pngs = [tf.io.parse_single_example(r, spec)["image/png"] for r in
+                tf.data.TFRecordDataset(sh.shard_paths(data, m, "train")[:1]).take(1000)]
+
+        @tf.function
+        def one(p):  # parallel_iterations=1: one decode at a time
+            return tf.map_fn(lambda x: tf.io.decode_png(x, channels=3), p,
+                             fn_output_signature=tf.uint8, parallel_iterations=1)
+
+        batch = tf.stack(pngs)
+        one(batch)
+        t = time.perf_counter()
+        one(batch)
+        label = "PNG decode alone, one core (ceiling per core)"
+        print(f"{label:52s} {len(pngs) / (time.perf_counter() - t):8.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,33 @@ def test_stream_dataset_matches_the_shards(small_dataset):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_batched_parse_pads_variable_length_labels_and_decodes_exactly(variable_length):
+    """Records parsed a batch at a time: labels of 3-5 characters padded with the blank, images
+    equal to Pillow's decoding of the stored PNGs, nothing lost or repeated."""
+    import io
+
+    from PIL import Image
+
+    from captchalab.charset import Charset
+    from captchalab.gen import shards as sh
+    from captchalab.train.input import shard_dataset
+
+    m = sh.read_manifest(str(variable_length))
+    cs = Charset.from_json(m["charset"])
+    want = {r["label/text"]: np.asarray(Image.open(io.BytesIO(r["image/png"])).convert("RGB"))
+            for r in sh.iter_split(str(variable_length), m, "train")}
+    got = {}
+    for images, ids in shard_dataset(str(variable_length), m, "train", batch_size=8,
+                                     training=False):
+        assert ids.shape[1] == 5
+        for img, row in zip(images.numpy(), ids.numpy(), strict=True):
+            text = cs.decode(row)
+            assert (row[len(text):] == 0).all()  # padding after the label, blanks only
+            got[text] = img
+    assert {len(t) for t in got} == {3, 4, 5} and got.keys() == want.keys()
+    assert all(np.array_equal(got[t], want[t]) for t in want)
+
+
 def test_augmentation_acts_in_training_only(small_dataset):
     from captchalab.gen import shards as sh
     from captchalab.train.input import shard_dataset

@@ -8,31 +8,58 @@ import tensorflow as tf
 from captchalab.charset import Charset
 from captchalab.gen import shards as sh
 
-
-def decode_image(png, hw):
-    """PNG bytes -> uint8 RGB [H,W,3]; the model itself converts to grey and downscales."""
-    img = tf.io.decode_png(png, channels=3)
-    img.set_shape((hw[0], hw[1], 3))
-    return img
+# Images decoded in one map call per batch: tf.data's per-element overhead was ~40 % of the
+# decode cost (bench/input_speed.py: 4 000 -> 6 600 img/s on 2 cores).
+DECODE_PARALLEL = 16  # PNGs of one batch decoded concurrently (map_fn parallel_iterations)
 
 
-def make_parser(hw, max_len: int):
-    """Serialized tf.train.Example -> (image, label ids padded with 0 = blank to max_len)."""
+def decode_images(pngs, hw):
+    """PNG bytes [B] -> uint8 RGB [B,H,W,3]; the model itself converts to grey and downscales."""
+    def one(png):
+        img = tf.io.decode_png(png, channels=3)
+        img.set_shape((hw[0], hw[1], 3))
+        return img
+
+    return tf.map_fn(one, pngs, fn_output_signature=tf.TensorSpec((hw[0], hw[1], 3), tf.uint8),
+                     parallel_iterations=DECODE_PARALLEL)
+
+
+def pad_labels(ids, max_len: int):
+    """Label ids [B, <=max_len] -> [B, max_len] int32, padded with 0 (the blank)."""
+    ids = tf.cast(ids, tf.int32)
+    ids = tf.pad(ids, [[0, 0], [0, max_len - tf.shape(ids)[1]]])
+    ids.set_shape([None, max_len])
+    return ids
+
+
+def make_batch_parser(hw, max_len: int):
+    """A batch of serialized tf.train.Example -> (images [B,H,W,3], label ids [B,max_len])."""
     spec = {"image/png": tf.io.FixedLenFeature([], tf.string),
             "label/ids": tf.io.VarLenFeature(tf.int64)}
 
     def parse(raw):
-        ex = tf.io.parse_single_example(raw, spec)
-        ids = tf.cast(tf.sparse.to_dense(ex["label/ids"]), tf.int32)
-        ids = tf.pad(ids, [[0, max_len - tf.shape(ids)[0]]])
-        ids.set_shape([max_len])
-        return decode_image(ex["image/png"], hw), ids
+        ex = tf.io.parse_example(raw, spec)
+        return decode_images(ex["image/png"], hw), pad_labels(tf.sparse.to_dense(ex["label/ids"]),
+                                                              max_len)
 
     return parse
 
 
-def _finish(ds, batch_size, training):
-    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+def _finish(ds):
+    """Prefetch, with tf.data's autotuning model off: AUTOTUNE then means one thread per core.
+
+    With it on, destroying an iterator at random waited 10-13 s for the autotuner's thread
+    (after fit() returned; ~50 s at the end of some 10-15 minute runs); measured throughput is
+    the same without it."""
+    opts = tf.data.Options()
+    opts.autotune.enabled = False
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(opts)
+
+
+def _batched(ds, fn, batch_size, training):
+    """Batch records, then parse/decode each batch in parallel; prefetch."""
+    ds = ds.batch(batch_size, drop_remainder=training)
+    return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training))
 
 
 def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
@@ -49,29 +76,27 @@ def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
     """
     paths = sh.shard_paths(data_dir, manifest, split)[shard[0]::shard[1]]
     hw = (manifest["image"]["height"], manifest["image"]["width"])
-    parse = make_parser(hw, manifest["length"][1])
+    parse = make_batch_parser(hw, manifest["length"][1])
 
-    def read(files, deterministic):
-        ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    def records(files, deterministic):
+        return files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training and cache:
         # decode the split once into memory (a finite pass; a tf.data .cache() left half-read
         # when training stops made the process take ~15 s to exit)
         images, labels = [], []
-        for x, y in read(files, True).batch(1024):
+        for x, y in _batched(records(files, True), parse, 1024, training=False):
             images.append(x.numpy())
             labels.append(y.numpy())
         ds = tf.data.Dataset.from_tensor_slices((np.concatenate(images), np.concatenate(labels)))
         ds = ds.repeat().shuffle(8192, seed=seed)
-    elif training:
+        return _finish(ds.batch(batch_size, drop_remainder=True))
+    if training:  # records (~9 KB) are shuffled before decoding, not images (29 KB)
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = read(files, False).shuffle(8192, seed=seed)
-    else:
-        ds = read(files, True)
-    return _finish(ds, batch_size, training)
+        return _batched(records(files, False).shuffle(8192, seed=seed), parse, batch_size, True)
+    return _batched(records(files, True), parse, batch_size, False)
 
 
 def already_split(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -102,9 +127,8 @@ def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, wor
 
     ds = tf.data.Dataset.from_generator(samples, output_signature=(
         tf.TensorSpec((), tf.string), tf.TensorSpec((max_len,), tf.int32)))
-    ds = ds.map(lambda png, ids: (decode_image(png, (h, w)), ids),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    return _finish(ds, batch_size, training)
+    return _batched(ds, lambda pngs, ids: (decode_images(pngs, (h, w)), ids), batch_size,
+                    training)
 
 
 def split_labels(data_dir: str, manifest: dict, split: str) -> list[str]:
