@@ -9,7 +9,7 @@ separately, untimed, because it is the yardstick, not part of the method. The be
 
 Prints a table and writes an accuracy-vs-time PNG (val sequence accuracy per epoch against
 wall-clock since the empty folder; test accuracy at the end of each run).
-Usage: python bench/time_to_accuracy.py [--budgets 5,10,15] [--train 20000,40000,60000]
+Usage: python bench/time_to_accuracy.py [--budgets 5,10,15] [--train 20000,80000,120000]
 """
 
 import argparse
@@ -37,7 +37,7 @@ def cli_json(*args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", default="5,10,15", help="minutes, comma list")
-    ap.add_argument("--train", default="20000,40000,60000", help="train samples per budget")
+    ap.add_argument("--train", default="20000,80000,120000", help="train samples per budget")
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--startup", type=float, default=5.0,

@@ -103,7 +103,7 @@ def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
     assert "val sequence accuracy" in p.stdout
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["charset"]["chars"] == "0123456789abcdefghijklmnopqrstuvwxyz"
-    assert cfg["model_shape"] == [20, 53, 1] and cfg["arch"] == "small"
+    assert cfg["model_shape"] == [30, 80, 1] and cfg["arch"] == "small"
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert len(rows) == 2 and {"loss", "val_loss", "val_seq_acc", "val_char_acc", "val_cer",
                                "train_seq_acc"} <= set(rows[0])

@@ -10,14 +10,14 @@ from captchalab.errors import UsageError, suggest
 # name -> (conv filters per block, pooling per block (h, w), units, rnn layers, kind, help)
 ARCHS = {
     "crnn": ((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 1, "ctc",
-             "3 conv blocks + 1 bidirectional GRU (default; tuned for speed to accuracy on CPU)"),
+             "3 conv blocks + 1 bidirectional GRU (the default until session 5)"),
     "small": ((16, 32, 64), ((2, 2), (2, 2), (2, 1)), 64, 1, "ctc",
               "narrow CNN + 1 bidirectional GRU: fastest, least accurate"),
     "large": ((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128, 2, "ctc",
               "4 conv blocks + 2 bidirectional GRU layers: for harder styles, ~3x slower"),
     "crnn-conv": ((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 0, "ctc",
-                  "crnn's CNN + 2 temporal convolutions (width 5) instead of the GRU: "
-                  "~1.3x faster steps on CPU"),
+                  "crnn's CNN + 2 temporal convolutions (width 5) instead of the GRU (default: "
+                  "~1.3x faster steps on CPU and the best accuracy within a time budget)"),
     "heads": ((32, 64, 128), ((2, 2), (2, 2), (2, 2)), 256, 0, "heads",
               "CNN + one softmax head per character position, cross-entropy (fixed length only; "
               "comparison arm)"),
@@ -59,7 +59,7 @@ def check_data(arch: str, input_shape, length: tuple[int, int]) -> None:
     if kind(arch) == "heads":
         if length[0] != length[1]:
             raise UsageError(f"--arch heads needs fixed-length labels; the data has lengths "
-                             f"{length[0]}-{length[1]} (use a CTC arch: crnn or small)")
+                             f"{length[0]}-{length[1]} (use a CTC arch: crnn-conv, crnn, small or large)")
     else:
         check_time_steps(arch, input_shape[1], length[1])
 

@@ -25,14 +25,14 @@ WORKER_STRIDE = 10**10  # on the fly, several workers: worker w renders from ind
 class TrainConfig:
     data: str = ""  # dataset folder made by `captchalab gen` / `import`
     out: str = ""  # run directory
-    arch: str = "crnn"  # see train.models.ARCHS
+    arch: str = "crnn-conv"  # see train.models.ARCHS
     epochs: int = 20  # passes over the train split (on the fly: of epoch_samples)
     steps: int = 0  # optimizer steps in all; overrides epochs when > 0
     time_budget: float = 0.0  # seconds of training; overrides epochs/steps when > 0
     batch_size: int = 64  # images per step
     lr: float = 3e-3  # peak learning rate (Adam)
     schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
-    downscale: int = 3  # input at 1/downscale resolution (160x60 -> 53x20)
+    downscale: int = 2  # input at 1/downscale resolution (160x60 -> 80x30)
     seed: int = 0
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
