@@ -110,7 +110,7 @@ def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
     assert (run / "history.png").read_bytes()[:4] == b"\x89PNG"
     from captchalab.eval.predictor import load_keras_model
     model = load_keras_model(str(run))
-    assert model.input_shape == (None, 60, 160, 3) and model.output_shape == (None, 13, 37)
+    assert model.input_shape == (None, 60, 160, 3) and model.output_shape == (None, 20, 37)
     p = cli("train", "--data", small_dataset, "--out", run, check=False)
     assert p.returncode == 2 and "not empty" in p.stderr
 
