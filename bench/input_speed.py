@@ -3,7 +3,7 @@
 Reads the train split of a dataset (made here with `captchalab gen` unless --data is given) in
 training mode (parallel interleave, shuffle, batch, then parse + PNG decode to uint8 RGB per
 batch, prefetch) with no model attached; with `cache` (the split decoded into memory first;
-that pass is not timed); the model's own first layer (grey + 1/3 box downscale) on those
+that pass is not timed); the model's own first layer (grey + 1/downscale box average) on those
 batches; for comparison, in the same run, session 3's pipeline (parse + decode per image, then
 batch); then the on-the-fly stream (`--on-the-fly`), which renders every image anew. Last, one
 core's PNG decode rate alone (TensorFlow's decoder on in-memory PNGs, no tf.data), the ceiling

@@ -246,7 +246,7 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
               help="Run folder to write (new or empty), or to continue with --resume.")
 @click.option("--resume", is_flag=True,
               help="Continue --out from its last checkpoint with its stored settings.")
-@click.option("--arch", default=_TRAIN.arch, show_default=True, help="Model: crnn, small, large, crnn-conv, heads.")
+@click.option("--arch", default=_TRAIN.arch, show_default=True, help="Model: crnn-conv, crnn, small, large, heads.")
 @click.option("--epochs", default=_TRAIN.epochs, show_default=True, type=click.IntRange(1),
               help="Passes over train (on the fly: of --epoch-samples).")
 @click.option("--steps", default=_TRAIN.steps, show_default=True, type=click.IntRange(0),

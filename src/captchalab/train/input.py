@@ -9,7 +9,7 @@ from captchalab.charset import Charset
 from captchalab.gen import shards as sh
 
 # Images decoded in one map call per batch: tf.data's per-element overhead was ~40 % of the
-# decode cost (bench/input_speed.py: 4 000 -> 6 600 img/s on 2 cores).
+# decode cost (bench/input_speed.py: 5 807 -> 8 584 img/s on 2 cores, in one run).
 DECODE_PARALLEL = 16  # PNGs of one batch decoded concurrently (map_fn parallel_iterations)
 
 
