@@ -34,6 +34,17 @@ def cli_json(*args):
     return json.loads(p.stdout)
 
 
+def test_count(data_dir):
+    """Samples in the test split of the dataset at `data_dir`; None if there is none."""
+    from captchalab.errors import UsageError
+    from captchalab.gen.shards import read_manifest
+
+    try:
+        return read_manifest(data_dir)["splits"].get("test", {}).get("count")
+    except UsageError:
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", default="5,10,15", help="minutes, comma list")
@@ -55,9 +66,8 @@ def main():
     assert len(counts) == len(budgets), "one --train count per budget"
     os.makedirs(a.out, exist_ok=True)
     test_dir = os.path.join(a.out, "test")
-    manifest = os.path.join(test_dir, "dataset_info.json")
-    if not os.path.isfile(manifest) or json.load(open(manifest))["splits"]["test"]["count"] != a.test:
-        shutil.rmtree(test_dir, ignore_errors=True)  # missing, or left by a run with another --test
+    if test_count(test_dir) != a.test:  # missing, or left by a run with another --test
+        shutil.rmtree(test_dir, ignore_errors=True)
         cli("gen", "--out", test_dir, "--test", a.test, "-q")
 
     results = []
