@@ -13,6 +13,8 @@ import pytest
 
 from conftest import ENV, cli
 
+from captchalab.eval.predictor import load_keras_model
+
 TINY = ["--arch", "small", "--batch-size", 16, "-q"]
 
 
@@ -42,8 +44,7 @@ def test_heads_arm_trains_with_xla_and_refuses_variable_length(small_dataset, va
         "--batch-size", 16, "-q")
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["kind"] == "heads" and cfg["train"]["jit"] is True
-    import keras
-    assert keras.models.load_model(run / "model.keras").output_shape == (None, 4, 37)
+    assert load_keras_model(run).output_shape == (None, 4, 37)
     p = cli("train", "--data", variable_length, "--out", tmp_path / "v", "--arch", "heads",
             check=False)
     assert p.returncode == 2 and "fixed-length labels" in p.stderr and "3-5" in p.stderr
@@ -105,7 +106,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_dataset, tmp_pa
         train(cfg, verbose=0, callbacks=[Poison()])
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1 and state["checkpoint"] == "epoch-0001.weights.h5"
-    model = keras.models.load_model(run / "model.keras")
+    model = load_keras_model(run)
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
@@ -118,7 +119,6 @@ def test_mixed_precision_on_two_logical_cpu_devices(small_dataset, tmp_path):
         "MirroredStrategy", 2, "mixed_bfloat16")
     import keras
 
-    from captchalab.eval.predictor import load_keras_model
     model = load_keras_model(str(run))
     assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
     assert model.get_layer("preprocess").dtype_policy.compute_dtype == "float32"
