@@ -141,7 +141,7 @@ def test_accuracy_by_style_value(run, tmp_path):
     fonts = r["by_style"]["font"]
     assert len(fonts) >= 2 and sum(f["samples"] for f in fonts) == 30  # builtin + DejaVu faces
     assert len(r["by_style"]["rotate"]) == 5  # a drawn float: quantile bins
-    assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4}
+    assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4, "tta": False}
 
 
 def test_eval_folder_unreadable_and_wrongly_sized_files(run, pngs, tmp_path):
@@ -177,6 +177,28 @@ def test_predict_cli(run, pngs, tmp_path):
     rows = [json.loads(line) for line in p.stdout.splitlines()]
     assert len(rows) == 20 and {"file", "text", "confidence"} == set(rows[0])
     assert "warning: skipped" in p.stderr and "zz.png" in p.stderr
+
+
+def test_test_time_augmentation_through_eval_and_predict(run, small_dataset, pngs, tmp_path):
+    import captchalab
+    from captchalab.train.ctc import decode_views
+
+    p = cli("eval", "--model", run, "--data", small_dataset, "--tta", "--out", tmp_path / "r")
+    assert p.stdout.startswith("test split: 20 samples, greedy, test-time augmentation")
+    r = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r["decoding"]["tta"] is True
+    rec = captchalab.load(run)
+    files = sorted(str(f) for f in pngs.glob("test/*.png"))
+    tta = rec.predict(files, tta=True)
+    # the same as decoding the four phase views (1/2 downscale) by hand
+    x = np.stack([np.asarray(__import__("PIL.Image").Image.open(f).convert("RGB")) for f in files])
+    views = [rec.logits(np.pad(x, ((0, 0), (dy, 0), (dx, 0), (0, 0)), mode="edge")[:, :60, :160])
+             for dy in (0, 1) for dx in (0, 1)]
+    texts, conf = decode_views("ctc", views, rec.charset)
+    assert [q.text for q in tta] == texts
+    np.testing.assert_allclose([q.confidence for q in tta], conf, rtol=1e-4)
+    p = cli("predict", "--model", run, *files[:3], "--tta")
+    assert [line.split("\t")[1] for line in p.stdout.splitlines()] == texts[:3]
 
 
 EVAL_BAD = [

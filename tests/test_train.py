@@ -48,6 +48,38 @@ def test_ctc_decoding_greedy_and_beam(steps, text):
     assert decode(_logits(steps), cs, beam_width=4)[0] == [text]
 
 
+def _log(probs):
+    return np.log(np.asarray(probs, np.float32))[None]  # [1,T,K]: log-probabilities as logits
+
+
+def test_ctc_likelihood_and_test_time_views_hand_worked():
+    from captchalab.train.ctc import decode_views, log_likelihood, shift, tta_shifts
+
+    cs = Charset("a")
+    # view 1, T = 2: p(blank), p(a) = (.4, .6) then (.3, .7). p("a") sums the alignments
+    # a_, _a, aa: .6*.3 + .4*.7 + .6*.7 = .88; p("") = .4*.3 = .12
+    v1 = _log([[.4, .6], [.3, .7]])
+    np.testing.assert_allclose(np.exp(log_likelihood(np.repeat(v1, 2, 0), ["a", ""], cs)),
+                               [.88, .12], rtol=1e-5)
+    # view 2 reads "" greedily: p("") = .81, p("a") = .1*.9 + .9*.1 + .1*.1 = .19. Summed over
+    # the views "a" wins (log .88 + log .19 > log .12 + log .81); confidence = sqrt(.88 * .19)
+    v2 = _log([[.9, .1], [.9, .1]])
+    texts, conf = decode_views("ctc", [v1, v2], cs)
+    assert texts == ["a"] and conf[0] == pytest.approx((.88 * .19) ** .5, rel=1e-5)
+    texts, conf = decode_views("ctc", [v2, v2], cs)  # views that agree: plain greedy
+    assert texts == [""] and conf[0] == pytest.approx(.81, rel=1e-5)
+    # heads: per-position log-probabilities averaged, then argmax; blank 0 never wins here
+    h1, h2 = _log([[.0001, .6, .3999]]), _log([[.0001, .1, .8999]])
+    texts, conf = decode_views("heads", [h1, h2], Charset("ab"))
+    assert texts == ["b"] and conf[0] == pytest.approx((.3999 * .8999) ** .5, rel=1e-4)
+
+    assert tta_shifts(2) == tta_shifts(1) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert len(tta_shifts(3)) == 9
+    x = np.arange(12, dtype=np.uint8).reshape(1, 3, 4, 1)
+    np.testing.assert_array_equal(shift(x, 1, 1)[0, :, :, 0],
+                                  [[0, 0, 1, 2], [0, 0, 1, 2], [4, 4, 5, 6]])
+
+
 def test_pipeline_shapes_and_dtypes(small_dataset):
     from captchalab.gen import shards as sh
     from captchalab.train.input import shard_dataset, split_labels
@@ -129,6 +161,8 @@ TRAIN_BAD = [
     (["--val-samples", "0"], "--val-samples"),
     (["--gen-workers", "-1"], "--gen-workers"),
     (["--dropout", "1"], "--dropout: 1.0; a rate from 0 (off) to below 1"),
+    (["--jitter", "9"], "--jitter: 9; a shift in pixels from 0 (off) to 8"),
+    (["--jitter", "-1"], "--jitter: -1"),
 ]
 
 

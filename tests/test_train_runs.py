@@ -11,9 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ENV, cli
-
 from captchalab.eval.predictor import load_keras_model
+from conftest import ENV, cli
 
 TINY = ["--arch", "small", "--batch-size", 16, "-q"]
 
@@ -111,9 +110,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_dataset, tmp_pa
 
 
 def test_mixed_precision_on_two_logical_cpu_devices(small_dataset, tmp_path):
-    run = tmp_path / "run"
+    run = tmp_path / "run"  # with --jitter: its random draws under MirroredStrategy
     cli("train", "--data", small_dataset, "--out", run, "--mixed-precision", "--cpu-devices", 2,
-        "--epochs", 1, *TINY)
+        "--jitter", 1, "--epochs", 1, *TINY)
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["strategy"], cfg["replicas"], cfg["precision"]) == (
         "MirroredStrategy", 2, "mixed_bfloat16")
@@ -122,6 +121,7 @@ def test_mixed_precision_on_two_logical_cpu_devices(small_dataset, tmp_path):
     model = load_keras_model(str(run))
     assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
     assert model.get_layer("preprocess").dtype_policy.compute_dtype == "float32"
+    assert model.get_layer("jitter").pixels == cfg["train"]["jitter"] == 1
     conv = next(la for la in model.layers if isinstance(la, keras.layers.Conv2D))
     assert conv.dtype_policy.compute_dtype == "bfloat16"
     assert np.isfinite(float(_history(run)[0]["loss"]))
@@ -194,6 +194,27 @@ def test_augmentation_acts_in_training_only(small_dataset):
     assert 0.0 <= train.min() and train.max() <= 1.0
     np.testing.assert_array_equal(infer, np.asarray(plain))
     assert np.abs(train - np.asarray(plain)).mean() > 0.01
+
+
+def test_jitter_shifts_whole_pixels_in_training_only():
+    from captchalab.train.layers import Jitter
+
+    x = np.random.default_rng(0).integers(0, 256, (64, 12, 20, 3), dtype=np.uint8)
+    jit = Jitter(2, seed=1)
+    np.testing.assert_array_equal(np.asarray(jit(x, training=False)), x)
+    y = np.asarray(jit(x, training=True))
+    assert y.dtype == np.uint8 and y.shape == x.shape
+    def moved(a, dy, dx):  # a moved down dy and right dx rows/columns, the border repeated
+        rows, cols = np.clip(np.arange(12) - dy, 0, 11), np.clip(np.arange(20) - dx, 0, 19)
+        return a[rows][:, cols]
+
+    seen = set()
+    for a, b in zip(x, y, strict=True):
+        hits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                if np.array_equal(b, moved(a, dy, dx))]
+        assert hits, "not a whole-pixel shift of its input"
+        seen.add(hits[0])
+    assert len(seen) > 10  # shifts drawn per image, rows and columns apart
 
 
 def test_dropout_acts_in_training_only():

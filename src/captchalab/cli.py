@@ -263,6 +263,8 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--patience", default=_TRAIN.patience, show_default=True, type=click.IntRange(0),
               help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
 @click.option("--augment", is_flag=True, help="Random shifts, zoom and contrast on train batches.")
+@click.option("--jitter", default=_TRAIN.jitter, show_default=True, type=int,
+              help="Shift train images by up to N px at random (before the downscale; 0 = off).")
 @click.option("--dropout", default=_TRAIN.dropout, show_default=True, type=float,
               help="CTC archs: dropout rate on the features entering the RNN.")
 @click.option("--cache", is_flag=True, help="Decode the train split into memory once, before training.")
@@ -317,13 +319,16 @@ def train(ctx, data, out, resume, quiet, **opts):
 @click.option("--split", default="test", show_default=True, help="Split of --data to score.")
 @click.option("--beam-width", default=0, show_default=True, type=click.IntRange(0),
               help="CTC beam search width (0 or 1 = greedy).")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: read each image at every phase of the model's "
+              "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
 @click.option("--resize", is_flag=True, help="With --images: scale images to the model's size.")
 @click.option("--skip-bad", is_flag=True,
               help="With --images: skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
-def eval_(run_dir, data, images, split, beam_width, out, resize, skip_bad, as_json):
+def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, as_json):
     """Score a model: accuracy with 95% CIs, CER, per position and length, confusions, errors."""
     import json
 
@@ -333,7 +338,8 @@ def eval_(run_dir, data, images, split, beam_width, out, resize, skip_bad, as_js
     if images is None and (resize or skip_bad):
         raise UsageError("--resize and --skip-bad apply to --images only")
     report, files = evaluate(run_dir, data=data, images=images, split=split,
-                             beam_width=beam_width, out=out, resize=resize, skip_bad=skip_bad)
+                             beam_width=beam_width, tta=tta, out=out, resize=resize,
+                             skip_bad=skip_bad)
     if as_json:
         click.echo(json.dumps(report, indent=1, ensure_ascii=False))
         return
@@ -347,11 +353,14 @@ def eval_(run_dir, data, images, split, beam_width, out, resize, skip_bad, as_js
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--beam-width", default=0, show_default=True, type=click.IntRange(0),
               help="CTC beam search width (0 or 1 = greedy).")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: read each image at every phase of the model's "
+              "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(run_dir, images, beam_width, resize, skip_bad, as_json):
+def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json):
     """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
     import json
 
@@ -360,7 +369,7 @@ def predict(run_dir, images, beam_width, resize, skip_bad, as_json):
     paths = expand_paths(images)
     rec = load(run_dir)
     preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
-                                    skip_bad=skip_bad, warn=lambda m: click.echo(m, err=True))
+                                    skip_bad=skip_bad, tta=tta, warn=lambda m: click.echo(m, err=True))
     for path, p in zip(kept, preds, strict=True):
         if as_json:
             click.echo(json.dumps({"file": path, "text": p.text,

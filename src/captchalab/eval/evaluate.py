@@ -83,7 +83,8 @@ def _warn(msg: str) -> None:
 
 
 def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None,
-             split: str = "test", beam_width: int = 0, out: str | None = None,
+             split: str = "test", beam_width: int = 0, tta: bool = False,
+             out: str | None = None,
              resize: bool = False, skip_bad: bool = False, progress: bool = True,
              warn=_warn) -> tuple[dict, dict]:
     """Score `run_dir` on `data` (a split) or `images` (a labelled folder); write the report.
@@ -119,8 +120,7 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
     batch = []
 
     def flush():
-        texts, conf = recognizer.decode(recognizer.logits(np.stack([b[0] for b in batch])),
-                                        beam_width)
+        texts, conf = recognizer.read(np.stack([b[0] for b in batch]), beam_width, tta)
         for (rgb, truth, nm, mt), text, c in zip(batch, texts, conf, strict=True):
             if text != truth:
                 worst.append((float(c), len(truths), rgb))
@@ -150,8 +150,9 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                          "charset": config["charset"]["chars"]},
                "data": {"path": os.path.abspath(path), "what": what,
                         "split": split if data is not None else None},
-               "decoding": {"method": f"beam search (width {beam_width})" if beam_width > 1
-                            else "greedy", "beam_width": beam_width}}
+               "decoding": {"method": (f"beam search (width {beam_width})" if beam_width > 1
+                                       else "greedy") + (", test-time augmentation" if tta else ""),
+                            "beam_width": beam_width, "tta": tta}}
     report = build_report(truths, preds, confs, names, meta, config["charset"]["chars"], context)
     by_number = {i: rgb for _, i, rgb in worst}
     gallery = [(by_number[i], {"sample": names[i], "truth": truths[i], "pred": preds[i],

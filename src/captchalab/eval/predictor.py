@@ -160,16 +160,28 @@ class Recognizer:
 
         return decode_output(self.kind, logits, self.charset, beam_width)
 
+    def read(self, batch: np.ndarray, beam_width: int = 0, tta: bool = False):
+        """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
+        the model's downscale grid (`train.ctc.tta_shifts`: 4 views at the default 1/2) and
+        combine the views (`train.ctc.decode_views`); costs that many forward passes."""
+        if not tta:
+            return self.decode(self.logits(batch), beam_width)
+        from captchalab.train.ctc import decode_views, shift, tta_shifts
+
+        shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))
+        logits = self.logits(np.concatenate([shift(batch, dy, dx) for dy, dx in shifts]))
+        return decode_views(self.kind, np.split(logits, len(shifts)), self.charset, beam_width)
+
     def check_size(self, a: np.ndarray, name: str) -> None:
         check_size(a, self.size, name, self.run_dir)
 
     def predict(self, images, *, batch_size: int = 256, beam_width: int = 0,
-                resize: bool = False):
+                resize: bool = False, tta: bool = False):
         """Read one image or a sequence of them.
 
         images: a path, bytes, PIL image or numpy array, a list of these, or an array
         [N,H,W,3]. resize: scale images of another size to the model's; otherwise they are
-        refused. Returns a Prediction for one image, a list of them for several.
+        refused. tta: test-time augmentation (see `read`). Returns a Prediction for one image, a list of them for several.
         """
         from PIL import Image
 
@@ -184,18 +196,19 @@ class Recognizer:
                 a = to_rgb(im, self.size if resize else None, _name(im, i))
                 self.check_size(a, _name(im, i))
                 arrays.append(a)
-            texts, conf = self.decode(self.logits(np.stack(arrays)), beam_width)
+            texts, conf = self.read(np.stack(arrays), beam_width, tta)
             out.extend(Prediction(t, float(c)) for t, c in zip(texts, conf, strict=True))
         return out[0] if single else out
 
     def predict_files(self, paths, *, batch_size: int = 256, beam_width: int = 0,
-                      resize: bool = False, skip_bad: bool = False, warn=print):
+                      resize: bool = False, skip_bad: bool = False, tta: bool = False,
+                      warn=print):
         """(predictions, the paths they belong to) for image files; an unreadable file stops the
         run naming it, or with `skip_bad` is skipped with a `warn` line."""
         preds, kept, arrays, names = [], [], [], []
 
         def flush():
-            texts, conf = self.decode(self.logits(np.stack(arrays)), beam_width)
+            texts, conf = self.read(np.stack(arrays), beam_width, tta)
             preds.extend(Prediction(t, float(c)) for t, c in zip(texts, conf, strict=True))
             kept.extend(names)
             arrays.clear()

@@ -61,6 +61,70 @@ def decode_output(kind: str, logits, charset: Charset, beam_width: int = 0):
     return decode(logits, charset, beam_width)
 
 
+def tta_shifts(downscale: int) -> list[tuple[int, int]]:
+    """The (dy, dx) pixel shifts test-time augmentation reads an image at: every phase of the
+    model's d x d downscale grid (d = 2: 4 views), or 1 px shifts for a model at full size."""
+    n = max(int(downscale), 2)
+    return [(dy, dx) for dy in range(n) for dx in range(n)]
+
+
+def shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """uint8 [N,H,W,C] moved down by dy and right by dx pixels, the edge repeated into the gap
+    (what `train.layers.Jitter` does at train time)."""
+    if not dy and not dx:
+        return images
+    h, w = images.shape[1:3]
+    return np.pad(images, ((0, 0), (dy, 0), (dx, 0), (0, 0)), mode="edge")[:, :h, :w]
+
+
+def _log_softmax(v: np.ndarray) -> np.ndarray:
+    z = v - v.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
+    """log p(text | logits) under CTC (all alignments summed) for each row of logits [B,T,K+1]."""
+    import keras
+
+    b, t, _ = np.shape(logits)
+    ids = [charset.encode(x) for x in texts]
+    target = np.zeros((b, max(1, max(map(len, ids)))), np.int32)
+    for r, row in enumerate(ids):
+        target[r, :len(row)] = row
+    loss = keras.ops.ctc_loss(target, np.asarray(logits, np.float32),
+                              np.array([len(r) for r in ids], np.int32),
+                              np.full((b,), t, np.int32), mask_index=BLANK_ID)
+    return -np.asarray(loss, np.float64)
+
+
+def decode_views(kind: str, views, charset: Charset, beam_width: int = 0):
+    """Test-time augmentation: logits of the same images seen several ways (a list of
+    [B,T,K+1]) -> (texts, confidences).
+
+    CTC: each view proposes its decoding; every proposal is scored by its CTC log-likelihood
+    under every view, and the highest sum wins. Confidence: the geometric mean over views of
+    p(text). `heads`: per-position log-probabilities averaged over views, then argmax.
+    """
+    views = [np.asarray(v, np.float32) for v in views]
+    n = len(views)
+    if kind == "heads":
+        logp = sum(_log_softmax(v) for v in views) / n
+        ids = logp.argmax(-1)
+        return ([charset.decode(int(i) for i in row) for row in ids],
+                np.exp(logp.max(-1).sum(-1)))
+    proposals = [decode(v, charset, beam_width)[0] for v in views]
+    pairs = sorted({(i, p[i]) for p in proposals for i in range(len(p))})
+    rows = np.array([i for i, _ in pairs])
+    texts = [x for _, x in pairs]
+    total = sum(log_likelihood(v[rows], texts, charset) for v in views)
+    best: dict[int, tuple[float, str]] = {}
+    for i, x, score in zip(rows, texts, total, strict=True):
+        if i not in best or score > best[i][0]:
+            best[int(i)] = (float(score), x)
+    b = len(views[0])
+    return [best[i][1] for i in range(b)], np.exp(np.array([best[i][0] for i in range(b)]) / n)
+
+
 def decode_batches(forward, ds, kind: str, charset: Charset, truth_charset: Charset | None = None,
                    beam_width: int = 0):
     """For each (images, ids) batch of `ds`: (ids, logits, truths, texts, confidences).

@@ -40,6 +40,42 @@ class Preprocess(keras.layers.Layer):
         return {**super().get_config(), "downscale": self.downscale}
 
 
+@keras.saving.register_keras_serializable(package="captchalab")
+class Jitter(keras.layers.Layer):
+    """Train-time only: shift each image by a random whole number of pixels in [-pixels, pixels],
+    rows and columns drawn apart, the border pixel repeated into the gap. In front of
+    `Preprocess`, so a shift of 1 px moves the image against the downscale's d x d grid: the
+    model sees every sampling phase, not only the one the renderer happens to use.
+    Identity at inference; uint8 in, uint8 out.
+    """
+
+    def __init__(self, pixels: int = 1, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.pixels = int(pixels)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training or self.pixels == 0:
+            return images
+        import tensorflow as tf
+
+        b, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+        p = self.pixels
+        dy = keras.random.randint((b, 1), -p, p + 1, seed=self.generator)
+        dx = keras.random.randint((b, 1), -p, p + 1, seed=self.generator)
+        rows = tf.clip_by_value(tf.range(h)[None, :] - dy, 0, h - 1)
+        cols = tf.clip_by_value(tf.range(w)[None, :] - dx, 0, w - 1)
+        x = tf.gather(images, rows, axis=1, batch_dims=1)
+        return tf.gather(x, cols, axis=2, batch_dims=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "pixels": self.pixels, "seed": self.seed}
+
+
 def augmenter(seed: int = 0):
     """Train-time augmentation (active only when the model is called with training=True):
     small shifts and zoom, contrast changes. float32 even under mixed precision."""

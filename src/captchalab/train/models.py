@@ -81,7 +81,7 @@ def model_shape(image_hw, downscale: int) -> tuple[int, int, int]:
 
 
 def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: tuple[int, int],
-                augment: bool = False, seed: int = 0, dropout: float = 0.0):
+                augment: bool = False, seed: int = 0, dropout: float = 0.0, jitter: int = 0):
     """uint8 RGB images [B,H,W,3] (the dataset's size) -> float32 logits (also under mixed
     precision). Grey conversion and the 1/downscale resize are the model's first layer.
 
@@ -89,16 +89,19 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     target, so decoding is the same id -> character mapping everywhere.
     augment: random shifts, zoom and contrast after preprocessing, in training only.
     dropout: CTC archs: dropout rate on the per-column features entering the RNN (training only).
+    jitter: random shifts of up to this many pixels at the dataset's resolution, before the
+    downscale (training only).
     """
     import keras
     from keras import layers
 
-    from captchalab.train.layers import Preprocess, augmenter
+    from captchalab.train.layers import Jitter, Preprocess, augmenter
 
     check_data(arch, model_shape(image_hw, downscale), length)
     filters, pools, units, rnn_layers, k, _ = ARCHS[arch]
     inp = keras.Input((image_hw[0], image_hw[1], 3), dtype="uint8", name="image")
-    x = Preprocess(downscale, name="preprocess")(inp)
+    x = Jitter(jitter, seed=seed, name="jitter")(inp) if jitter else inp
+    x = Preprocess(downscale, name="preprocess")(x)
     if augment:
         x = augmenter(seed)(x)
     x = _trunk(x, filters, pools)

@@ -38,6 +38,7 @@ class TrainConfig:
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
     augment: bool = False  # random shifts, zoom and contrast on training batches
     dropout: float = 0.0  # CTC archs: dropout on the column features entering the RNN
+    jitter: int = 1  # random shifts of up to N px (dataset resolution) on training batches
     cache: bool = False  # decode the train split into memory once, before training
     mixed_precision: bool = False  # float16 compute on GPU, bfloat16 on CPU; logits stay float32
     jit: bool = False  # XLA-compile the train step (helps on GPU; slower on CPU here)
@@ -51,7 +52,11 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{**BEFORE, **{k: v for k, v in d.items() if k in known}})
+
+
+# settings added since the first release, as runs that predate them were trained (--resume)
+BEFORE = {"jitter": 0}
 
 
 # ---------------------------------------------------------------- data sources
@@ -89,6 +94,8 @@ def _source(cfg: TrainConfig) -> tuple[dict, dict | None]:
 def _check_options(cfg: TrainConfig) -> None:
     if cfg.downscale < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise UsageError("--downscale and --batch-size must be >= 1 and --lr > 0")
+    if not 0 <= cfg.jitter <= 8:
+        raise UsageError(f"--jitter: {cfg.jitter}; a shift in pixels from 0 (off) to 8")
     if not 0.0 <= cfg.dropout < 1.0:
         raise UsageError(f"--dropout: {cfg.dropout}; a rate from 0 (off) to below 1")
     if cfg.schedule not in ("cosine", "constant"):
@@ -407,7 +414,7 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
     with strategy.scope():
         model = build_model(cfg.arch, (m["image"]["height"], m["image"]["width"]), cfg.downscale,
                             charset.num_classes, length, augment=cfg.augment, seed=cfg.seed,
-                            dropout=cfg.dropout)
+                            dropout=cfg.dropout, jitter=cfg.jitter)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
               if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
