@@ -1,7 +1,7 @@
 """Inference speed of a trained run through `captchalab.load(RUN).predict`.
 
-Batched images/s (batches of --batch-size, uint8 arrays and PNG bytes) and warm single-image
-latency (median and 90th percentile of --repeats calls), for the Keras model and its TFLite
+Batched images/s (batches of --batch-size, uint8 arrays and PNG bytes; arrays again with
+test-time augmentation) and warm single-image latency (median and 90th percentile of --repeats calls), for the Keras model and its TFLite
 export. Without --model, a default-arch run is trained for a few steps here (weights do not
 change the speed).
 Usage: python bench/inference.py [--model RUN] [--images 2048] [--batch-size 256]
@@ -63,19 +63,24 @@ def main():
               f"{rec.size[0]}x{rec.size[1]} input; {len(pngs)} test images")
         print(f"{'what':48s} {'figure':>14s}")
 
-        def batched(inputs):
+        def batched(inputs, tta=False):
             t = time.perf_counter()
-            rec.predict(inputs, batch_size=a.batch_size)
+            rec.predict(inputs, batch_size=a.batch_size, tta=tta)
             return len(inputs) / (time.perf_counter() - t)
 
         rec.predict(arrays[: a.batch_size])  # warm up
-        for label, inputs in ((f"batched ({a.batch_size}), uint8 arrays", arrays),
-                              (f"batched ({a.batch_size}), PNG bytes (decode included)", pngs)):
-            best = max(batched(inputs) for _ in range(3))
+        rec.predict(arrays[: a.batch_size], tta=True)
+        for label, inputs, tta in (
+                (f"batched ({a.batch_size}), uint8 arrays", arrays, False),
+                (f"batched ({a.batch_size}), PNG bytes (decode included)", pngs, False),
+                (f"batched ({a.batch_size}), uint8 arrays, tta=True", arrays, True)):
+            best = max(batched(inputs, tta) for _ in range(3))
             print(f"{label:48s} {best:10.0f} img/s", flush=True)
-        for label, one in (("single image warm, uint8 array", arrays[0]),
-                           ("single image warm, PNG bytes", pngs[0])):
-            ts = np.array(timed(lambda one=one: rec.predict(one), a.repeats)) * 1000
+        for label, one, tta in (("single image warm, uint8 array", arrays[0], False),
+                                ("single image warm, PNG bytes", pngs[0], False),
+                                ("single image warm, uint8 array, tta=True", arrays[0], True)):
+            ts = np.array(timed(lambda one=one, tta=tta: rec.predict(one, tta=tta),
+                                a.repeats)) * 1000
             print(f"{label:48s} {np.median(ts):6.2f} ms median, p90 {np.percentile(ts, 90):.2f}",
                   flush=True)
         tfl = load_exported(export_model(run, "tflite", os.path.join(tmp, "tflite")))
