@@ -181,7 +181,8 @@ class Recognizer:
 
         images: a path, bytes, PIL image or numpy array, a list of these, or an array
         [N,H,W,3]. resize: scale images of another size to the model's; otherwise they are
-        refused. tta: test-time augmentation (see `read`). Returns a Prediction for one image, a list of them for several.
+        refused. tta: test-time augmentation (see `read`). Returns a Prediction for one image,
+        a list of them for several.
         """
         from PIL import Image
 
