@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from captchalab.charset import BLANK_ID, Charset
@@ -82,18 +84,28 @@ def _log_softmax(v: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
+@functools.cache
+def _ctc_nll():
+    """keras.ops.ctc_loss compiled once for any batch, label length and T: run eagerly, its
+    forward-backward recursion is a Python loop over the time steps (~120 ms a call)."""
+    import keras
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None, None], tf.float32),
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)]
+    return tf.function(lambda target, logits, target_len, logit_len: keras.ops.ctc_loss(
+        target, logits, target_len, logit_len, mask_index=BLANK_ID), input_signature=spec)
+
+
 def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
     """log p(text | logits) under CTC (all alignments summed) for each row of logits [B,T,K+1]."""
-    import keras
-
     b, t, _ = np.shape(logits)
     ids = [charset.encode(x) for x in texts]
     target = np.zeros((b, max(1, max(map(len, ids)))), np.int32)
     for r, row in enumerate(ids):
         target[r, :len(row)] = row
-    loss = keras.ops.ctc_loss(target, np.asarray(logits, np.float32),
-                              np.array([len(r) for r in ids], np.int32),
-                              np.full((b,), t, np.int32), mask_index=BLANK_ID)
+    loss = _ctc_nll()(target, np.asarray(logits, np.float32),
+                      np.array([len(r) for r in ids], np.int32), np.full((b,), t, np.int32))
     return -np.asarray(loss, np.float64)
 
 
@@ -116,7 +128,8 @@ def decode_views(kind: str, views, charset: Charset, beam_width: int = 0):
     pairs = sorted({(i, p[i]) for p in proposals for i in range(len(p))})
     rows = np.array([i for i, _ in pairs])
     texts = [x for _, x in pairs]
-    total = sum(log_likelihood(v[rows], texts, charset) for v in views)
+    total = log_likelihood(np.concatenate([v[rows] for v in views]), texts * n,
+                           charset).reshape(n, -1).sum(0)  # one call for every view
     best: dict[int, tuple[float, str]] = {}
     for i, x, score in zip(rows, texts, total, strict=True):
         if i not in best or score > best[i][0]:
