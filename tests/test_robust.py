@@ -101,3 +101,19 @@ def test_tiny_study_end_to_end(run, tmp_path):
     again = json.loads((out / "robust.json").read_text())
     assert again["sweeps"] == r["sweeps"] and again["corruptions"] == r["corruptions"]
     assert sorted(p.name for p in (out / "sets").iterdir()) == sets
+
+
+def test_study_with_test_time_augmentation(run, tmp_path):
+    import captchalab
+    from captchalab.eval.report import accuracy
+    from captchalab.eval.robust import read_set
+
+    out = tmp_path / "study"
+    cli("robust", "--model", run, "--out", out, "--corruptions", "jpeg", "--severities", 1,
+        "--samples", 12, "--workers", 1, "--tta", "-q")
+    r = json.loads((out / "robust.json").read_text())
+    assert r["tta"] is True and "test-time augmentation" in (out / "robust.md").read_text()
+    images, truths, _ = read_set(str(out / r["clean"]["set"]))
+    preds = captchalab.load(run).predict(list(images), tta=True)
+    want = json.loads(json.dumps(accuracy(truths, [p.text for p in preds])))
+    assert r["clean"]["results"]["run"] == want

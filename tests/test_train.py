@@ -111,6 +111,21 @@ def test_preprocess_layer_is_grey_and_a_box_average():
     assert np.asarray(Preprocess(1)(np.full((1, 2, 2, 3), 255, np.uint8))).max() == pytest.approx(1)
 
 
+def test_preprocess_fold_stacks_each_block_as_channels():
+    from captchalab.train.layers import GREY, Preprocess
+
+    x = np.random.default_rng(1).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    y = np.asarray(Preprocess(2, "fold")(x))
+    assert y.shape == (2, 2, 3, 4) and y.dtype == np.float32  # 5x7 -> 2x3, 2x2 blocks -> 4
+    grey = (x.astype(np.float64) * np.array(GREY)).sum(-1) / 255
+    for i in range(2):
+        for j in range(3):  # channels in row-major order within the block
+            np.testing.assert_allclose(y[:, i, j], grey[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+                                       .reshape(2, 4), atol=1e-5)
+    # the box average is the mean of the folded channels
+    np.testing.assert_allclose(np.asarray(Preprocess(2)(x))[..., 0], y.mean(-1), atol=1e-5)
+
+
 def test_time_step_check_refuses_narrow_inputs(small_dataset, tmp_path):
     p = cli("train", "--data", small_dataset, "--out", tmp_path / "run", "--downscale", 16,
             check=False)
@@ -135,7 +150,7 @@ def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
     assert "val sequence accuracy" in p.stdout
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["charset"]["chars"] == "0123456789abcdefghijklmnopqrstuvwxyz"
-    assert cfg["model_shape"] == [30, 80, 1] and cfg["arch"] == "small"
+    assert cfg["model_shape"] == [30, 80, 4] and cfg["arch"] == "small"  # 2x2 folded
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert len(rows) == 2 and {"loss", "val_loss", "val_seq_acc", "val_char_acc", "val_cer",
                                "train_seq_acc"} <= set(rows[0])
@@ -163,6 +178,7 @@ TRAIN_BAD = [
     (["--dropout", "1"], "--dropout: 1.0; a rate from 0 (off) to below 1"),
     (["--jitter", "9"], "--jitter: 9; a shift in pixels from 0 (off) to 8"),
     (["--jitter", "-1"], "--jitter: -1"),
+    (["--resample", "lanczos"], "--resample"),
 ]
 
 

@@ -246,7 +246,8 @@ def test_train_source_bad_input(tmp_path, args, msg):
 def test_time_budget_then_eval_through_the_cli(small_dataset, digits, tmp_path):
     run = tmp_path / "run"
     p = cli("train", "--data", small_dataset, "--out", run, "--time-budget", "4s",
-            "--arch", "small", "--batch-size", 16)
+            "--arch", "small", "--batch-size", 16, "--resample", "box")
+    assert json.loads((run / "config.json").read_text())["model_shape"] == [30, 80, 1]
     rows = _history(run)
     assert rows and float(rows[-1]["time"]) < 60  # stopped by the budget, not by --epochs 20
     assert len(rows) < 20 and "seq acc" in p.stdout

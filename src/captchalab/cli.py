@@ -259,6 +259,10 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
               type=click.Choice(["cosine", "constant"]), help="Learning-rate schedule.")
 @click.option("--downscale", default=_TRAIN.downscale, show_default=True, type=click.IntRange(1),
               help="Train at 1/N of the dataset's resolution.")
+@click.option("--resample", default=_TRAIN.resample, show_default=True,
+              type=click.Choice(["fold", "box"]),
+              help="How the model reduces the resolution: fold (stack each NxN block as N*N "
+              "channels) or box (average each NxN block).")
 @click.option("--seed", default=_TRAIN.seed, show_default=True, type=int)
 @click.option("--patience", default=_TRAIN.patience, show_default=True, type=click.IntRange(0),
               help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
@@ -394,9 +398,12 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json):
 @click.option("--out", "out", required=True, type=click.Path(),
               help="Study folder: robust.json, robust.md, PNGs, and the rendered sets (reused).")
 @click.option("--workers", type=click.IntRange(1), help="Render processes.  [default: all cores]")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: every model reads each image at every phase of its "
+              "downscale grid (4 views at 1/2); that many times slower.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-set lines.")
 def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, out, workers,
-           quiet):
+           tta, quiet):
     """Accuracy as knobs, fonts, lengths, charset, size and corruptions change; several models."""
     from captchalab.eval.corruptions import parse_corruptions, parse_severities
     from captchalab.eval.robust import parse_sweep, study
@@ -407,7 +414,7 @@ def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, 
     if not parsed and not names:
         raise UsageError("nothing to measure: give --sweep NAME=V1,V2,… and/or --corruptions")
     r = study(list(runs), sweeps=parsed, corruptions=names, severities=sevs, samples=samples,
-              out=out, baseline=baseline, base_data=base_data, workers=workers,
+              out=out, baseline=baseline, base_data=base_data, workers=workers, tta=tta,
               echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     for name, s in r["summary"].items():
         line = f"{name}: clean sequence accuracy {s['clean_seq_acc']:.4f}"

@@ -111,12 +111,13 @@ def read_set(d: str):
     return np.stack(imgs), truths, idx
 
 
-def score(recognizer, images: np.ndarray, truths: list[str]) -> dict:
+def score(recognizer, images: np.ndarray, truths: list[str], tta: bool = False) -> dict:
     """Sequence/character accuracy (95 % Wilson intervals) and CER of a model on images; sets
-    of another size (the size axis) are scaled to what the model reads."""
+    of another size (the size axis) are scaled to what the model reads. tta: test-time
+    augmentation (`Recognizer.read`)."""
     from captchalab.eval.report import accuracy
 
-    preds = recognizer.predict(list(images), resize=True)
+    preds = recognizer.predict(list(images), resize=True, tta=tta)
     return accuracy(truths, [p.text for p in preds])
 
 
@@ -127,10 +128,12 @@ def _names(runs: list[str]) -> list[str]:
 
 def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]], corruptions: list[str],
           severities: list[int], samples: int, out: str, baseline: str | None = None,
-          base_data: str | None = None, workers: int | None = None, echo=None) -> dict:
+          base_data: str | None = None, workers: int | None = None, tta: bool = False,
+          echo=None) -> dict:
     """Run the whole study and write OUT/robust.json, robust.md and the PNGs; returns the report.
 
     Everything is checked (models, base recipe, every set's recipe) before anything is rendered.
+    tta: every model reads every image with test-time augmentation.
     """
     from captchalab.charset import Charset
     from captchalab.eval.corruptions import corrupt
@@ -176,14 +179,14 @@ def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]], corruptions: 
               "models": [{"name": n, "run": os.path.abspath(r), "arch": c["arch"]}
                          for n, r, c in zip(names, runs, configs, strict=True)],
               "baseline": names[runs.index(baseline)] if baseline else None,
-              "samples": samples,
+              "samples": samples, "tta": tta,
               "base": {"style_name": base.get("style_name"), "charset": base["charset"]["chars"],
                        "length": base["length"], "size": base["size"], "seed": base["seed"],
                        "style": base["style"]},
               "clean": None, "sweeps": {}, "corruptions": {}}
 
     def results(images, truths):
-        return {n: score(m, images, truths) for n, m in zip(names, models, strict=True)}
+        return {n: score(m, images, truths, tta) for n, m in zip(names, models, strict=True)}
 
     clean_images = clean_truths = clean_idx = None
     for kind, axis, v, recipe in plan:
@@ -351,7 +354,9 @@ def markdown(report: dict, files: dict) -> str:
                                   for m in report["models"]) + ".",
            f"Base: style {b['style_name']}, charset {b['charset']!r}, length "
            f"{b['length'][0]}-{b['length'][1]}, {b['size'][0]}x{b['size'][1]}, seed {b['seed']}; "
-           f"{report['samples']} test samples per set. Cells: sequence / character accuracy.", "",
+           f"{report['samples']} test samples per set"
+           + (", read with test-time augmentation" if report.get("tta") else "")
+           + ". Cells: sequence / character accuracy.", "",
            "## Summary", "", "| model | clean | mean corruption acc | retained | mCE |",
            "|---|---|---|---|---|"]
     for m in models:

@@ -75,13 +75,19 @@ def _trunk(x, filters, pools):
     return x
 
 
-def model_shape(image_hw, downscale: int) -> tuple[int, int, int]:
-    """(height, width, 1): what the layers after `Preprocess` see for images of `image_hw`."""
-    return (image_hw[0] // downscale, image_hw[1] // downscale, 1)
+RESAMPLE = ("box", "fold")
+
+
+def model_shape(image_hw, downscale: int, resample: str = "box") -> tuple[int, int, int]:
+    """(height, width, channels): what the layers after `Preprocess` see for images of
+    `image_hw` (channels: 1, or d*d when `resample` is "fold")."""
+    c = downscale * downscale if resample == "fold" else 1
+    return (image_hw[0] // downscale, image_hw[1] // downscale, c)
 
 
 def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: tuple[int, int],
-                augment: bool = False, seed: int = 0, dropout: float = 0.0, jitter: int = 0):
+                augment: bool = False, seed: int = 0, dropout: float = 0.0, jitter: int = 0,
+                resample: str = "box"):
     """uint8 RGB images [B,H,W,3] (the dataset's size) -> float32 logits (also under mixed
     precision). Grey conversion and the 1/downscale resize are the model's first layer.
 
@@ -91,17 +97,18 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     dropout: CTC archs: dropout rate on the per-column features entering the RNN (training only).
     jitter: random shifts of up to this many pixels at the dataset's resolution, before the
     downscale (training only).
+    resample: how `Preprocess` reduces the resolution ("box" average or "fold" into channels).
     """
     import keras
     from keras import layers
 
     from captchalab.train.layers import Jitter, Preprocess, augmenter
 
-    check_data(arch, model_shape(image_hw, downscale), length)
+    check_data(arch, model_shape(image_hw, downscale, resample), length)
     filters, pools, units, rnn_layers, k, _ = ARCHS[arch]
     inp = keras.Input((image_hw[0], image_hw[1], 3), dtype="uint8", name="image")
     x = Jitter(jitter, seed=seed, name="jitter")(inp) if jitter else inp
-    x = Preprocess(downscale, name="preprocess")(x)
+    x = Preprocess(downscale, resample, name="preprocess")(x)
     if augment:
         x = augmenter(seed)(x)
     x = _trunk(x, filters, pools)

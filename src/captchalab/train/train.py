@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from captchalab.charset import Charset
 from captchalab.errors import RunFailed, UsageError
 from captchalab.gen import shards as sh
+from captchalab.train.models import RESAMPLE
 
 EVAL_BATCH = 256  # images per prediction batch when measuring accuracy
 CKPT_DIR = "checkpoints"  # epoch-NNNN.weights.h5 (model + optimizer state) and state.json
@@ -33,6 +34,7 @@ class TrainConfig:
     lr: float = 3e-3  # peak learning rate (Adam)
     schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
     downscale: int = 2  # input at 1/downscale resolution (160x60 -> 80x30)
+    resample: str = "fold"  # fold: stack each d x d block as d*d channels; box: average it
     seed: int = 0
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
@@ -56,7 +58,7 @@ class TrainConfig:
 
 
 # settings added since the first release, as runs that predate them were trained (--resume)
-BEFORE = {"jitter": 0}
+BEFORE = {"jitter": 0, "resample": "box"}
 
 
 # ---------------------------------------------------------------- data sources
@@ -94,6 +96,8 @@ def _source(cfg: TrainConfig) -> tuple[dict, dict | None]:
 def _check_options(cfg: TrainConfig) -> None:
     if cfg.downscale < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise UsageError("--downscale and --batch-size must be >= 1 and --lr > 0")
+    if cfg.resample not in RESAMPLE:
+        raise UsageError(f"--resample: unknown '{cfg.resample}' (allowed: {', '.join(RESAMPLE)})")
     if not 0 <= cfg.jitter <= 8:
         raise UsageError(f"--jitter: {cfg.jitter}; a shift in pixels from 0 (off) to 8")
     if not 0.0 <= cfg.dropout < 1.0:
@@ -323,7 +327,8 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     m, recipe = _source(cfg)
     charset = Charset.from_json(m["charset"])
     length = tuple(m["length"])
-    shape = model_shape((m["image"]["height"], m["image"]["width"]), cfg.downscale)
+    shape = model_shape((m["image"]["height"], m["image"]["width"]), cfg.downscale,
+                        cfg.resample)
     check_data(cfg.arch, shape, length)  # refuse before anything is written
     cluster = cluster_role()
     if cluster:
@@ -414,7 +419,8 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
     with strategy.scope():
         model = build_model(cfg.arch, (m["image"]["height"], m["image"]["width"]), cfg.downscale,
                             charset.num_classes, length, augment=cfg.augment, seed=cfg.seed,
-                            dropout=cfg.dropout, jitter=cfg.jitter)
+                            dropout=cfg.dropout, jitter=cfg.jitter,
+                            resample=cfg.resample)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
               if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
