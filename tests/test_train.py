@@ -111,6 +111,18 @@ def test_preprocess_layer_is_grey_and_a_box_average():
     assert np.asarray(Preprocess(1)(np.full((1, 2, 2, 3), 255, np.uint8))).max() == pytest.approx(1)
 
 
+def test_best_epoch_is_val_sequence_accuracy_then_val_loss():
+    from captchalab.train.train import better
+
+    e1 = {"val_seq_acc": 0.99, "val_loss": 0.03}
+    assert better(e1, None)
+    assert better({"val_seq_acc": 0.995, "val_loss": 0.05}, e1)  # accuracy first
+    assert not better({"val_seq_acc": 0.98, "val_loss": 0.01}, e1)
+    assert better({"val_seq_acc": 0.99, "val_loss": 0.02}, e1)  # a tie: lower loss wins
+    assert not better({"val_seq_acc": 0.99, "val_loss": 0.03}, e1)  # a full tie keeps the first
+    assert better({"val_seq_acc": 0.99, "val_loss": 0.02}, {"val_seq_acc": 0.99})  # old state
+
+
 def test_preprocess_fold_stacks_each_block_as_channels():
     from captchalab.train.layers import GREY, Preprocess
 

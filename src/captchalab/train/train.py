@@ -109,6 +109,15 @@ def _check_options(cfg: TrainConfig) -> None:
                          "--batch-size")
 
 
+def better(row: dict, best: dict | None) -> bool:
+    """Is epoch `row` a better model than `best`? Higher val sequence accuracy wins; on a tie
+    (common with ~1000 val samples near 99 %), lower val loss (the annealed later epoch, usually)."""
+    if best is None:
+        return True
+    return ((row["val_seq_acc"], -row.get("val_loss", math.inf))
+            > (best["val_seq_acc"], -best.get("val_loss", math.inf)))
+
+
 # ---------------------------------------------------------------- run directory
 
 def prepare_run_dir(out: str) -> None:
@@ -542,7 +551,7 @@ def _fit(cfg, command, verbose, m, recipe, charset, length, shape, state, strate
                 os.makedirs(ck_dir, exist_ok=True)
                 _atomic(os.path.join(ck_dir, name), self.model.save_weights)
             best = state["best"]
-            if best is None or row["val_seq_acc"] > best["val_seq_acc"]:
+            if better(row, best):
                 if chief:
                     _atomic(os.path.join(cfg.out, "model.keras"), self.model.save)
                 state["best"] = best = row
