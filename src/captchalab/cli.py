@@ -10,6 +10,7 @@ import click
 
 from captchalab.errors import RunFailed, UsageError
 from captchalab.gen.style import KNOBS
+from captchalab.train.models import RESAMPLE
 from captchalab.train.train import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
 
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
@@ -260,7 +261,7 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--downscale", default=_TRAIN.downscale, show_default=True, type=click.IntRange(1),
               help="Train at 1/N of the dataset's resolution.")
 @click.option("--resample", default=_TRAIN.resample, show_default=True,
-              type=click.Choice(["fold", "box"]),
+              type=click.Choice(RESAMPLE),
               help="How the model reduces the resolution: fold (stack each NxN block as N*N "
               "channels) or box (average each NxN block).")
 @click.option("--seed", default=_TRAIN.seed, show_default=True, type=int)

@@ -43,7 +43,7 @@ class Preprocess(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         d = self.downscale
-        c = d * d if self.resample == "fold" and d > 1 else 1
+        c = d * d if self.resample == "fold" else 1
         return (b, None if h is None else h // d, None if w is None else w // d, c)
 
     def get_config(self):

@@ -75,7 +75,7 @@ def _trunk(x, filters, pools):
     return x
 
 
-RESAMPLE = ("box", "fold")
+RESAMPLE = ("fold", "box")  # Preprocess resample modes, the default first
 
 
 def model_shape(image_hw, downscale: int, resample: str = "box") -> tuple[int, int, int]:
