@@ -158,6 +158,7 @@ def plan_shards(recipe: dict) -> list[tuple[str, int, int, int, int]]:
 def versions() -> dict:
     import importlib.metadata as md
 
+    import cv2
     import numpy
     import PIL
     from PIL import features
@@ -167,7 +168,7 @@ def versions() -> dict:
         "captcha": md.version("captcha"),
         "pillow": PIL.__version__,
         "freetype": features.version("freetype2"),
-        "zlib": features.version("zlib"),
+        "opencv": cv2.__version__,  # PNG encoding (its wheel bundles libpng and zlib)
         "numpy": numpy.__version__,
         "protobuf": md.version("protobuf"),
         "python": platform.python_version(),

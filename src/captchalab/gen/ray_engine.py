@@ -64,7 +64,7 @@ def _localise_fonts(recipe: dict, boxed_fonts: list) -> dict:
 
 
 # what the bytes of a record depend on: a node with other versions would write other images
-BYTE_VERSIONS = ("captchalab", "captcha", "pillow", "freetype", "zlib", "protobuf")
+BYTE_VERSIONS = ("captchalab", "captcha", "pillow", "freetype", "opencv", "protobuf")
 _node_versions: dict | None = None
 
 
