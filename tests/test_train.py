@@ -111,16 +111,41 @@ def test_preprocess_layer_is_grey_and_a_box_average():
     assert np.asarray(Preprocess(1)(np.full((1, 2, 2, 3), 255, np.uint8))).max() == pytest.approx(1)
 
 
-def test_best_epoch_is_val_sequence_accuracy_then_val_loss():
-    from captchalab.train.train import better
+def test_best_epoch_is_val_sequence_accuracy_within_its_noise_the_later_epoch():
+    from captchalab.train.train import better, note_epoch
 
-    e1 = {"val_seq_acc": 0.99, "val_loss": 0.03}
+    e1 = {"val_seq_acc": 0.99, "val_loss": 0.01}
     assert better(e1, None)
-    assert better({"val_seq_acc": 0.995, "val_loss": 0.05}, e1)  # accuracy first
-    assert not better({"val_seq_acc": 0.98, "val_loss": 0.01}, e1)
-    assert better({"val_seq_acc": 0.99, "val_loss": 0.02}, e1)  # a tie: lower loss wins
-    assert not better({"val_seq_acc": 0.99, "val_loss": 0.03}, e1)  # a full tie keeps the first
-    assert better({"val_seq_acc": 0.99, "val_loss": 0.02}, {"val_seq_acc": 0.99})  # old state
+    assert better({"val_seq_acc": 0.995, "val_loss": 0.05}, e1)  # accuracy decides
+    assert not better({"val_seq_acc": 0.98, "val_loss": 0.001}, e1)
+    assert better({"val_seq_acc": 0.99, "val_loss": 0.02}, e1)  # a tie: the later epoch
+    # one standard error of 0.996 on 1000 val samples is 0.0020: 0.995 is as good, 0.993 is not
+    top = {"val_seq_acc": 0.996}
+    assert better({"val_seq_acc": 0.995, "val_samples": 1000}, top)
+    assert not better({"val_seq_acc": 0.993, "val_samples": 1000}, top)
+    assert not better({"val_seq_acc": 0.995, "val_samples": 100_000}, top)  # less noise
+    # measured from the highest accuracy so far, so small steps down cannot add up
+    state = {"best": None}
+    for epoch, acc in enumerate([0.9, 0.996, 0.9945, 0.993, 0.9915], start=1):
+        note_epoch(state, {"epoch": epoch, "val_seq_acc": acc, "val_samples": 1000})
+    assert state["best"]["epoch"] == 3 and state["top"] == 0.996 and state["improved"] == 2
+
+
+def test_patience_counts_from_the_last_gain_not_from_a_tie():
+    from captchalab.train.train import note_epoch, patience_ran_out
+
+    state = {"best": None}
+    kept = []
+    for epoch, acc in enumerate([0.90, 0.95, 0.95, 0.95, 0.96, 0.94], start=1):
+        if note_epoch(state, {"epoch": epoch, "val_seq_acc": acc}):
+            kept.append(epoch)
+        if patience_ran_out(state, epoch, 2):
+            break
+    assert kept == [1, 2, 3, 4]  # ties move model.keras on, but patience counts from epoch 2
+    assert epoch == 4 and state["best"]["epoch"] == 4 and state["improved"] == 2
+    assert not patience_ran_out(state, 4, 0)  # 0 = off
+    old = {"best": {"epoch": 3, "val_seq_acc": 0.9}}  # a state.json from before `improved`
+    assert patience_ran_out(old, 5, 2) and not patience_ran_out(old, 4, 2)
 
 
 def test_preprocess_fold_stacks_each_block_as_channels():
