@@ -15,7 +15,9 @@ Usage: python bench/input_speed.py [--data DIR] [--images 10000] [--batches 400]
 """
 
 import argparse
+import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,8 +38,6 @@ def rate(ds, batches, batch_size):
 
 def pillow_png(png: bytes) -> bytes:
     """The same pixels as `gen` encoded them before session 9: Pillow, a filter per row."""
-    import io
-
     from PIL import Image
 
     buf = io.BytesIO()
@@ -55,9 +55,7 @@ def pillow_copy(tf, sh, data, m, out):
                 png = ex.features.feature["image/png"].bytes_list
                 png.value[0] = pillow_png(png.value[0])
                 w.write(ex.SerializeToString())
-    with open(os.path.join(data, "dataset_info.json")) as f, \
-            open(os.path.join(out, "dataset_info.json"), "w") as g:
-        g.write(f.read())
+    shutil.copy(os.path.join(data, "dataset_info.json"), out)
 
 
 def main():
@@ -145,7 +143,7 @@ def main():
         for label, payloads in (
                 ("PNG decode alone, one core (ceiling per core)", pngs),
                 ("  the same, Pillow-encoded PNGs", [pillow_png(p.numpy()) for p in pngs])):
-            batch = tf.stack(list(payloads))
+            batch = tf.stack(payloads)
             one(batch)
             best = float("inf")
             for _ in range(5):  # best of 5: one pass is only ~0.2 s

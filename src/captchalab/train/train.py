@@ -114,8 +114,8 @@ def better(row: dict, best: dict | None, top: float | None = None) -> bool:
     accuracy so far (default: best's). An epoch within one standard error of `top`,
     sqrt(p(1-p)/n) on the row's n val samples (`val_samples`), counts as just as good, and then
     the later epoch is kept: it has trained longer, at the low end of the learning-rate
-    schedule. Near 99.5 % on 1000 val samples that error is 2 samples, and in three 15-minute
-    bench runs the earlier epoch kept by a stricter rule scored 6-8 samples in 10 000 worse on
+    schedule. Near 99.5 % on 1000 val samples that error is 2 samples, and in four 15-minute
+    bench runs the earlier epoch kept by a stricter rule scored 5-8 samples in 10 000 worse on
     test than the last one (docs/training.md). Measured against `top`, not `best`, so a slow
     decline cannot walk model.keras down one small step at a time."""
     if best is None:
