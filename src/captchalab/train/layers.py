@@ -68,16 +68,16 @@ class Jitter(keras.layers.Layer):
     def call(self, images, training=None):
         if not training or self.pixels == 0:
             return images
-        import tensorflow as tf
-
-        b, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+        shape = ops.shape(images)
+        b, h, w = shape[0], shape[1], shape[2]
         p = self.pixels
         dy = keras.random.randint((b, 1), -p, p + 1, seed=self.generator)
         dx = keras.random.randint((b, 1), -p, p + 1, seed=self.generator)
-        rows = tf.clip_by_value(tf.range(h)[None, :] - dy, 0, h - 1)
-        cols = tf.clip_by_value(tf.range(w)[None, :] - dx, 0, w - 1)
-        x = tf.gather(images, rows, axis=1, batch_dims=1)
-        return tf.gather(x, cols, axis=2, batch_dims=1)
+        rows = ops.clip(ops.arange(h)[None, :] - dy, 0, h - 1)  # [B, H]: source row of each row
+        cols = ops.clip(ops.arange(w)[None, :] - dx, 0, w - 1)
+        # plain Keras ops, so the layer runs on every backend (the GPU bench trains under JAX)
+        x = ops.take_along_axis(images, ops.broadcast_to(rows[:, :, None, None], shape), axis=1)
+        return ops.take_along_axis(x, ops.broadcast_to(cols[:, None, :, None], shape), axis=2)
 
     def compute_output_shape(self, input_shape):
         return input_shape
