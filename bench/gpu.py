@@ -367,20 +367,23 @@ def main():
     # 3. model alone, on one fixed batch
     sample = (tr_png[:sizes[-1]] if a.cache else decode_all(tr_png[:sizes[-1]], hw, a.threads))
     res["steps"] = []
-    for policy, bs in (("float32", sorted({sizes[0], sizes[-1]})), ("mixed_bfloat16", sizes)):
+    plan = [("float32", b, jit) for b in sorted({sizes[0], sizes[-1]})]
+    plan += [("mixed_bfloat16", b, jit) for b in sizes]
+    if res["backend"] == "tensorflow" and jit:  # JAX compiles every step whatever jit says
+        plan += [(p, batch, False) for p in ("float32", "mixed_bfloat16")]
+    for policy, b, xla in plan:
         keras.mixed_precision.set_global_policy(policy)
-        for b in bs:
-            rate, comp = step_speed(keras, m, charset, length, sample, tr_ids, b, a.seconds, jit)
-            res["steps"].append({"policy": policy, "batch": b, "img_per_s": round(rate),
-                                 "compile_s": round(comp, 1)})
-            log(f"train step, {policy:14s} batch {b:5d}: {rate:9,.0f} img/s "
-                f"(first step {comp:.1f} s)")
+        rate, comp = step_speed(keras, m, charset, length, sample, tr_ids, b, a.seconds, xla)
+        res["steps"].append({"policy": policy, "batch": b, "xla": xla or res["backend"] == "jax",
+                             "img_per_s": round(rate), "compile_s": round(comp, 1)})
+        log(f"train step, {policy:14s} batch {b:5d}{'' if xla else ' no XLA'}: {rate:9,.0f} "
+            f"img/s (first step {comp:.1f} s)")
 
     # 4. time to accuracy, default recipe, mixed precision
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     fed = min(res["input"][str(batch)],
               next(s["img_per_s"] for s in res["steps"]
-                   if s["policy"] == "mixed_bfloat16" and s["batch"] == batch))
+                   if s["policy"] == "mixed_bfloat16" and s["batch"] == batch and s["xla"] == jit))
     steps_per_s = fed / batch
     eval_steps = max(1, int(a.eval_every * steps_per_s))
     res["runs"] = []

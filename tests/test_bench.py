@@ -1,0 +1,34 @@
+"""Benchmark scripts run end to end at toy size (dry runs; the figures are not checked)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ENV
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_bench_gpu_dry_run_on_cpu(tmp_path):
+    """bench/gpu.py on the CPU under TensorFlow: every section runs and results.json holds them."""
+    env = {**ENV, "KERAS_BACKEND": "tensorflow"}
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu.py"), *map(str, ["--out", out,
+                    "--data", tmp_path / "data", "--train", 300, "--val", 50, "--test", 50,
+                    "--budgets", 2, "--eval-every", 1, "--batches", 16, "--batch", 16,
+                    "--seconds", 0.3, "--threads", 2])],
+                   check=True, env=env, cwd=ROOT, capture_output=True)
+    res = json.loads((out / "results.json").read_text())
+    assert res["backend"] == "tensorflow" and res["gen"]["samples"] == 400
+    assert set(res["input"]) == {"16", "256"}
+    assert {(s["policy"], s["xla"]) for s in res["steps"]} == {
+        ("float32", True), ("mixed_bfloat16", True), ("float32", False),
+        ("mixed_bfloat16", False)}
+    (run,) = res["runs"]
+    assert run["curve"] and run["test_samples"] == 50 and 0 <= run["test"]["seq_acc"] <= 1
+    assert (out / "accuracy-vs-time.png").stat().st_size > 10_000
+    assert not (tmp_path / "data").exists()  # the generated data is removed at the end
