@@ -19,7 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from captchalab.gen.generate import GenRequest, build_recipe, generate  # noqa: E402
+from captchalab.gen.generate import generate  # noqa: E402
+from captchalab.gen.recipe import GenRequest, build_recipe  # noqa: E402
 
 
 def run_once(recipe, engine, workers):

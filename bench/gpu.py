@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from captchalab.charset import Charset
+from captchalab.core.charset import Charset
 from captchalab.gen import shards as sh
 
 cv2.setNumThreads(1)  # each decoder thread decodes one batch; no nested pools
@@ -171,8 +171,8 @@ def input_speed(pngs, ids, hw, batch: int, threads: int, seconds: float) -> floa
 
 
 def build(keras, m, charset, length, steps: int, lr: float, jit: bool):
+    from captchalab.train.config import TrainConfig
     from captchalab.train.models import build_model, loss_for
-    from captchalab.train.train import TrainConfig
 
     d = TrainConfig()
     model = build_model(d.arch, (m["image"]["height"], m["image"]["width"]), d.downscale,
@@ -203,8 +203,8 @@ def step_speed(keras, m, charset, length, images, ids, batch: int, seconds: floa
 
 
 def accuracy(model, images, texts, charset):
-    from captchalab.eval.metrics import summary
-    from captchalab.train.ctc import decode
+    from captchalab.core.ctc import decode
+    from captchalab.core.metrics import summary
 
     logits = model.predict(images, batch_size=1000, verbose=0)
     preds, _ = decode(logits, charset)
@@ -309,7 +309,7 @@ def main():
 
     import keras
 
-    from captchalab.train.train import TrainConfig
+    from captchalab.train.config import TrainConfig
 
     d = TrainConfig()
     batch, lr = a.batch or d.batch_size, a.lr or d.lr

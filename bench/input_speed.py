@@ -3,11 +3,11 @@
 Reads the train split of a dataset (made here with `captchalab gen` unless --data is given) in
 training mode (parallel interleave, shuffle, batch, then parse + PNG decode to uint8 RGB per
 batch, prefetch) with no model attached; the same records with their PNGs re-encoded by Pillow
-(a filter chosen per row, mostly Paeth: what `gen` wrote before session 9; it now writes rows
+(a filter chosen per row, mostly Paeth: what `gen` wrote before commit 13f89ee; it now writes rows
 unfiltered), alternated with the first, best of 2 each; with `cache` (the split decoded into
 memory first; that pass is not timed); the model's own first layer (grey + 1/downscale, the
-default resample) on those batches; for comparison, in the same run, session 3's pipeline
-(parse + decode per image, then batch); then the on-the-fly stream (`--on-the-fly`), which
+default resample) on those batches; for comparison, in the same run, the pipeline from before
+commit 969b5c3 (parse + decode per image, then batch); then the on-the-fly stream (`--on-the-fly`), which
 renders every image anew. Last, one core's PNG decode rate alone (TensorFlow's decoder on
 in-memory PNGs, no tf.data), the ceiling per core of any pipeline over these payloads, for both
 encodings.
@@ -37,7 +37,7 @@ def rate(ds, batches, batch_size):
 
 
 def pillow_png(png: bytes) -> bytes:
-    """The same pixels as `gen` encoded them before session 9: Pillow, a filter per row."""
+    """The same pixels as `gen` encoded them before commit 13f89ee: Pillow, a filter per row."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -70,15 +70,15 @@ def main():
         if not a.data:
             subprocess.run([sys.executable, "-m", "captchalab", "gen", "--out", data, "--train",
                             str(a.images), "-q"], check=True)
-        from captchalab.tfimport import import_tensorflow
+        from captchalab.core.tfimport import import_tensorflow
 
         import_tensorflow()
         import tensorflow as tf
 
+        from captchalab.core.layers import Preprocess
         from captchalab.gen import shards as sh
+        from captchalab.train.config import TrainConfig
         from captchalab.train.input import shard_dataset
-        from captchalab.train.layers import Preprocess
-        from captchalab.train.train import TrainConfig
 
         m = sh.read_manifest(data)
         d, resample = TrainConfig().downscale, TrainConfig().resample
@@ -91,7 +91,7 @@ def main():
         for rnd in range(2):  # alternated, so drift on a shared machine hits both alike
             for label, src, kw in (
                     ("batch, then parse + decode per batch (default)", data, {}),
-                    ("  the same, Pillow-encoded PNGs (before session 9)", old, {}),
+                    ("  the same, Pillow-encoded PNGs (before 13f89ee)", old, {}),
                     ("--cache (decoded into memory)", data, dict(cache=True))):
                 if rnd and kw:
                     continue
@@ -112,7 +112,7 @@ def main():
         spec = {"image/png": tf.io.FixedLenFeature([], tf.string),
                 "label/ids": tf.io.VarLenFeature(tf.int64)}
 
-        def per_image(raw):  # session 3's pipeline: one parse + decode call per record
+        def per_image(raw):  # the pipeline before 969b5c3: one parse + decode call per record
             ex = tf.io.parse_single_example(raw, spec)
             ids = tf.cast(tf.sparse.to_dense(ex["label/ids"]), tf.int32)
             img = tf.io.decode_png(ex["image/png"], channels=3)
@@ -124,7 +124,7 @@ def main():
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
               .map(per_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
               .shuffle(8192).batch(a.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        label = "session 3: parse + decode per image, then batch"
+        label = "per image (before 969b5c3): parse + decode, batch"
         print(f"{label:52s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
         from captchalab.train.input import stream_dataset
 

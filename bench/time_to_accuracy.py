@@ -37,7 +37,7 @@ def cli_json(*args):
 
 def test_count(data_dir):
     """Samples in the test split of the dataset at `data_dir`; None if there is none."""
-    from captchalab.errors import UsageError
+    from captchalab.core.errors import UsageError
     from captchalab.gen.shards import read_manifest
 
     try:

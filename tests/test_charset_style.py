@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from captchalab.charset import Charset, parse_charset
-from captchalab.errors import UsageError
+from captchalab.core.charset import Charset, parse_charset
+from captchalab.core.errors import UsageError
 from captchalab.gen.style import KNOBS, Style, draw, parse_range, preset, resolve_style
 
 

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from captchalab.errors import UsageError
-from captchalab.eval.metrics import aligned_pairs, position_hits
+from captchalab.core.errors import UsageError
+from captchalab.core.metrics import aligned_pairs, position_hits
 from conftest import cli
 
 
@@ -181,7 +181,7 @@ def test_predict_cli(run, pngs, tmp_path):
 
 def test_test_time_augmentation_through_eval_and_predict(run, small_dataset, pngs, tmp_path):
     import captchalab
-    from captchalab.train.ctc import decode_views
+    from captchalab.core.ctc import decode_views
 
     p = cli("eval", "--model", run, "--data", small_dataset, "--tta", "--out", tmp_path / "r")
     assert p.stdout.startswith("test split: 20 samples, greedy, test-time augmentation")

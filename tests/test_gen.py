@@ -137,6 +137,10 @@ def test_verify_ok_and_catches_truncation_and_flipped_byte(tmp_path, small_datas
     assert "captcha-train.tfrecord-00001-of-00003: record " in p.stderr
     assert "checksum mismatch" in p.stderr
     assert "captcha-val.tfrecord-00000-of-00001: record 19 " in p.stderr and "truncated" in p.stderr
+    # damaged data is exit 1 (not a usage error) with one line naming the shard, in every verb
+    p = cli("export", d, "--png", tmp_path / "png", check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1
+    assert "captcha-" in p.stderr and ".tfrecord-" in p.stderr
 
 
 def test_show_writes_sheet_and_rerenders_a_sample(tmp_path, small_dataset):
@@ -271,7 +275,7 @@ def test_reading_a_damaged_shard_names_it(tmp_path, small_dataset):
     victim = d / "captcha-train.tfrecord-00000-of-00003"
     victim.write_bytes(victim.read_bytes()[:5000])
     p = cli("show", d, "-n", 30, "--out", tmp_path / "s.png", check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "Traceback" not in p.stderr  # damaged data, not a usage error
     assert len(p.stderr.strip().splitlines()) == 1 and victim.name in p.stderr
 
 

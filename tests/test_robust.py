@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from captchalab.errors import UsageError
+from captchalab.core.errors import UsageError
 from conftest import cli, record_hashes
 
 
@@ -117,3 +117,24 @@ def test_study_with_test_time_augmentation(run, tmp_path):
     preds = captchalab.load(run).predict(list(images), tta=True)
     want = json.loads(json.dumps(accuracy(truths, [p.text for p in preds])))
     assert r["clean"]["results"]["run"] == want
+
+
+def test_mce_against_a_hand_worked_case():
+    """Two corruptions x two severities; CE and mCE worked out by hand (ImageNet-C's definition)."""
+    from captchalab.eval.robust import summarize
+
+    def rows(*pairs):  # (model A accuracy, baseline B accuracy) per severity
+        return [{"severity": s + 1, "results": {"A": {"seq_acc": a}, "B": {"seq_acc": b}}}
+                for s, (a, b) in enumerate(pairs)]
+
+    report = {"baseline": "B", "models": [{"name": "A"}, {"name": "B"}],
+              "clean": {"results": {"A": {"seq_acc": 0.9}, "B": {"seq_acc": 0.8}}},
+              "corruptions": {"blur": rows((0.8, 0.6), (0.6, 0.4)),   # errors 0.2+0.4 vs 0.4+0.6
+                              "jpeg": rows((0.9, 0.9), (0.7, 0.8))}}  # errors 0.1+0.3 vs 0.1+0.2
+    s = summarize(report)
+    assert s["A"]["CE"]["blur"] == pytest.approx(0.6 / 1.0)
+    assert s["A"]["CE"]["jpeg"] == pytest.approx(0.4 / 0.3)
+    assert s["A"]["mCE"] == pytest.approx((0.6 + 4 / 3) / 2)
+    assert s["B"]["mCE"] == pytest.approx(1.0)
+    assert s["A"]["mean_corruption_seq_acc"] == pytest.approx(0.75)
+    assert s["A"]["retained"] == pytest.approx(0.75 / 0.9)

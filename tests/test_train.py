@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from captchalab.charset import Charset
-from captchalab.eval.metrics import (
+from captchalab.core.charset import Charset
+from captchalab.core.metrics import (
     character_accuracy,
     character_error_rate,
     sequence_accuracy,
@@ -42,7 +42,7 @@ def _logits(steps, k=4):
     ([2, 2, 2, 1], "ba"),
 ])
 def test_ctc_decoding_greedy_and_beam(steps, text):
-    from captchalab.train.ctc import decode
+    from captchalab.core.ctc import decode
     cs = Charset("abc")
     assert decode(_logits(steps), cs)[0] == [text]
     assert decode(_logits(steps), cs, beam_width=4)[0] == [text]
@@ -53,7 +53,7 @@ def _log(probs):
 
 
 def test_ctc_likelihood_and_test_time_views_hand_worked():
-    from captchalab.train.ctc import decode_views, log_likelihood, shift, tta_shifts
+    from captchalab.core.ctc import decode_views, log_likelihood, shift, tta_shifts
 
     cs = Charset("a")
     # view 1, T = 2: p(blank), p(a) = (.4, .6) then (.3, .7). p("a") sums the alignments
@@ -99,7 +99,7 @@ def test_pipeline_shapes_and_dtypes(small_dataset):
 
 
 def test_preprocess_layer_is_grey_and_a_box_average():
-    from captchalab.train.layers import GREY, Preprocess
+    from captchalab.core.layers import GREY, Preprocess
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2, 7, 10, 3), dtype=np.uint8)
@@ -112,7 +112,7 @@ def test_preprocess_layer_is_grey_and_a_box_average():
 
 
 def test_best_epoch_is_val_sequence_accuracy_within_its_noise_the_later_epoch():
-    from captchalab.train.train import better, note_epoch
+    from captchalab.train.config import better, note_epoch
 
     e1 = {"val_seq_acc": 0.99, "val_loss": 0.01}
     assert better(e1, None)
@@ -132,7 +132,7 @@ def test_best_epoch_is_val_sequence_accuracy_within_its_noise_the_later_epoch():
 
 
 def test_patience_counts_from_the_last_gain_not_from_a_tie():
-    from captchalab.train.train import note_epoch, patience_ran_out
+    from captchalab.train.config import note_epoch, patience_ran_out
 
     state = {"best": None}
     kept = []
@@ -149,7 +149,7 @@ def test_patience_counts_from_the_last_gain_not_from_a_tie():
 
 
 def test_preprocess_fold_stacks_each_block_as_channels():
-    from captchalab.train.layers import GREY, Preprocess
+    from captchalab.core.layers import GREY, Preprocess
 
     x = np.random.default_rng(1).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     y = np.asarray(Preprocess(2, "fold")(x))

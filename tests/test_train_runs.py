@@ -89,8 +89,9 @@ def test_resume_after_kill_9_continues_from_the_last_checkpoint(small_dataset, d
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_dataset, tmp_path):
     import keras
 
-    from captchalab.errors import RunFailed
-    from captchalab.train.train import TrainConfig, train
+    from captchalab.core.errors import RunFailed
+    from captchalab.train.config import TrainConfig
+    from captchalab.train.train import train
 
     class Poison(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -159,7 +160,7 @@ def test_batched_parse_pads_variable_length_labels_and_decodes_exactly(variable_
 
     from PIL import Image
 
-    from captchalab.charset import Charset
+    from captchalab.core.charset import Charset
     from captchalab.gen import shards as sh
     from captchalab.train.input import shard_dataset
 
@@ -190,14 +191,14 @@ def test_augmentation_acts_in_training_only(small_dataset):
     plain = model.get_layer("preprocess")(x)
     aug = model.get_layer("augment")
     train, infer = np.asarray(aug(plain, training=True)), np.asarray(aug(plain, training=False))
-    assert train.shape == plain.shape == (8, 30, 80, 1) and train.dtype == np.float32
+    assert train.shape == plain.shape == (8, 30, 80, 4) and train.dtype == np.float32  # fold
     assert 0.0 <= train.min() and train.max() <= 1.0
     np.testing.assert_array_equal(infer, np.asarray(plain))
     assert np.abs(train - np.asarray(plain)).mean() > 0.01
 
 
 def test_jitter_shifts_whole_pixels_in_training_only():
-    from captchalab.train.layers import Jitter
+    from captchalab.core.layers import Jitter
 
     x = np.random.default_rng(0).integers(0, 256, (64, 12, 20, 3), dtype=np.uint8)
     jit = Jitter(2, seed=1)
@@ -294,3 +295,17 @@ def test_ctc_archs_give_one_logit_row_per_time_step(arch):
     assert logits.dtype == np.float32
     grus = [la for la in model.layers if isinstance(la, keras.layers.Bidirectional)]
     assert (len(grus) == 0) == (arch == "crnn-conv")
+
+
+def test_a_model_learns_a_tiny_task(tmp_path):
+    """Not plumbing: two digits, 4000 samples, three epochs (~50 s); the default model must read
+    at least 90 % of 200 val captchas, whose labels it never saw. At lr 1e-3 two runs read
+    0.80-0.84 after the first epoch and 0.99-1.0 after the third. At the default 3e-3 a schedule
+    this short sometimes anneals before the CTC loss leaves its all-blank plateau."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    cli("gen", "--out", data, "--charset", "0-9", "--length", 2, "--train", 4000, "--val", 200,
+        "-q", "--workers", 2)
+    cli("train", "--data", data, "--out", run, "--epochs", 3, "--batch-size", 16, "--lr", 0.001,
+        "-q")
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["top"] >= 0.9, state["history"]

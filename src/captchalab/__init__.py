@@ -1,6 +1,8 @@
 """captchalab: synthetic captcha datasets, CTC recognizers and robustness studies."""
 
-__version__ = "0.1.0"
+from captchalab.core import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(run_dir):

@@ -8,10 +8,10 @@ import sys
 
 import click
 
-from captchalab.errors import RunFailed, UsageError
+from captchalab.core.errors import DataError, RunFailed, UsageError
 from captchalab.gen.style import KNOBS
+from captchalab.train.config import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
 from captchalab.train.models import RESAMPLE
-from captchalab.train.train import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
 
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
                   "style", "style_file", "smooth", "seed", "shard_size", *KNOBS)
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     except UsageError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except RunFailed as e:
+    except (RunFailed, DataError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     except click.exceptions.NoArgsIsHelpError as e:
@@ -103,7 +103,8 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
     byte-identical records whatever --workers and --shard-size are. Knobs take a fixed
     value (30) or a range drawn per sample (10-40).
     """
-    from captchalab.gen.generate import GenRequest, build_recipe, generate
+    from captchalab.gen.generate import generate
+    from captchalab.gen.recipe import GenRequest, build_recipe
     from captchalab.gen.shards import read_manifest
     from captchalab.gen.style import resolve_style
 
@@ -126,23 +127,22 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
                          style_name=style, counts={"train": train, "val": val, "test": test},
                          seed=seed, shard_size=shard_size)
         recipe = build_recipe(req)
-    m = generate(recipe, out, workers=workers, resume=resume, overwrite=overwrite,
-                 command=_command_line(), progress=not quiet, engine=engine, address=address)
-    st = m["_stats"]
-    rate = st["rendered"] / st["seconds"] if st["seconds"] > 0 else 0.0
+    m, st = generate(recipe, out, workers=workers, resume=resume, overwrite=overwrite,
+                     command=_command_line(), progress=not quiet, engine=engine, address=address)
+    rate = st.rendered / st.seconds if st.seconds > 0 else 0.0
     counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
-    reused = f"; {st['reused_shards']} shards kept from before" if st["reused_shards"] else ""
-    click.echo(f"wrote {out}: {counts} ({st['rendered']} rendered in {st['seconds']:.1f} s, "
+    reused = f"; {st.reused_shards} shards kept from before" if st.reused_shards else ""
+    click.echo(f"wrote {out}: {counts} ({st.rendered} rendered in {st.seconds:.1f} s, "
                f"{rate:.0f} img/s{reused})")
 
 
 def _has_manifest(out):
-    from captchalab import storage
+    from captchalab.core import storage
     return storage.exists(storage.join(out, "dataset_info.json"))
 
 
 def _stored_recipe(manifest, out):
-    from captchalab.gen.generate import RECIPE_KEYS
+    from captchalab.gen.recipe import RECIPE_KEYS
     if manifest is None:
         raise UsageError(f"--resume: {out} holds no interrupted dataset (no dataset_info.json)")
     if manifest.get("source") != "generated":
@@ -293,7 +293,8 @@ def train(ctx, data, out, resume, quiet, **opts):
     """Train a recognizer on a dataset or a live stream; val accuracy is measured every epoch."""
     from click.core import ParameterSource
 
-    from captchalab.train.train import TrainConfig, parse_duration, resume_config
+    from captchalab.train.config import TrainConfig, parse_duration
+    from captchalab.train.rundir import resume_config
     from captchalab.train.train import train as run_training
 
     if resume:

@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageFilter
 
-from captchalab.errors import UsageError, suggest
+from captchalab.core.errors import UsageError, suggest
 
 
 def _f(x):

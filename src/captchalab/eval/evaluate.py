@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from captchalab.errors import UsageError
+from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 
 BATCH = 256
@@ -56,7 +56,7 @@ def folder_source(folder: str, config: dict, run_dir: str, resize: bool, skip_ba
     Labels outside the model's charset are refused up front; unreadable files are refused, or
     skipped with a warning when `skip_bad`; images of another size need `resize`.
     """
-    from captchalab.charset import Charset
+    from captchalab.core.charset import Charset
     from captchalab.eval.predictor import read_file
     from captchalab.gen.folders import list_labelled
 
@@ -82,40 +82,17 @@ def _warn(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None,
-             split: str = "test", beam_width: int = 0, tta: bool = False,
-             out: str | None = None,
-             resize: bool = False, skip_bad: bool = False, progress: bool = True,
-             warn=_warn) -> tuple[dict, dict]:
-    """Score `run_dir` on `data` (a split) or `images` (a labelled folder); write the report.
-
-    out: report folder (default RUN/eval/NAME-SPLIT, replaced files only).
-    Returns (report dict as in report.json, {kind: path} of the files written).
-    """
+def read_all(recognizer, samples, count: int, beam_width: int, tta: bool, with_style: bool,
+             progress: bool):
+    """Read every (rgb, truth, name, style) sample in batches of BATCH. Returns truths,
+    predictions, confidences, names, style values by key, and the GALLERY most confident errors
+    as (confidence, sample number, image)."""
     from tqdm import tqdm
 
-    from captchalab.eval.predictor import load, read_config
-    from captchalab.eval.report import GALLERY, build_report, write_report
-
-    if (data is None) == (images is None):
-        raise UsageError("give one of --data DIR (a dataset split) or --images FOLDER")
-    path = data if data is not None else images
-    if not os.path.isdir(path):
-        raise UsageError(f"{path} is not a folder; give a dataset (--data) or a folder of "
-                         "labelled images (--images)")
-    config = read_config(run_dir)
-    if data is not None:  # data checked before TensorFlow loads
-        count, what, samples = dataset_source(data, split, config, run_dir)
-    else:
-        count, what, samples = folder_source(images, config, run_dir, resize, skip_bad, warn)
-    name = os.path.basename(os.path.normpath(path)) + (f"-{split}" if data is not None else "")
-    out = out or os.path.join(run_dir, "eval", name)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file; give a folder for the report")
-    recognizer = load(run_dir)
+    from captchalab.eval.report import GALLERY
 
     truths, preds, confs, names = [], [], [], []
-    meta = {k: [] for k in STYLE_KEYS} if data is not None else {}
+    meta = {k: [] for k in STYLE_KEYS} if with_style else {}
     worst = []  # (confidence, sample number, image) of errors, pruned to the GALLERY most confident
     batch = []
 
@@ -144,6 +121,41 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
         if batch:
             bar.update(len(batch))
             flush()
+    return truths, preds, confs, names, meta, worst
+
+
+def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None,
+             split: str = "test", beam_width: int = 0, tta: bool = False,
+             out: str | None = None,
+             resize: bool = False, skip_bad: bool = False, progress: bool = True,
+             warn=_warn) -> tuple[dict, dict]:
+    """Score `run_dir` on `data` (a split) or `images` (a labelled folder); write the report.
+
+    out: report folder (default RUN/eval/NAME-SPLIT, replaced files only).
+    Returns (report dict as in report.json, {kind: path} of the files written).
+    """
+    from captchalab.eval.predictor import load, read_config
+    from captchalab.eval.report import build_report, write_report
+
+    if (data is None) == (images is None):
+        raise UsageError("give one of --data DIR (a dataset split) or --images FOLDER")
+    path = data if data is not None else images
+    if not os.path.isdir(path):
+        raise UsageError(f"{path} is not a folder; give a dataset (--data) or a folder of "
+                         "labelled images (--images)")
+    config = read_config(run_dir)
+    if data is not None:  # data checked before TensorFlow loads
+        count, what, samples = dataset_source(data, split, config, run_dir)
+    else:
+        count, what, samples = folder_source(images, config, run_dir, resize, skip_bad, warn)
+    name = os.path.basename(os.path.normpath(path)) + (f"-{split}" if data is not None else "")
+    out = out or os.path.join(run_dir, "eval", name)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file; give a folder for the report")
+    recognizer = load(run_dir)
+
+    truths, preds, confs, names, meta, worst = read_all(recognizer, samples, count, beam_width,
+                                                        tta, data is not None, progress)
     if not truths:
         raise UsageError(f"{path}: no readable images to score")
     context = {"model": {"run": os.path.abspath(run_dir), "arch": config["arch"],

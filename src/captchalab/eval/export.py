@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 
-from captchalab.errors import UsageError
+from captchalab.core.errors import UsageError
 
 FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
 
@@ -31,7 +31,7 @@ def _sidecar(rec) -> dict:
 
 def export_model(run_dir: str, fmt: str, out: str | None = None, overwrite: bool = False) -> str:
     """Write `fmt` for the run into `out` (default RUN/export/FMT); returns the model's path."""
-    from captchalab.errors import suggest
+    from captchalab.core.errors import suggest
 
     if fmt not in FORMATS:
         raise UsageError(f"--format: unknown '{fmt}'{suggest(fmt, FORMATS)} "

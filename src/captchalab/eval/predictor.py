@@ -7,16 +7,14 @@ model does its own grey conversion and downscale, so what goes in is the picture
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from captchalab.charset import Charset
-from captchalab.errors import UsageError
-
-INPUT_VERSION = 2  # runs whose model takes uint8 RGB at the dataset's size (config "input")
+from captchalab.core.charset import Charset
+from captchalab.core.errors import UsageError
+from captchalab.core.runconfig import read_run_config
 
 
 @dataclass(frozen=True)
@@ -31,21 +29,16 @@ def read_config(run_dir: str) -> dict:
     if not os.path.isfile(cfg_path) or not os.path.isfile(model_path):
         raise UsageError(f"--model {run_dir} is not a trained captchalab run "
                          "(needs config.json and model.keras)")
-    with open(cfg_path) as f:
-        config = json.load(f)
-    if config.get("input", {}).get("version") != INPUT_VERSION:
-        raise UsageError(f"--model {run_dir} was trained by an older captchalab whose models "
-                         "take pre-scaled grey images; retrain it with this version")
-    return config
+    return read_run_config(run_dir)
 
 
 def load_keras_model(run_dir: str):
-    from captchalab.tfimport import import_tensorflow
+    from captchalab.core.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras
 
-    import captchalab.train.layers  # noqa: F401  (registers Preprocess for deserialisation)
+    import captchalab.core.layers  # noqa: F401  (registers Preprocess for deserialisation)
 
     return keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
 
@@ -156,17 +149,17 @@ class Recognizer:
 
     def decode(self, logits, beam_width: int = 0):
         """Logits -> (texts, confidences) with this model's kind and charset."""
-        from captchalab.train.ctc import decode_output
+        from captchalab.core.ctc import decode_output
 
         return decode_output(self.kind, logits, self.charset, beam_width)
 
     def read(self, batch: np.ndarray, beam_width: int = 0, tta: bool = False):
         """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
-        the model's downscale grid (`train.ctc.tta_shifts`: 4 views at the default 1/2) and
-        combine the views (`train.ctc.decode_views`); costs that many forward passes."""
+        the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2) and
+        combine the views (`core.ctc.decode_views`); costs that many forward passes."""
         if not tta:
             return self.decode(self.logits(batch), beam_width)
-        from captchalab.train.ctc import decode_views, shift, tta_shifts
+        from captchalab.core.ctc import decode_views, shift, tta_shifts
 
         shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))
         logits = self.logits(np.concatenate([shift(batch, dy, dx) for dy, dx in shifts]))

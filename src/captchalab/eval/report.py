@@ -10,7 +10,9 @@ from collections import Counter
 
 import numpy as np
 
-from captchalab.eval.metrics import aligned_pairs, character_error_rate, kept_characters
+from captchalab.core.metrics import aligned_pairs, character_error_rate, kept_characters
+from captchalab.core.plot import pyplot
+from captchalab.core.storage import write_atomic
 
 SCHEMA = "captchalab.eval.report/1"
 TOP_CONFUSIONS = 20  # character pairs listed in the report
@@ -188,13 +190,6 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_confusions(report: dict, path: str) -> None:
     """Heatmap of errors: truth character (rows) against predicted (columns), matches left out."""
     plt = pyplot()
@@ -258,8 +253,6 @@ def write_report(report: dict, out_dir: str, gallery: list[tuple[np.ndarray, dic
                  f"{report['errors_total']}): truth → prediction (confidence)")
     with open(os.path.join(out_dir, files["markdown"]), "w") as f:
         f.write(markdown(report))
-    tmp = os.path.join(out_dir, "report.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, os.path.join(out_dir, files["json"]))
+    write_atomic(os.path.join(out_dir, files["json"]),
+                 json.dumps(report, indent=1, ensure_ascii=False))
     return {k: os.path.join(out_dir, v) for k, v in files.items()}

@@ -16,7 +16,8 @@ import sys
 
 import numpy as np
 
-from captchalab.errors import UsageError, suggest
+from captchalab.core.errors import UsageError, suggest
+from captchalab.core.storage import write_atomic
 from captchalab.gen.style import KNOBS
 
 SCHEMA = "captchalab.robust/1"
@@ -39,7 +40,7 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
 def base_recipe(config: dict, run_dir: str, base_data: str | None) -> dict:
     """The recipe the model was trained on (on-the-fly recipe or its dataset's manifest)."""
     from captchalab.gen import shards as sh
-    from captchalab.gen.generate import RECIPE_KEYS
+    from captchalab.gen.recipe import RECIPE_KEYS
 
     if base_data:
         m = sh.read_manifest(base_data)
@@ -60,7 +61,7 @@ def base_recipe(config: dict, run_dir: str, base_data: str | None) -> dict:
 
 def variant(base: dict, samples: int, axis: str | None = None, value: str | None = None) -> dict:
     """A test-split recipe equal to `base` except for one axis; validated as `gen` validates."""
-    from captchalab.gen.generate import GenRequest, build_recipe
+    from captchalab.gen.recipe import GenRequest, build_recipe
     from captchalab.gen.style import Style, apply_overrides
 
     style = Style.from_json(base["style"])
@@ -85,7 +86,8 @@ def recipe_key(recipe: dict) -> str:
 def render_set(recipe: dict, sets_dir: str, workers: int | None) -> str:
     """Shards of `recipe` under sets_dir/KEY, rendered unless a complete copy is there."""
     from captchalab.gen import shards as sh
-    from captchalab.gen.generate import RECIPE_KEYS, generate
+    from captchalab.gen.generate import generate
+    from captchalab.gen.recipe import RECIPE_KEYS
 
     d = os.path.join(sets_dir, recipe_key(recipe))
     if os.path.exists(os.path.join(d, sh.MANIFEST)):
@@ -126,20 +128,13 @@ def _names(runs: list[str]) -> list[str]:
     return base if len(set(base)) == len(base) else [os.path.normpath(r) for r in runs]
 
 
-def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]], corruptions: list[str],
-          severities: list[int], samples: int, out: str, baseline: str | None = None,
-          base_data: str | None = None, workers: int | None = None, tta: bool = False,
-          echo=None) -> dict:
-    """Run the whole study and write OUT/robust.json, robust.md and the PNGs; returns the report.
-
-    Everything is checked (models, base recipe, every set's recipe) before anything is rendered.
-    tta: every model reads every image with test-time augmentation.
-    """
-    from captchalab.charset import Charset
-    from captchalab.eval.corruptions import corrupt
+def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, out: str,
+                 base_data: str | None):
+    """Check the models, the base recipe and every set's recipe before anything is rendered.
+    Returns (runs with the baseline added, baseline, configs, base recipe, plan of sets)."""
+    from captchalab.core.charset import Charset
     from captchalab.eval.predictor import read_config
 
-    echo = echo or (lambda m: print(m, file=sys.stderr))
     if samples < 1:
         raise UsageError(f"--samples: {samples}; must be at least 1")
     if len(set(map(os.path.normpath, runs))) != len(runs):
@@ -169,7 +164,23 @@ def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]], corruptions: 
                                  "output; sweep the charset within the model's")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; give a folder for the study")
+    return runs, baseline, configs, base, plan
 
+
+def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]], corruptions: list[str],
+          severities: list[int], samples: int, out: str, baseline: str | None = None,
+          base_data: str | None = None, workers: int | None = None, tta: bool = False,
+          echo=None) -> dict:
+    """Run the whole study and write OUT/robust.json, robust.md and the PNGs; returns the report.
+
+    Everything is checked (models, base recipe, every set's recipe) before anything is rendered.
+    tta: every model reads every image with test-time augmentation.
+    """
+    from captchalab.eval.corruptions import corrupt
+
+    echo = echo or (lambda m: print(m, file=sys.stderr))
+    runs, baseline, configs, base, plan = checked_plan(runs, baseline, sweeps, samples, out,
+                                                       base_data)
     from captchalab.eval.predictor import load
 
     names = _names(runs)
@@ -255,7 +266,7 @@ def _num(values):
 
 
 def plot_sweep(report: dict, axis: str, path: str) -> None:
-    from captchalab.eval.report import pyplot
+    from captchalab.core.plot import pyplot
 
     plt = pyplot()
     rows = report["sweeps"][axis]
@@ -287,7 +298,7 @@ def plot_sweep(report: dict, axis: str, path: str) -> None:
 
 
 def plot_corruptions(report: dict, heat_path: str, lines_path: str) -> None:
-    from captchalab.eval.report import pyplot
+    from captchalab.core.plot import pyplot
 
     plt = pyplot()
     cs = list(report["corruptions"])
@@ -392,8 +403,5 @@ def write_study(report: dict, out: str) -> dict:
     report["files"] = files
     with open(os.path.join(out, files["markdown"]), "w") as f:
         f.write(markdown(report, files))
-    tmp = os.path.join(out, "robust.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, os.path.join(out, files["json"]))
+    write_atomic(os.path.join(out, files["json"]), json.dumps(report, indent=1))
     return files

@@ -6,8 +6,8 @@ import csv
 import os
 import time
 
-from captchalab.charset import Charset
-from captchalab.errors import UsageError
+from captchalab.core.charset import Charset
+from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
@@ -104,25 +104,8 @@ def load_rgb(path: str, size=None):
     return im
 
 
-def import_folder(folder: str, out: str, *, charset: str | None = None, size: str | None = None,
-                  split: str = "test", shard_size: int = 1000, overwrite: bool = False,
-                  command: str = "") -> dict:
-    """Labelled images -> shards + manifest in the same format `gen` writes."""
-    import math
-
-    from captchalab.gen.generate import parse_size, prepare_out_dir, versions
-    from captchalab.gen.render import png_bytes
-
-    if shard_size <= 0:
-        raise UsageError(f"--shard-size: {shard_size}; must be a positive number of records")
-    items = list_labelled(folder, split)
-    labels = [lab for _, lab, _ in items]
-    cs = Charset.parse(charset) if charset else Charset("".join(sorted(set("".join(labels)))))
-    for p, lab, _ in items:
-        bad = cs.missing(lab)
-        if bad:
-            raise UsageError(f"{p}: label {lab!r} has {bad!r}, not in --charset {cs.chars!r}")
-    target = parse_size(size) if size else None
+def _load_all(items, target):
+    """The images of `items` as RGB, resized to `target` (w, h) when given; else all one size."""
     images = []
     for p, _, _ in items:
         im = load_rgb(p, target)
@@ -131,13 +114,16 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
                 f"images differ in size ({items[0][0]} is {images[0].size[0]}x{images[0].size[1]}, "
                 f"{p} is {im.size[0]}x{im.size[1]}); give --size WxH to resize them")
         images.append(im)
-    w, h = images[0].size
-    prepare_out_dir(out, resume=False, overwrite=overwrite)
-    os.makedirs(out, exist_ok=True)
-    for name in os.listdir(out):
-        if name == sh.MANIFEST or name.startswith(sh.TMP_PREFIX) or sh.SHARD_RE.match(name):
-            os.remove(os.path.join(out, name))
+    return images
 
+
+def _write_splits(folder, out, items, images, cs, shard_size) -> dict:
+    """Shards of each split; returns the manifest's "splits" (count and shard entries)."""
+    import math
+
+    from captchalab.gen.render import png_bytes
+
+    w, h = images[0].size
     splits = {}
     for s in SPLIT_NAMES:
         members = [(p, lab, im) for (p, lab, sp), im in zip(items, images, strict=True) if sp == s]
@@ -155,6 +141,32 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
                         extra={"source/file": os.path.relpath(p, folder)}))
                 entries.append(wr.commit())
         splits[s] = {"count": len(members), "shards": entries}
+    return splits
+
+
+def import_folder(folder: str, out: str, *, charset: str | None = None, size: str | None = None,
+                  split: str = "test", shard_size: int = 1000, overwrite: bool = False,
+                  command: str = "") -> dict:
+    """Labelled images -> shards + manifest in the same format `gen` writes."""
+    from captchalab.gen.generate import clear_dataset, prepare_out_dir
+    from captchalab.gen.recipe import parse_size, versions
+
+    if shard_size <= 0:
+        raise UsageError(f"--shard-size: {shard_size}; must be a positive number of records")
+    items = list_labelled(folder, split)
+    labels = [lab for _, lab, _ in items]
+    cs = Charset.parse(charset) if charset else Charset("".join(sorted(set("".join(labels)))))
+    for p, lab, _ in items:
+        bad = cs.missing(lab)
+        if bad:
+            raise UsageError(f"{p}: label {lab!r} has {bad!r}, not in --charset {cs.chars!r}")
+    target = parse_size(size) if size else None
+    images = _load_all(items, target)
+    w, h = images[0].size
+    prepare_out_dir(out, resume=False, overwrite=overwrite)
+    os.makedirs(out, exist_ok=True)
+    clear_dataset(out)
+    splits = _write_splits(folder, out, items, images, cs, shard_size)
     lengths = [len(lab) for lab in labels]
     manifest = {
         "format": sh.FORMAT,

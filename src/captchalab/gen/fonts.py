@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from captchalab.errors import UsageError, suggest
+from captchalab.core.errors import UsageError, suggest
 
 
 def _captcha_data() -> str:

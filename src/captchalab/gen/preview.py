@@ -6,16 +6,10 @@ import io
 import itertools
 import os
 
-from captchalab import storage
-from captchalab.errors import UsageError
+from captchalab.core import storage
+from captchalab.core.errors import UsageError
+from captchalab.core.plot import pyplot
 from captchalab.gen import shards as sh
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def _image(png: bytes):
@@ -32,7 +26,7 @@ def contact_sheet(data_dir: str, out: str | None, count: int, split: str | None)
     if not records:
         raise UsageError(f"--split {split} holds no records")
     out = out or storage.join(data_dir, "preview.png")
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(6, len(records))
     rows = -(-len(records) // cols)
     w, h = m["image"]["width"], m["image"]["height"]

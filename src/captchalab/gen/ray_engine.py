@@ -12,9 +12,10 @@ import contextlib
 import os
 import tempfile
 
-from captchalab import storage
-from captchalab.errors import RunFailed, UsageError
-from captchalab.gen.generate import render_shard
+from captchalab.core import storage
+from captchalab.core.errors import RunFailed, UsageError
+from captchalab.gen.engines import render_shard
+from captchalab.gen.recipe import versions
 
 TASK_RETRIES = 3  # times Ray re-runs a shard whose worker died (crash, OOM kill, lost node)
 FONT_CACHE = os.path.join(tempfile.gettempdir(), "captchalab-fonts")  # fonts shipped to workers
@@ -54,10 +55,7 @@ def _localise_fonts(recipe: dict, boxed_fonts: list) -> dict:
             path = os.path.join(FONT_CACHE, f["sha256"] + os.path.splitext(f["path"])[1])
             if not _font_here(path, f["sha256"]):
                 os.makedirs(FONT_CACHE, exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "wb") as out:
-                    out.write(shipped[f["sha256"]])
-                os.replace(tmp, path)
+                storage.write_atomic(path, shipped[f["sha256"]])
                 _checked_fonts[(path, f["sha256"])] = True
         fonts.append({**f, "path": path})
     return {**recipe, "fonts": fonts}
@@ -72,7 +70,6 @@ def check_versions(driver: dict) -> None:
     """Refuse to render on a node whose libraries differ from the driver's."""
     global _node_versions
     if _node_versions is None:
-        from captchalab.gen.generate import versions
         _node_versions = versions()
     diff = [f"{k} {_node_versions.get(k)} (driver: {driver.get(k)})" for k in BYTE_VERSIONS
             if _node_versions.get(k) != driver.get(k)]
@@ -128,7 +125,6 @@ def session(address: str | None, workers: int):
 
 def run_tasks(ray, recipe, todo, out_dir, bar, results) -> None:
     """Render the shards in `todo` as Ray tasks; fills `results` (file -> manifest entry)."""
-    from captchalab.gen.generate import versions
 
     if not storage.is_url(out_dir):
         out_dir = os.path.abspath(out_dir)  # workers do not share the driver's cwd
@@ -149,7 +145,7 @@ def run_tasks(ray, recipe, todo, out_dir, bar, results) -> None:
                     entry = ray.get(ref)
                 except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                         ray.exceptions.OutOfMemoryError) as e:
-                    raise RunFailed(f"shard {t[0]} {t[1]} of {t[2]}: its worker was lost "
+                    raise RunFailed(f"shard {t.split} {t.index} of {t.count}: its worker was lost "
                                     f"{TASK_RETRIES + 1} times ({type(e).__name__}); see the "
                                     "Ray logs, then finish the dataset with --resume") from None
                 results[entry["file"]] = entry

@@ -85,7 +85,7 @@ class Renderer:
 
     @classmethod
     def from_recipe(cls, recipe: dict) -> Renderer:
-        """Build from the `recipe` section of a plan/manifest (see generate.Recipe)."""
+        """Build from the `recipe` section of a plan/manifest (see recipe.build_recipe)."""
         return cls(recipe["charset"]["chars"], recipe["length"], recipe["size"],
                    Style.from_json(recipe["style"]), [f["path"] for f in recipe["fonts"]],
                    [f["name"] for f in recipe["fonts"]], recipe["seed"])

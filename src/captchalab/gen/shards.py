@@ -9,8 +9,8 @@ import re
 import tempfile
 import uuid
 
-from captchalab import storage
-from captchalab.errors import UsageError
+from captchalab.core import storage
+from captchalab.core.errors import DataError, UsageError
 from captchalab.gen.tfrecord import (
     CorruptRecord,
     decode_example,
@@ -91,7 +91,7 @@ class ShardWriter:
     """Writes one shard under a temporary name; `commit()` renames it into place.
 
     A crash leaves only a `.tmp-*` file, which `--resume` deletes; a final-named shard is
-    always complete. `out_dir` may be a local folder or an fsspec URL (see captchalab.storage).
+    always complete. `out_dir` may be a local folder or an fsspec URL (see captchalab.core.storage).
     """
 
     def __init__(self, out_dir: str, name: str):
@@ -211,7 +211,7 @@ def iter_split(data_dir: str, manifest: dict, split: str):
         yield from iter_shard(p)
 
 
-class CorruptShard(UsageError):
+class CorruptShard(DataError):
     """A damaged shard met while reading a dataset; the message names the file and record."""
 
     def __init__(self, path: str, reason: str):

@@ -6,7 +6,8 @@ import collections
 import itertools
 from concurrent.futures import ProcessPoolExecutor
 
-from captchalab.gen.generate import GenRequest, _pool_context, _renderer_for, build_recipe
+from captchalab.gen.engines import pool_context, renderer_for
+from captchalab.gen.recipe import GenRequest, build_recipe
 from captchalab.gen.render import png_bytes
 from captchalab.gen.style import Style, resolve_style
 
@@ -24,7 +25,7 @@ def stream_recipe(charset: str = "0-9a-z", length: str = "4", size: str = "160x6
 def _render_chunk(recipe: dict, split: str, start: int, n: int, encoded: bool):
     import numpy as np
 
-    r = _renderer_for(recipe)
+    r = renderer_for(recipe)
     out = []
     for index in range(start, start + n):
         s = r.render(split, index)
@@ -51,7 +52,7 @@ def stream_samples(recipe: dict, split: str = "train", start: int = 0, workers: 
         for s in starts:
             yield from _render_chunk(recipe, split, s, size_of(s), encoded)
         return
-    ex = ProcessPoolExecutor(workers, mp_context=_pool_context())
+    ex = ProcessPoolExecutor(workers, mp_context=pool_context())
     try:
         inflight = collections.deque()
         for s in starts:

@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from captchalab.errors import UsageError, suggest
+from captchalab.core.errors import UsageError, suggest
 
 
 @dataclass(frozen=True)

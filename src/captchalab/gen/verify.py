@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from captchalab import storage
-from captchalab.charset import Charset
+from captchalab.core import storage
+from captchalab.core.charset import Charset
 from captchalab.gen import shards as sh
 from captchalab.gen.tfrecord import CorruptRecord, read_records
 

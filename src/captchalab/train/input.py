@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from captchalab.charset import Charset
+from captchalab.core.charset import Charset
 from captchalab.gen import shards as sh
 
 # Images decoded in one map call per batch: tf.data's per-element overhead was ~40 % of the

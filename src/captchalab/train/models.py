@@ -5,22 +5,34 @@ Keras is imported inside the builders so that the checks run before TensorFlow l
 
 from __future__ import annotations
 
-from captchalab.errors import UsageError, suggest
+from typing import NamedTuple
 
-# name -> (conv filters per block, pooling per block (h, w), units, rnn layers, kind, help)
+from captchalab.core.errors import UsageError, suggest
+
+
+class ArchSpec(NamedTuple):
+    filters: tuple[int, ...]  # conv filters per block
+    pools: tuple[tuple[int, int], ...]  # max-pool (h, w) after each block
+    units: int  # width of the per-column features (and of the RNN / temporal convolutions)
+    rnn_layers: int  # bidirectional GRU layers (0: none)
+    kind: str  # "ctc" or "heads"
+    help: str
+
+
 ARCHS = {
-    "crnn": ((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 1, "ctc",
-             "3 conv blocks + 1 bidirectional GRU (the default until session 5)"),
-    "small": ((16, 32, 64), ((2, 2), (2, 2), (2, 1)), 64, 1, "ctc",
-              "narrow CNN + 1 bidirectional GRU: fastest, least accurate"),
-    "large": ((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128, 2, "ctc",
-              "4 conv blocks + 2 bidirectional GRU layers: for harder styles, ~3x slower"),
-    "crnn-conv": ((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 0, "ctc",
-                  "crnn's CNN + 2 temporal convolutions (width 5) instead of the GRU (default: "
-                  "~1.3x faster steps on CPU and the best accuracy within a time budget)"),
-    "heads": ((32, 64, 128), ((2, 2), (2, 2), (2, 2)), 256, 0, "heads",
-              "CNN + one softmax head per character position, cross-entropy (fixed length only; "
-              "comparison arm)"),
+    "crnn": ArchSpec((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 1, "ctc",
+                     "3 conv blocks + 1 bidirectional GRU (the default before commit e987e7a)"),
+    "small": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (2, 1)), 64, 1, "ctc",
+                      "narrow CNN + 1 bidirectional GRU: fastest, least accurate"),
+    "large": ArchSpec((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1)), 128, 2, "ctc",
+                      "4 conv blocks + 2 bidirectional GRU layers: for harder styles, ~3x slower"),
+    "crnn-conv": ArchSpec((32, 64, 96), ((2, 2), (2, 1), (2, 1)), 96, 0, "ctc",
+                          "crnn's CNN + 2 temporal convolutions (width 5) instead of the GRU "
+                          "(default: ~1.3x faster steps on CPU and the best accuracy within a "
+                          "time budget)"),
+    "heads": ArchSpec((32, 64, 128), ((2, 2), (2, 2), (2, 2)), 256, 0, "heads",
+                      "CNN + one softmax head per character position, cross-entropy (fixed "
+                      "length only; comparison arm)"),
 }
 
 
@@ -32,13 +44,13 @@ def check_arch(arch: str) -> None:
 
 def kind(arch: str) -> str:
     """'ctc' (logits [B,T,K+1], CTC loss) or 'heads' (logits [B,L,K+1], cross-entropy)."""
-    return ARCHS[arch][4]
+    return ARCHS[arch].kind
 
 
 def time_steps(arch: str, width: int) -> int:
     """Output time steps T of a CTC `arch` for an input `width` px wide."""
     t = width
-    for _, pw in ARCHS[arch][1]:
+    for _, pw in ARCHS[arch].pools:
         t //= pw
     return t
 
@@ -78,7 +90,7 @@ def _trunk(x, filters, pools):
 RESAMPLE = ("fold", "box")  # Preprocess resample modes, the default first
 
 
-def model_shape(image_hw, downscale: int, resample: str = "box") -> tuple[int, int, int]:
+def model_shape(image_hw, downscale: int, resample: str = RESAMPLE[0]) -> tuple[int, int, int]:
     """(height, width, channels): what the layers after `Preprocess` see for images of
     `image_hw` (channels: 1, or d*d when `resample` is "fold")."""
     c = downscale * downscale if resample == "fold" else 1
@@ -87,7 +99,7 @@ def model_shape(image_hw, downscale: int, resample: str = "box") -> tuple[int, i
 
 def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: tuple[int, int],
                 augment: bool = False, seed: int = 0, dropout: float = 0.0, jitter: int = 0,
-                resample: str = "box"):
+                resample: str = RESAMPLE[0]):
     """uint8 RGB images [B,H,W,3] (the dataset's size) -> float32 logits (also under mixed
     precision). Grey conversion and the 1/downscale resize are the model's first layer.
 
@@ -102,10 +114,10 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     import keras
     from keras import layers
 
-    from captchalab.train.layers import Jitter, Preprocess, augmenter
+    from captchalab.core.layers import Jitter, Preprocess, augmenter
 
     check_data(arch, model_shape(image_hw, downscale, resample), length)
-    filters, pools, units, rnn_layers, k, _ = ARCHS[arch]
+    filters, pools, units, rnn_layers, k, _ = ARCHS[arch]  # an ArchSpec
     inp = keras.Input((image_hw[0], image_hw[1], 3), dtype="uint8", name="image")
     x = Jitter(jitter, seed=seed, name="jitter")(inp) if jitter else inp
     x = Preprocess(downscale, resample, name="preprocess")(x)

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from captchalab.charset import BLANK_ID, Charset
+from captchalab.core.charset import BLANK_ID, Charset
 
 
 def decode(logits, charset: Charset, beam_width: int = 0):
@@ -31,11 +31,16 @@ def decode(logits, charset: Charset, beam_width: int = 0):
     return texts, conf
 
 
+def softmax(logits) -> np.ndarray:
+    """Probabilities over the last axis, in float32."""
+    z = np.asarray(logits, dtype=np.float32)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
 def greedy_ids(logits):
     """Best class per step, repeats merged, blanks dropped; returns (ids padded with -1, conf)."""
-    logits = np.asarray(logits, dtype=np.float32)
-    z = logits - logits.max(-1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    probs = softmax(logits)
     best = probs.argmax(-1)
     conf = probs.max(-1).prod(-1)
     out = np.full(best.shape, -1, dtype=np.int64)
@@ -49,9 +54,7 @@ def greedy_ids(logits):
 
 def decode_heads(logits, charset: Charset):
     """Per-position logits [B,L,K+1] -> (texts, confidences = product of the chosen probabilities)."""
-    logits = np.asarray(logits, dtype=np.float32)
-    z = logits - logits.max(-1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    probs = softmax(logits)
     ids = probs.argmax(-1)
     return [charset.decode(int(i) for i in row) for row in ids], probs.max(-1).prod(-1)
 
@@ -72,7 +75,7 @@ def tta_shifts(downscale: int) -> list[tuple[int, int]]:
 
 def shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """uint8 [N,H,W,C] moved down by dy and right by dx pixels, the edge repeated into the gap
-    (what `train.layers.Jitter` does at train time)."""
+    (what `core.layers.Jitter` does at train time)."""
     if not dy and not dx:
         return images
     h, w = images.shape[1:3]

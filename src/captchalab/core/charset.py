@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from captchalab.errors import UsageError
+from captchalab.core.errors import UsageError
 
 BLANK_ID = 0  # CTC blank and label padding; never a character
 

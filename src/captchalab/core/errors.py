@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes; the CLI turns it into one line and exit code 2."""
+"""Errors the CLI turns into one line on stderr: UsageError exits 2, DataError and RunFailed exit 1."""
 
 import difflib
 
@@ -18,3 +18,8 @@ def suggest(word: str, choices) -> str:
 
 class RunFailed(Exception):
     """A run that started but could not finish (e.g. the loss diverged): one line, exit code 1."""
+
+
+class DataError(Exception):
+    """Damaged data met while reading (a corrupt shard or record, an unreadable file): one line
+    naming the file, exit code 1."""

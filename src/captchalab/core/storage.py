@@ -8,6 +8,7 @@ object stores the move is a copy, and the object appears whole when the copy com
 from __future__ import annotations
 
 import os
+import uuid
 
 
 def is_url(path: str) -> bool:
@@ -20,7 +21,7 @@ def _fs(path: str):
     try:
         return fsspec.core.url_to_fs(path)
     except (ImportError, ValueError) as e:
-        from captchalab.errors import UsageError
+        from captchalab.core.errors import UsageError
         raise UsageError(f"{path}: this storage URL cannot be opened here ({e}); local folders "
                          "and file:// always work, others need their fsspec package "
                          "(gcsfs, s3fs, …)") from None
@@ -91,3 +92,30 @@ def size(path: str) -> int:
         return os.path.getsize(path)
     fs, p = _fs(path)
     return fs.size(p)
+
+
+def atomic_write(path: str, write) -> None:
+    """Call write(tmp) for a temporary file beside the local `path`, then rename it into place,
+    so a reader never sees a partial file. The temporary name is tmp-XXXXXXXX-NAME: it keeps the
+    suffix (Keras checks it), is unique to the call, and a killed writer's leftover is easy to
+    find and remove."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f"tmp-{uuid.uuid4().hex[:8]}-{name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+    """Write `data` (text as UTF-8) to the local `path` through `atomic_write`."""
+    raw = data.encode() if isinstance(data, str) else data
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(raw)
+
+    atomic_write(path, write)

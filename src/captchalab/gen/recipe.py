@@ -1,0 +1,177 @@
+"""What to render: a user's request validated into the recipe stored in the manifest, and the
+plan of shards it makes."""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from captchalab.core import __version__
+from captchalab.core.charset import Charset
+from captchalab.core.errors import UsageError
+from captchalab.gen.render import SPLITS, label_space, split_pools
+from captchalab.gen.style import Style
+
+DEFAULT_SHARD_SIZE = 1000  # records per shard: ~5 MB at 160x60, enough files to interleave
+
+
+@dataclass
+class GenRequest:
+    """What the user asked for, before validation."""
+
+    charset: str = "0-9a-z"
+    length: str = "4"  # "4" or "4-6"
+    size: str = "160x60"  # WIDTHxHEIGHT, px
+    style: Style = Style()
+    style_name: str = "default"
+    counts: dict | None = None  # split -> number of samples
+    seed: int = 0
+    shard_size: int = DEFAULT_SHARD_SIZE
+
+
+def parse_length(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in str(text).split("-", 1)]
+    except ValueError:
+        raise UsageError(f"--length: {text!r} is not a length like 4 or a range like 4-6") from None
+    lo, hi = parts[0], parts[-1]
+    if lo <= 0:
+        raise UsageError(f"--length: {text!r}; lengths must be at least 1")
+    if lo > hi:
+        raise UsageError(f"--length: {text!r} has min > max; write it as min-max, e.g. 4-6")
+    if hi > 64:
+        raise UsageError(f"--length: {text!r}; at most 64 characters are supported")
+    return lo, hi
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(p) for p in str(text).lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size: {text!r} is not WIDTHxHEIGHT in px, e.g. 160x60") from None
+    if not (8 <= w <= 4096 and 8 <= h <= 4096):
+        raise UsageError(f"--size: {text!r}; width and height must be 8..4096 px")
+    return w, h
+
+
+def check_text_fits(fonts, style: Style, size, length, chars: str) -> None:
+    """Refuse sizes where glyphs would be clipped (too low) or squeezed >2x (too narrow)."""
+    from PIL import ImageFont
+    w, h = size
+    tallest = widest_mean = 0.0
+    for f in fonts:
+        big = ImageFont.truetype(f.path, max(style.font_sizes))
+        small = ImageFont.truetype(f.path, min(style.font_sizes))
+        tallest = max(tallest, max(big.getbbox(c)[3] - big.getbbox(c)[1] for c in chars))
+        mean_w = sum(small.getbbox(c)[2] - small.getbbox(c)[0] for c in chars) / len(chars)
+        widest_mean = max(widest_mean, mean_w)
+    if h < tallest:
+        raise UsageError(
+            f"--size {w}x{h} is too small for the text: glyphs at font size {max(style.font_sizes)} "
+            f"are up to {tallest:.0f} px tall; use a height >= {math.ceil(tallest)} or smaller --font-sizes")
+    need = math.ceil(length[1] * widest_mean / 2)
+    if w < need:
+        raise UsageError(
+            f"--size {w}x{h} is too small for the text: {length[1]} characters at font size "
+            f"{min(style.font_sizes)} would be squeezed more than 2x; use a width >= {need}")
+
+
+def build_recipe(req: GenRequest, warn=None) -> dict:
+    """Validate a request and resolve it into the recipe stored in the manifest.
+
+    Nothing is written. Raises UsageError on the first invalid value.
+    """
+    from captchalab.gen.fonts import resolve_fonts
+
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    charset = Charset.parse(req.charset)
+    length = parse_length(req.length)
+    size = parse_size(req.size)
+    counts = {s: n for s, n in (req.counts or {}).items() if n is not None}
+    for split, n in counts.items():
+        if n <= 0:
+            raise UsageError(f"--{split}: {n}; a split count must be a positive number of samples "
+                             "(leave the option out to skip the split)")
+    if not counts:
+        raise UsageError("no samples asked for; give --train N, --val N and/or --test N")
+    if req.shard_size <= 0:
+        raise UsageError(f"--shard-size: {req.shard_size}; must be a positive number of records")
+    if req.seed < 0 or req.seed >= 2**63:
+        raise UsageError(f"--seed: {req.seed}; must be between 0 and 2^63-1")
+    fonts = resolve_fonts(req.style.fonts, charset.chars)
+    check_text_fits(fonts, req.style, size, length, charset.chars)
+
+    pools, exact = split_pools(charset.chars, length, req.seed)
+    space = label_space(charset.chars, length)
+    for split, n in counts.items():
+        if pools[split] == 0:
+            raise UsageError(
+                f"the label space is too small for the splits: charset {charset.chars!r} with "
+                f"length {req.length} has {space} labels and none falls in {split}'s share "
+                "(labels are kept disjoint across splits); use a longer length or a larger charset")
+        if n > pools[split]:
+            warn(f"note: {split} asks for {n} samples but its share of the label space holds "
+                 f"{'' if exact else 'about '}{pools[split]} distinct labels; labels repeat "
+                 "within the split (never across splits)")
+    return {
+        "charset": charset.to_json(),
+        "length": list(length),
+        "size": list(size),
+        "style_name": req.style_name,
+        "style": req.style.to_json(),
+        "fonts": [f.to_json() for f in fonts],
+        "seed": req.seed,
+        "shard_size": req.shard_size,
+        "counts": {s: counts[s] for s in SPLITS if s in counts},
+    }
+
+
+RECIPE_KEYS = ("charset", "length", "size", "style_name", "style", "fonts", "seed", "shard_size",
+               "counts")
+
+
+class ShardTask(NamedTuple):
+    """One shard to render: samples [start, stop) of `split` into shard `index` of `count`."""
+
+    split: str
+    index: int
+    count: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(recipe: dict) -> list[ShardTask]:
+    """Every shard of the dataset, split by split."""
+    out = []
+    ss = recipe["shard_size"]
+    for split, count in recipe["counts"].items():
+        n = math.ceil(count / ss)
+        out.extend(ShardTask(split, i, n, i * ss, min(count, (i + 1) * ss)) for i in range(n))
+    return out
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    import cv2
+    import numpy
+    import PIL
+    from PIL import features
+
+    return {
+        "captchalab": __version__,
+        "captcha": md.version("captcha"),
+        "pillow": PIL.__version__,
+        "freetype": features.version("freetype2"),
+        "opencv": cv2.__version__,  # PNG encoding (its wheel bundles libpng and zlib)
+        "numpy": numpy.__version__,
+        "protobuf": md.version("protobuf"),
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,248 @@
+"""The training loop: devices, input, model, callbacks, fit. Called by `train.train` once every
+check has passed; importing this module loads TensorFlow."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from dataclasses import asdict
+
+from captchalab.core.tfimport import import_tensorflow
+
+tf = import_tensorflow()
+
+import keras  # noqa: E402 - after TensorFlow, whose start-up chatter import_tensorflow hides
+
+from captchalab.core import ctc  # noqa: E402
+from captchalab.core.charset import Charset  # noqa: E402
+from captchalab.core.errors import RunFailed  # noqa: E402
+from captchalab.core.metrics import summary  # noqa: E402
+from captchalab.core.runconfig import CONFIG_VERSION, INPUT_VERSION  # noqa: E402
+from captchalab.gen import shards as sh  # noqa: E402
+from captchalab.train import input as inp  # noqa: E402
+from captchalab.train.callbacks import RunState, TimeBudget, ValMetrics  # noqa: E402
+from captchalab.train.config import TrainConfig  # noqa: E402
+from captchalab.train.models import build_model, kind, loss_for  # noqa: E402
+from captchalab.train.rundir import CKPT_DIR, plot_history  # noqa: E402
+
+EVAL_BATCH = 256  # images per prediction batch when measuring accuracy
+PROBE_START = 10**12  # on the fly: train-accuracy samples come from this index on
+WORKER_STRIDE = 10**10  # on the fly, several workers: worker w renders from index w * this on
+
+
+def configure_devices(cpu_devices: int, cluster: dict | None):
+    """Distribution strategy for what is visible: a TF_CONFIG cluster -> MultiWorkerMirrored;
+    several GPUs (or logical CPUs) -> Mirrored."""
+    if cluster:  # must come before any other TensorFlow op
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_devices)])
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    cpus = tf.config.list_logical_devices("CPU")
+    if not gpus and len(cpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
+
+
+def multi_worker_fit_fixes(model, strategy, train_ds) -> None:
+    """Let Keras 3's fit() run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Keras reduces a whole distributed batch with strategy.reduce() only to learn its shapes,
+    and reduces each step's scalar logs over axis 0; both fail across workers. So the model,
+    loss and optimizer are built here from the dataset's shapes, and the train function runs
+    Keras' own train_step on every replica and averages its logs over workers.
+    """
+    batch = tuple(tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in train_ds.element_spec)
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    @tf.function
+    def train_function(iterator):
+        logs = strategy.run(model.train_step, args=(next(iterator),))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in logs.items()}
+
+    model.train_function = train_function
+
+
+def datasets(cfg: TrainConfig, m: dict, recipe: dict | None, first_epoch: int,
+             steps_per_epoch: int, worker: int, n_workers: int):
+    """(train, val, probe) tf.data datasets; probe is a fixed subset of train samples for the
+    train accuracy of each epoch."""
+    workers = cfg.gen_workers or os.cpu_count() or 1
+    if recipe is not None:
+        # past the dataset's own train samples, and past what earlier epochs of this run saw
+        # (each worker of a cluster in its own range of indices)
+        start = (m["splits"].get("train", {}).get("count", 0) + worker * WORKER_STRIDE
+                 + first_epoch * steps_per_epoch * cfg.batch_size // n_workers)
+        train_ds = inp.stream_dataset(recipe, "train", start=start, batch_size=cfg.batch_size,
+                                      workers=workers)
+    else:
+        train_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=cfg.batch_size,
+                                     training=True, seed=cfg.seed, cache=cfg.cache,
+                                     shard=(worker, n_workers))
+    if cfg.data:
+        val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH, training=False)
+    else:  # rendered once, kept in memory
+        val_ds = inp.stream_dataset(recipe, "val", start=0, stop=cfg.val_samples,
+                                    batch_size=EVAL_BATCH, workers=workers,
+                                    training=False).cache()
+    if recipe is None:  # a fixed subset of train, read in a fixed order
+        probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=EVAL_BATCH, training=False)
+    else:  # a fixed slice of the stream's split, far past any index training reaches
+        probe_ds = inp.stream_dataset(recipe, "train", start=PROBE_START,
+                                      stop=PROBE_START + cfg.train_eval_samples,
+                                      batch_size=EVAL_BATCH, workers=0, training=False)
+    probe_ds = probe_ds.unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH).cache()
+    return train_ds, val_ds, probe_ds
+
+
+def run_config(cfg: TrainConfig, m: dict, recipe: dict | None, shape, strategy,
+               cluster: dict | None, command: str) -> dict:
+    """config.json: everything `eval`, `predict` and `export` need besides model.keras."""
+    length = m["length"]
+    return {"config_version": CONFIG_VERSION,
+            "charset": Charset.from_json(m["charset"]).to_json(), "image": m["image"],
+            "input": {"format": "uint8 RGB [B,H,W,3] at the image size",
+                      "version": INPUT_VERSION},
+            "model_shape": list(shape), "max_length": length[1], "length": list(length),
+            "arch": cfg.arch, "kind": kind(cfg.arch), "train": asdict(cfg),
+            "dataset": os.path.abspath(cfg.data) if cfg.data else None,
+            "recipe": ({k: recipe[k] for k in ("charset", "length", "size", "style_name",
+                                               "style", "fonts", "seed")}
+                       if recipe is not None else None),
+            "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
+            "replicas": strategy.num_replicas_in_sync,
+            "workers": cluster["workers"] if cluster else 1,
+            "precision": keras.mixed_precision.global_policy().name,
+            "command": command, "versions": {"tensorflow": tf.__version__,
+                                             "keras": keras.__version__}}
+
+
+def metric_fn(model, arch: str, charset: Charset):
+    """measure(ds) -> val loss, greedy sequence/character accuracy, CER and sample count.
+
+    One compiled forward pass on the default device whatever the strategy, for loss and accuracy
+    together (Keras' own validation under MirroredStrategy fails on a last batch smaller than the
+    replica count, and would run the val set a second time)."""
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    loss_fn = loss_for(arch)
+
+    def measure(ds):
+        truths, preds, loss = [], [], 0.0
+        for ids, logits, batch_truths, texts, _ in ctc.decode_batches(forward, ds, kind(arch),
+                                                                       charset):
+            loss += float(loss_fn(ids, logits)) * len(texts)
+            truths.extend(batch_truths)
+            preds.extend(texts)
+        return {"loss": loss / max(len(truths), 1), **summary(truths, preds),
+                "samples": len(truths)}
+
+    return measure
+
+
+def compiled_model(cfg: TrainConfig, m: dict, charset: Charset, total_steps: int, state: dict,
+                   strategy):
+    """The model of `cfg`, compiled with Adam (cosine decay over `total_steps` unless a time
+    budget drives the rate); weights and optimizer state from the run's last checkpoint."""
+    with strategy.scope():
+        model = build_model(cfg.arch, (m["image"]["height"], m["image"]["width"]), cfg.downscale,
+                            charset.num_classes, tuple(m["length"]), augment=cfg.augment,
+                            seed=cfg.seed, dropout=cfg.dropout, jitter=cfg.jitter,
+                            resample=cfg.resample)
+        lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
+              if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
+                      jit_compile=cfg.jit)
+        if state["checkpoint"]:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(os.path.join(cfg.out, CKPT_DIR, state["checkpoint"]))
+    return model
+
+
+def _cluster_failed(cluster: dict, state: dict, e: Exception) -> RunFailed:
+    # a peer died: TensorFlow's health check aborts the collectives (~15 s here)
+    return RunFailed(f"worker {cluster['index']} of {cluster['workers']}: the cluster failed "
+                     f"({type(e).__name__} in a collective op: did another worker stop?); "
+                     f"restart every worker with --resume to continue from the last checkpoint "
+                     f"(epoch {state['epoch']})")
+
+
+def run(cfg: TrainConfig, m: dict, recipe: dict | None, shape, state: dict, cluster: dict | None,
+        t_start: float, command: str = "", verbose: int = 1, extra=()) -> dict:
+    """Fit the model of `cfg` and write the run directory; returns the best epoch's row."""
+    strategy = configure_devices(cfg.cpu_devices, cluster)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16")
+    try:
+        return _run(cfg, m, recipe, shape, state, cluster, t_start, command, verbose, extra,
+                    strategy)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _run(cfg, m, recipe, shape, state, cluster, t_start, command, verbose, extra, strategy):
+    charset = Charset.from_json(m["charset"])
+    if recipe is not None:
+        steps_per_epoch = max(1, cfg.epoch_samples // cfg.batch_size)
+    else:
+        steps_per_epoch = max(1, m["splits"]["train"]["count"] // cfg.batch_size)
+    epochs = math.ceil(cfg.steps / steps_per_epoch) if cfg.steps > 0 else cfg.epochs
+    if cfg.time_budget > 0:
+        epochs = 10**9  # until the budget is spent
+    total_steps = cfg.steps if cfg.steps > 0 else epochs * steps_per_epoch
+    first_epoch = state["epoch"]
+    chief = cluster is None or cluster["chief"]  # only the chief writes the run directory
+    worker, n_workers = (cluster["index"], cluster["workers"]) if cluster else (0, 1)
+
+    keras.utils.set_random_seed(cfg.seed + first_epoch)  # a resumed run draws new shuffles
+    model = compiled_model(cfg, m, charset, total_steps, state, strategy)
+    if chief:
+        for tmp in glob.glob(os.path.join(cfg.out, "**", "tmp-*"), recursive=True):
+            os.remove(tmp)  # half-written files of a killed run
+
+    train_ds, val_ds, probe_ds = datasets(cfg, m, recipe, first_epoch, steps_per_epoch, worker,
+                                          n_workers)
+    if cluster:
+        train_ds = inp.already_split(train_ds)  # the global batch: each worker its own shards
+        multi_worker_fit_fixes(model, strategy, train_ds)
+    if chief and not state["history"]:
+        with open(os.path.join(cfg.out, "config.json"), "w") as f:
+            json.dump(run_config(cfg, m, recipe, shape, strategy, cluster, command), f, indent=2)
+
+    run_state = RunState(cfg.out, state, t_start, cfg.patience, chief,
+                         report_budget=cfg.time_budget if verbose else 0.0)
+    cbs = ([TimeBudget(cfg.time_budget, state["elapsed"], t_start, cfg.lr, cfg.schedule)]
+           if cfg.time_budget else [])
+    cbs += [ValMetrics(metric_fn(model, cfg.arch, charset), val_ds, probe_ds), run_state, *extra]
+    if chief:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"),
+                                               write_graph=False))
+    if first_epoch < epochs:
+        try:
+            model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch,
+                      steps_per_epoch=steps_per_epoch, callbacks=cbs,
+                      verbose=0 if cfg.time_budget else verbose, shuffle=False)
+        except tf.errors.OpError as e:
+            if cluster is None:
+                raise
+            raise _cluster_failed(cluster, state, e) from None
+    if run_state.diverged:
+        last = (f"the last good checkpoint (epoch {state['epoch']}) is kept in "
+                f"{cfg.out}/{CKPT_DIR}" if state["checkpoint"] else "no epoch finished")
+        raise RunFailed(f"training stopped in epoch {run_state.diverged}: the loss became NaN/inf; "
+                        f"{last}; try a lower --lr")
+    state["done"] = True
+    if chief:
+        sh.write_json_atomic(os.path.join(cfg.out, CKPT_DIR, "state.json"), state)
+        plot_history(cfg.out, state["history"])
+    if state["best"] is None:
+        raise RunFailed("no epoch finished")
+    return dict(state["best"])

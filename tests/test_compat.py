@@ -1,0 +1,61 @@
+"""Datasets and runs written by earlier versions still open: a fixture written by commit 0ce7b0d
+(a dataset of 8/8/8 samples and a `small` run trained on it for one epoch), and the run-format
+migration on hand-made configs."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from captchalab.core.errors import UsageError
+from captchalab.core.runconfig import CONFIG_VERSION, migrate
+from conftest import cli
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "0ce7b0d")
+
+
+def test_a_dataset_written_by_0ce7b0d_verifies_and_reads(tmp_path):
+    from captchalab.gen import shards as sh
+
+    assert "ok" in cli("verify", os.path.join(FIXTURE, "data")).stdout
+    m = sh.read_manifest(os.path.join(FIXTURE, "data"))
+    recs = list(sh.iter_split(os.path.join(FIXTURE, "data"), m, "test"))
+    assert len(recs) == 8 and all(len(r["label/text"]) == 4 for r in recs)
+
+
+def test_a_run_written_by_0ce7b0d_evaluates_predicts_and_migrates(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(FIXTURE, "run"), run)  # eval writes RUN/eval
+    stored = json.loads((run / "config.json").read_text())
+    assert "config_version" not in stored  # written before versions were recorded
+    cli("eval", "--model", run, "--data", os.path.join(FIXTURE, "data"), "--out", tmp_path / "e")
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["summary"]["samples"] == 8
+    cli("export", os.path.join(FIXTURE, "data"), "--png", tmp_path / "png", "--split", "test")
+    pngs = sorted((tmp_path / "png").rglob("*.png"))
+    out = [json.loads(line) for line in cli("predict", "--model", run, "--json",
+                                            *pngs).stdout.splitlines()]
+    assert len(pngs) == len(out) == 8 and all(set(o["text"]) <= set("0123456789abcdefghijklmnopqrstuvwxyz")
+                                 for o in out)
+    from captchalab.core.runconfig import read_run_config
+    assert read_run_config(str(run))["config_version"] == CONFIG_VERSION
+
+
+def test_migrate_fills_settings_that_old_runs_lacked():
+    old = {"input": {"version": 2}, "train": {"arch": "crnn", "lr": 0.003}}
+    new = migrate(old, "RUN")
+    assert new["config_version"] == CONFIG_VERSION
+    assert new["train"] == {"jitter": 0, "resample": "box", "arch": "crnn", "lr": 0.003}
+    assert migrate(new, "RUN") == new  # the current version passes through unchanged
+    kept = migrate({"input": {"version": 2}, "train": {"jitter": 1, "resample": "fold"}}, "RUN")
+    assert kept["train"] == {"jitter": 1, "resample": "fold"}  # recorded values win
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"config_version": CONFIG_VERSION + 1, "input": {"version": 2}}, "newer captchalab"),
+    ({"input": {"version": 1}}, "pre-scaled grey images"),
+])
+def test_migrate_refuses_runs_it_cannot_read(config, message):
+    with pytest.raises(UsageError, match=message):
+        migrate(config, "RUN")
