@@ -9,6 +9,7 @@ import sys
 import click
 
 from captchalab.core.errors import DataError, RunFailed, UsageError
+from captchalab.gen.recipe import GenRequest as _GEN  # defaults
 from captchalab.gen.style import KNOBS
 from captchalab.train.config import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
 from captchalab.train.models import RESAMPLE
@@ -68,10 +69,10 @@ def _knob_options(f):
 @click.option("--train", type=int, help="Samples in the train split.")
 @click.option("--val", type=int, help="Samples in the val split.")
 @click.option("--test", type=int, help="Samples in the test split.")
-@click.option("--charset", default="0-9a-z", show_default=True,
+@click.option("--charset", default=_GEN.charset, show_default=True,
               help="Characters: ranges and literals ('0-9A-Z', 'ABCDEF23') or digits/lower/upper/alnum/hex.")
-@click.option("--length", default="4", show_default=True, help="Label length: N or MIN-MAX.")
-@click.option("--size", default="160x60", show_default=True, help="Image WIDTHxHEIGHT, px.")
+@click.option("--length", default=_GEN.length, show_default=True, help="Label length: N or MIN-MAX.")
+@click.option("--size", default=_GEN.size, show_default=True, help="Image WIDTHxHEIGHT, px.")
 @click.option("--style", "style", default="default", show_default=True,
               help="Preset: default (the library's own), easy, hard, varied.")
 @click.option("--style-file", type=click.Path(), help="TOML or JSON of style keys (and `preset`).")
@@ -82,7 +83,8 @@ def _knob_options(f):
 @click.option("--smooth/--no-smooth", default=None, help="The library's final SMOOTH filter.")
 @_knob_options
 @click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
-@click.option("--shard-size", default=1000, show_default=True, type=int, help="Records per shard.")
+@click.option("--shard-size", default=_GEN.shard_size, show_default=True, type=int,
+              help="Records per shard.")
 @click.option("--workers", type=int,
               help="Render processes (with --engine ray and no --address: CPUs of the local "
                    "Ray instance).  [default: all cores]")
@@ -228,7 +230,8 @@ def export_(data_dir, png_dir, splits, run_dir, fmt, out, overwrite):
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["train", "val", "test"]),
               help="Split for images when labels.csv has no split column.")
-@click.option("--shard-size", default=1000, show_default=True, type=int, help="Records per shard.")
+@click.option("--shard-size", default=_GEN.shard_size, show_default=True, type=int,
+              help="Records per shard.")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 def import_(folder, out, charset, size, split, shard_size, overwrite):
     """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png) into shards."""

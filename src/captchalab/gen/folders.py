@@ -9,6 +9,7 @@ import time
 from captchalab.core.charset import Charset
 from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
+from captchalab.gen.recipe import DEFAULT_SHARD_SIZE
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "val", "test")
@@ -145,7 +146,7 @@ def _write_splits(folder, out, items, images, cs, shard_size) -> dict:
 
 
 def import_folder(folder: str, out: str, *, charset: str | None = None, size: str | None = None,
-                  split: str = "test", shard_size: int = 1000, overwrite: bool = False,
+                  split: str = "test", shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False,
                   command: str = "") -> dict:
     """Labelled images -> shards + manifest in the same format `gen` writes."""
     from captchalab.gen.generate import clear_dataset, prepare_out_dir

@@ -12,7 +12,8 @@ from captchalab.gen.render import png_bytes
 from captchalab.gen.style import Style, resolve_style
 
 
-def stream_recipe(charset: str = "0-9a-z", length: str = "4", size: str = "160x60",
+def stream_recipe(charset: str = GenRequest.charset, length: str = GenRequest.length,
+                  size: str = GenRequest.size,
                   style: Style | str = "default", seed: int = 0) -> dict:
     """A recipe for streaming (validated exactly as `captchalab gen` validates its options)."""
     st = resolve_style(style) if isinstance(style, str) else style
