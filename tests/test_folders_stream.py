@@ -82,3 +82,31 @@ def test_stream_matches_gen_and_is_endless(small_dataset):
     labels = [next(endless)[1] for _ in range(9)]
     endless.close()
     assert len(labels) == 9
+
+
+def _labelled_folder(tmp_path, header, rows, bom=False):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (90, 30), (200, 10, 10)).save(src / name)
+    text = "\n".join([header, *rows]) + "\n"
+    (src / "labels.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return src
+
+
+@pytest.mark.parametrize("header, bom", [("file,label", True), ("file_name,label", False),
+                                         ("filename,text", False), ("path,label", False)])
+def test_import_labels_csv_common_headers_and_bom(tmp_path, header, bom):
+    src = _labelled_folder(tmp_path, header, ["a.png,007", "b.png,x1"], bom=bom)
+    out = tmp_path / "ds"
+    cli("import", src, "--out", out)
+    m = sh.read_manifest(str(out))
+    assert sorted(r["label/text"] for r in sh.iter_split(str(out), m, "test")) == ["007", "x1"]
+
+
+def test_import_refuses_a_file_listed_twice(tmp_path):
+    src = _labelled_folder(tmp_path, "file,label", ["a.png,ab", "b.png,cd", "a.png,ef"])
+    p = cli("import", src, "--out", tmp_path / "ds", check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "labels.csv:4: a.png is listed again (first on line 2)" in p.stderr
+    assert not (tmp_path / "ds").exists()  # refused before anything is written

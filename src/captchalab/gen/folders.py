@@ -56,6 +56,36 @@ def label_from_name(path: str) -> str:
     return stem.rsplit("_", 1)[-1]
 
 
+# accepted header names: captchalab's own first, then Hugging Face imagefolder's and others
+FILE_COLUMNS = ("file", "file_name", "filename", "path", "image")
+LABEL_COLUMNS = ("label", "text")
+
+
+def _read_labels_csv(csv_path: str, folder: str, default_split: str) -> list[tuple[str, str, str]]:
+    """Rows of labels.csv (a UTF-8 byte-order mark allowed); refuses a file listed twice."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        names = reader.fieldnames or []
+        file_col = next((c for c in FILE_COLUMNS if c in names), None)
+        label_col = next((c for c in LABEL_COLUMNS if c in names), None)
+        if file_col is None or label_col is None:
+            raise UsageError(f"{csv_path} needs a header with a file column "
+                             f"({', '.join(FILE_COLUMNS)}) and a label column "
+                             f"({', '.join(LABEL_COLUMNS)}), optionally split; found {names}")
+        items, seen = [], {}
+        for line, row in enumerate(reader, start=2):
+            split = (row.get("split") or default_split).strip()
+            if split not in SPLIT_NAMES:
+                raise UsageError(f"{csv_path}:{line}: split {split!r}; allowed: train, val, test")
+            path = os.path.normpath(os.path.join(folder, row[file_col]))
+            if path in seen:
+                raise UsageError(f"{csv_path}:{line}: {row[file_col]} is listed again (first on "
+                                 f"line {seen[path]}); give each image one row")
+            seen[path] = line
+            items.append((path, row[label_col], split))
+    return items
+
+
 def list_labelled(folder: str, default_split: str = "test") -> list[tuple[str, str, str]]:
     """(path, label, split) for every labelled image: from labels.csv when present, else from
     file names (a train/val/test subfolder sets the split)."""
@@ -65,16 +95,7 @@ def list_labelled(folder: str, default_split: str = "test") -> list[tuple[str, s
     csv_path = os.path.join(folder, "labels.csv")
     items = []
     if os.path.exists(csv_path):
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-                raise UsageError(f"{csv_path} needs a header with columns file,label[,split]; "
-                                 f"found {reader.fieldnames}")
-            for line, row in enumerate(reader, start=2):
-                split = (row.get("split") or default_split).strip()
-                if split not in SPLIT_NAMES:
-                    raise UsageError(f"{csv_path}:{line}: split {split!r}; allowed: train, val, test")
-                items.append((os.path.join(folder, row["file"]), row["label"], split))
+        items = _read_labels_csv(csv_path, folder, default_split)
     else:
         for root, dirs, files in os.walk(folder):
             dirs.sort()

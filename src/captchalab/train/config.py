@@ -46,8 +46,10 @@ class TrainConfig:
 
 
 def check_options(cfg: TrainConfig) -> None:
-    if cfg.downscale < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise UsageError("--downscale and --batch-size must be >= 1 and --lr > 0")
+    if cfg.downscale < 1 or cfg.batch_size < 1:
+        raise UsageError("--downscale and --batch-size must be >= 1")
+    if not (0 < cfg.lr <= 1):  # also refuses nan
+        raise UsageError(f"--lr: {cfg.lr}; a learning rate > 0 and at most 1 (default 0.003)")
     if cfg.resample not in RESAMPLE:
         raise UsageError(f"--resample: unknown '{cfg.resample}' (allowed: {', '.join(RESAMPLE)})")
     if not 0 <= cfg.jitter <= 8:
