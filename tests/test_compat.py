@@ -59,3 +59,21 @@ def test_migrate_fills_settings_that_old_runs_lacked():
 def test_migrate_refuses_runs_it_cannot_read(config, message):
     with pytest.raises(UsageError, match=message):
         migrate(config, "RUN")
+
+
+def test_eval_out_refuses_a_folder_that_is_not_a_report_and_predict_reads_stdin(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(FIXTURE, "run"), run)
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own notes")
+    p = cli("eval", "--model", run, "--data", os.path.join(FIXTURE, "data"), "--out", mine,
+            check=False)
+    assert p.returncode == 2 and "holds other files and no earlier report.json" in p.stderr
+    assert (mine / "report.md").read_text() == "my own notes"
+    cli("export", os.path.join(FIXTURE, "data"), "--png", tmp_path / "png", "--split", "test")
+    png = sorted((tmp_path / "png").rglob("*.png"))[0]
+    with open(png, "rb") as f:
+        p = cli("predict", "--model", run, "-", stdin=f)
+    (line,) = p.stdout.splitlines()
+    assert line.startswith("-\t")

@@ -110,3 +110,9 @@ def test_import_refuses_a_file_listed_twice(tmp_path):
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "labels.csv:4: a.png is listed again (first on line 2)" in p.stderr
     assert not (tmp_path / "ds").exists()  # refused before anything is written
+
+
+def test_import_refuses_whitespace_in_a_label(tmp_path):
+    src = _labelled_folder(tmp_path, "file,label", ["a.png,ab 1", "b.png,cd"])
+    p = cli("import", src, "--out", tmp_path / "ds", check=False)
+    assert p.returncode == 2 and "label 'ab 1' holds whitespace" in p.stderr

@@ -222,6 +222,7 @@ BAD = [
     (["--resume", "--overwrite"], "contradict"),
     (["--frobnicate"], "No such option"),
     (["--train", "x"], "not a valid integer"),
+    (["--train", "99999999999999999999"], "at most 1,000,000,000 samples per split"),
 ]
 
 
@@ -291,3 +292,22 @@ def test_large_varied_dataset_same_with_1_and_2_workers(tmp_path):
         assert record_hashes(a, split) == record_hashes(b, split)
     cli("verify", a)
     cli("verify", b)
+
+
+def test_resume_with_a_partial_recipe_says_what_to_do(tmp_path, small_dataset):
+    import shutil
+    d = tmp_path / "d"
+    shutil.copytree(small_dataset, d)
+    p = cli("gen", "--out", d, "--resume", "--length", 5, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "give --resume with only --out (drop --length)" in p.stderr
+
+
+def test_resume_keeps_the_command_that_defined_the_dataset(tmp_path):
+    d = tmp_path / "d"
+    cli("gen", "--out", d, "--train", 20, "--shard-size", 10, "-q", "--workers", 1)
+    (d / "captcha-train.tfrecord-00001-of-00002").unlink()  # as if interrupted
+    first = json.loads((d / "dataset_info.json").read_text())["command"]
+    cli("gen", "--out", d, "--resume", "-q", "--workers", 1)
+    m = json.loads((d / "dataset_info.json").read_text())
+    assert m["command"] == first and "--resume" not in first and m["complete"]

@@ -114,6 +114,11 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
         raise UsageError("--resume and --overwrite contradict each other; give one")
     given = [p for p in RECIPE_OPTIONS
              if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+    if resume and given and train is val is test is None:
+        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        raise UsageError(f"--resume continues the interrupted run with its stored settings; "
+                         f"give --resume with only --out (drop {flags}), or repeat the whole "
+                         "original command")
     if resume and not given:
         recipe = _stored_recipe(read_manifest(out) if _has_manifest(out) else None, out)
     else:
@@ -372,13 +377,25 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
 def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json):
     """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
     import json
+    import tempfile
 
     from captchalab.eval.predictor import expand_paths, load
 
-    paths = expand_paths(images)
-    rec = load(run_dir)
-    preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
-                                    skip_bad=skip_bad, tta=tta, warn=lambda m: click.echo(m, err=True))
+    if "-" in images and len(images) > 1:
+        raise UsageError("predict -: reads one image from stdin; give '-' alone")
+    with tempfile.TemporaryDirectory() as tmp:
+        if images == ("-",):  # the bytes go through the same file checks as any image
+            paths = [os.path.join(tmp, "stdin")]
+            with open(paths[0], "wb") as f:
+                f.write(sys.stdin.buffer.read())
+        else:
+            paths = expand_paths(images)
+        rec = load(run_dir)
+        preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
+                                        skip_bad=skip_bad, tta=tta,
+                                        warn=lambda m: click.echo(m, err=True))
+    if images == ("-",):
+        kept = ["-"]
     for path, p in zip(kept, preds, strict=True):
         if as_json:
             click.echo(json.dumps({"file": path, "text": p.text,

@@ -50,6 +50,13 @@ class Preprocess(keras.layers.Layer):
         return {**super().get_config(), "downscale": self.downscale, "resample": self.resample}
 
 
+def _take_rows(x, index, b, n, row):
+    """x viewed as [b, n, row]: for each batch item i, its rows index[i] ([b, n] in 0..n-1)."""
+    flat = ops.reshape(x, (b * n, row))
+    at = ops.reshape(ops.arange(b)[:, None] * n + index, (-1,))
+    return ops.take(flat, at, axis=0)
+
+
 @keras.saving.register_keras_serializable(package="captchalab")
 class Jitter(keras.layers.Layer):
     """Train-time only: shift each image by a random whole number of pixels in [-pixels, pixels],
@@ -68,16 +75,18 @@ class Jitter(keras.layers.Layer):
     def call(self, images, training=None):
         if not training or self.pixels == 0:
             return images
-        shape = ops.shape(images)
-        b, h, w = shape[0], shape[1], shape[2]
+        b, h, w, c = (ops.shape(images)[i] for i in range(4))
         p = self.pixels
         dy = keras.random.randint((b, 1), -p, p + 1, seed=self.generator)
         dx = keras.random.randint((b, 1), -p, p + 1, seed=self.generator)
         rows = ops.clip(ops.arange(h)[None, :] - dy, 0, h - 1)  # [B, H]: source row of each row
         cols = ops.clip(ops.arange(w)[None, :] - dx, 0, w - 1)
-        # plain Keras ops, so the layer runs on every backend (the GPU bench trains under JAX)
-        x = ops.take_along_axis(images, ops.broadcast_to(rows[:, :, None, None], shape), axis=1)
-        return ops.take_along_axis(x, ops.broadcast_to(cols[:, None, :, None], shape), axis=2)
+        # plain Keras ops (every backend): whole rows, then whole columns, gathered from the
+        # flattened batch; ~as fast as tf.gather(batch_dims=1), where take_along_axis was 10x slower
+        x = _take_rows(images, rows, b, h, w * c)
+        x = ops.transpose(ops.reshape(x, (b, h, w, c)), (0, 2, 1, 3))
+        x = _take_rows(x, cols, b, w, h * c)
+        return ops.transpose(ops.reshape(x, (b, w, h, c)), (0, 2, 1, 3))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -152,6 +152,10 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
     out = out or os.path.join(run_dir, "eval", name)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; give a folder for the report")
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out,
+                                                                                  "report.json")):
+        raise UsageError(f"--out {out} holds other files and no earlier report.json; give a new "
+                         "or empty folder (an earlier eval report there is replaced)")
     recognizer = load(run_dir)
 
     truths, preds, confs, names, meta, worst = read_all(recognizer, samples, count, beam_width,

@@ -6,7 +6,6 @@ model does its own grey conversion and downscale, so what goes in is the picture
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from captchalab.core.charset import Charset
 from captchalab.core.errors import UsageError
+from captchalab.core.images import open_rgb
 from captchalab.core.runconfig import read_run_config
 
 
@@ -53,15 +53,10 @@ def to_rgb(image, size: tuple[int, int] | None = None, name: str = "image") -> n
     size: (width, height) to resize to (bilinear) when the image differs; None keeps it as is.
     Arrays: uint8 [H,W], [H,W,1], [H,W,3] (RGB) or [H,W,4] (alpha dropped), or float in [0,1].
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
-        src = io.BytesIO(bytes(image)) if not isinstance(image, (str, os.PathLike)) else image
-        try:
-            with Image.open(src) as im:
-                image = im.convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise UsageError(f"{name}: not a readable image ({e.__class__.__name__})") from None
+        image = open_rgb(image, name)
     if isinstance(image, Image.Image):
         im = image.convert("RGB")
         if size and im.size != tuple(size):

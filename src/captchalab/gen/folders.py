@@ -8,6 +8,7 @@ import time
 
 from captchalab.core.charset import Charset
 from captchalab.core.errors import UsageError
+from captchalab.core.images import open_rgb
 from captchalab.gen import shards as sh
 from captchalab.gen.recipe import DEFAULT_SHARD_SIZE
 
@@ -115,12 +116,9 @@ def list_labelled(folder: str, default_split: str = "test") -> list[tuple[str, s
 
 def load_rgb(path: str, size=None):
     """Open an image file as RGB, resized to `size` (w, h) when given; names the file on failure."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise UsageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    from PIL import Image
+
+    im = open_rgb(path)
     if size and im.size != tuple(size):
         im = im.resize(tuple(size), Image.BILINEAR)
     return im
@@ -177,6 +175,10 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         raise UsageError(f"--shard-size: {shard_size}; must be a positive number of records")
     items = list_labelled(folder, split)
     labels = [lab for _, lab, _ in items]
+    for p, lab, _ in items:
+        if any(c.isspace() for c in lab):
+            raise UsageError(f"{p}: label {lab!r} holds whitespace, which no charset can (as in "
+                             "`gen --charset`); fix the label")
     cs = Charset.parse(charset) if charset else Charset("".join(sorted(set("".join(labels)))))
     for p, lab, _ in items:
         bad = cs.missing(lab)
@@ -185,7 +187,7 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
     target = parse_size(size) if size else None
     images = _load_all(items, target)
     w, h = images[0].size
-    prepare_out_dir(out, resume=False, overwrite=overwrite)
+    prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)
     os.makedirs(out, exist_ok=True)
     clear_dataset(out)
     splits = _write_splits(folder, out, items, images, cs, shard_size)

@@ -32,7 +32,8 @@ def _our_file(name: str) -> bool:
     return name == sh.MANIFEST or name.startswith(sh.TMP_PREFIX) or bool(sh.SHARD_RE.match(name))
 
 
-def prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> dict | None:
+def prepare_out_dir(out_dir: str, resume: bool, overwrite: bool,
+                    resumable: bool = True) -> dict | None:
     """Check `out_dir` against --resume/--overwrite. Returns the stored manifest when resuming.
 
     Only checks: nothing is created or deleted here.
@@ -45,8 +46,9 @@ def prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> dict | None:
             raise UsageError(f"--resume: {out_dir} holds no interrupted dataset (no {sh.MANIFEST})")
         return sh.read_manifest(out_dir)
     if entries and not overwrite:
-        raise UsageError(f"--out {out_dir} is not empty; add --resume to finish an interrupted "
-                         "run or --overwrite to replace it")
+        hint = ("add --resume to finish an interrupted run or --overwrite to replace it"
+                if resumable else "add --overwrite to replace it")
+        raise UsageError(f"--out {out_dir} is not empty; {hint}")
     return None
 
 
@@ -96,6 +98,8 @@ def clear_dataset(out_dir: str, partial_only: bool = False) -> None:
 
 
 def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, progress, ray):
+    if stored is not None:  # the dataset's command stays the one that defined it
+        command = stored.get("command", command)
     storage.makedirs(out_dir)
     clear_dataset(out_dir, partial_only=not overwrite)  # resume: drop partial shards only
 

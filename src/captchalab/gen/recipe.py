@@ -15,6 +15,7 @@ from captchalab.core.errors import UsageError
 from captchalab.gen.render import SPLITS, label_space, split_pools
 from captchalab.gen.style import Style
 
+MAX_SAMPLES = 10**9  # per split: a larger count is a typo, and its shard plan would not fit
 DEFAULT_SHARD_SIZE = 1000  # records per shard: ~5 MB at 160x60, enough files to interleave
 
 
@@ -92,6 +93,9 @@ def build_recipe(req: GenRequest, warn=None) -> dict:
     size = parse_size(req.size)
     counts = {s: n for s, n in (req.counts or {}).items() if n is not None}
     for split, n in counts.items():
+        if n > MAX_SAMPLES:
+            raise UsageError(f"--{split}: {n}; at most {MAX_SAMPLES:,} samples per split "
+                             "(~8.5 TB at 160x60)")
         if n <= 0:
             raise UsageError(f"--{split}: {n}; a split count must be a positive number of samples "
                              "(leave the option out to skip the split)")
