@@ -36,10 +36,13 @@ def open_rgb(src, name: str | None = None):
         with Image.open(src) as im:
             w, h = im.size
             if w * h > MAX_PIXELS:
-                raise UsageError(f"{name}: {w}x{h} pixels, more than the {MAX_PIXELS:,} "
-                                 "this reads; captchas are small images")
+                raise UsageError(f"{name}: {w}x{h}, more than the {MAX_PIXELS:,} pixels this "
+                                 "reads; captchas are small images")
             return _to_rgb(im)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as e:
+    except Image.DecompressionBombError:  # Pillow refuses far larger ones at open
+        raise UsageError(f"{name}: more than the {MAX_PIXELS:,} pixels this reads; captchas "
+                         "are small images") from None
+    except (OSError, UnidentifiedImageError, ValueError) as e:
         raise UsageError(f"{name}: not a readable image ({e.__class__.__name__})") from None
 
 
