@@ -17,6 +17,11 @@ def test_export_import_round_trip(tmp_path, small_dataset):
     cli("export", small_dataset, "--png", png)
     rows = list(csv.DictReader(open(png / "labels.csv")))
     assert len(rows) == 100 and {r["split"] for r in rows} == {"train", "val", "test"}
+    for split in ("train", "val", "test"):  # Hugging Face imagefolder: metadata beside images
+        meta = list(csv.DictReader(open(png / split / "metadata.csv")))
+        assert [(split + "/" + m["file_name"], m["label"]) for m in meta] == [
+            (r["file"], r["label"]) for r in rows if r["split"] == split]
+        assert all((png / split / m["file_name"]).exists() for m in meta)
     back = tmp_path / "back"
     cli("import", png, "--out", back, "--charset", "0-9a-z")
     cli("verify", back)

@@ -141,6 +141,7 @@ def test_verify_ok_and_catches_truncation_and_flipped_byte(tmp_path, small_datas
     p = cli("export", d, "--png", tmp_path / "png", check=False)
     assert p.returncode == 1 and p.stderr.count("\n") == 1
     assert "captcha-" in p.stderr and ".tfrecord-" in p.stderr
+    assert sorted(os.listdir(tmp_path)) == ["broken"]  # nothing half-exported is left
 
 
 def test_show_writes_sheet_and_rerenders_a_sample(tmp_path, small_dataset):

@@ -25,30 +25,52 @@ def _empty_or_new(path: str, option: str) -> None:
 
 
 def export_png(data_dir: str, png_dir: str, splits=None) -> int:
-    """Write SPLIT/INDEX_LABEL.png (INDEX.png when the label has characters unsafe in file names)
-    and labels.csv (file,label,split). Returns the number of images written."""
+    """Write SPLIT/INDEX_LABEL.png (INDEX.png when the label has characters unsafe in file names),
+    labels.csv (file,label,split) and SPLIT/metadata.csv (file_name,label: the Hugging Face
+    imagefolder layout). Everything is written to a temporary folder beside `png_dir` and
+    renamed into place, so a damaged shard leaves nothing half-exported. Returns the number of
+    images written."""
+    import shutil
+
     m = sh.read_manifest(data_dir)
     splits = list(splits or m["splits"])
     for s in splits:
         sh.shard_paths(data_dir, m, s)  # refuses unknown splits before anything is written
     _empty_or_new(png_dir, "--png")
+    tmp = os.path.join(os.path.dirname(os.path.abspath(png_dir)),
+                       f".tmp-export-{os.path.basename(os.path.abspath(png_dir))}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        rows = _write_pngs(data_dir, m, splits, tmp)
+        if os.path.isdir(png_dir):
+            os.rmdir(png_dir)  # empty (checked above)
+        os.replace(tmp, png_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(rows)
+
+
+def _write_pngs(data_dir: str, m: dict, splits: list[str], out: str) -> list[tuple[str, str, str]]:
     rows = []
     for split in splits:
-        os.makedirs(os.path.join(png_dir, split), exist_ok=True)
+        os.makedirs(os.path.join(out, split), exist_ok=True)
         for rec in sh.iter_split(data_dir, m, split):
             text = rec["label/text"]
             stem = f"{rec['sample/index']:07d}"
             if not (set(text) & UNSAFE_IN_NAMES):
                 stem += f"_{text}"
             rel = f"{split}/{stem}.png"
-            with open(os.path.join(png_dir, rel), "wb") as f:
+            with open(os.path.join(out, rel), "wb") as f:
                 f.write(rec["image/png"])
             rows.append((rel, text, split))
-    with open(os.path.join(png_dir, "labels.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "label", "split"])
-        w.writerows(rows)
-    return len(rows)
+    with open(os.path.join(out, "labels.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([["file", "label", "split"], *rows])
+    for split in splits:  # beside the images, file names relative to it (imagefolder's rule)
+        with open(os.path.join(out, split, "metadata.csv"), "w", newline="") as f:
+            csv.writer(f).writerows([["file_name", "label"],
+                                     *((os.path.basename(r), t) for r, t, sp in rows
+                                       if sp == split)])
+    return rows
 
 
 def label_from_name(path: str) -> str:
