@@ -77,3 +77,62 @@ def test_eval_out_refuses_a_folder_that_is_not_a_report_and_predict_reads_stdin(
         p = cli("predict", "--model", run, "-", stdin=f)
     (line,) = p.stdout.splitlines()
     assert line.startswith("-\t")
+
+
+def _damage(root, what, split="test"):
+    """Copy the fixture to `root` and damage one thing (a shard of `split`); returns (data,
+    run)."""
+    data, run = root / "data", root / "run"
+    shutil.copytree(os.path.join(FIXTURE, "data"), data)
+    shutil.copytree(os.path.join(FIXTURE, "run"), run)
+    shard = data / f"captcha-{split}.tfrecord-00000-of-00001"
+    if what == "manifest-key":
+        m = json.loads((data / "dataset_info.json").read_text())
+        del m["splits"]
+        (data / "dataset_info.json").write_text(json.dumps(m))
+    elif what == "manifest-type":
+        m = json.loads((data / "dataset_info.json").read_text())
+        m["image"]["width"] = "160"
+        (data / "dataset_info.json").write_text(json.dumps(m))
+    elif what == "shard-missing":
+        shard.unlink()
+    elif what == "shard-truncated":
+        shard.write_bytes(shard.read_bytes()[:3000])
+    elif what == "shard-is-dir":
+        shard.unlink()
+        shard.mkdir()
+    elif what == "model-truncated":
+        (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:1000])
+    elif what == "model-random":
+        (run / "model.keras").write_bytes(os.urandom(5000))
+    elif what == "config-not-json":
+        (run / "config.json").write_text("{")
+    elif what == "config-key":
+        c = json.loads((run / "config.json").read_text())
+        del c["charset"]
+        (run / "config.json").write_text(json.dumps(c))
+    return data, run
+
+
+DAMAGE = [("manifest-key", "lacks splits"), ("manifest-type", "image.width is not int"),
+          ("shard-missing", "is missing"), ("shard-truncated", "truncated or replaced"),
+          ("shard-is-dir", "truncated or replaced"), ("model-truncated", "cannot be loaded"),
+          ("model-random", "cannot be loaded"), ("config-not-json", "not JSON"),
+          ("config-key", "lacks charset.chars")]
+
+
+@pytest.mark.parametrize("what, message", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_damaged_data_and_runs_give_one_line_and_exit_1(tmp_path, what, message):
+    data, run = _damage(tmp_path, what)
+    p = cli("eval", "--model", run, "--data", data, "--out", tmp_path / "e", check=False)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.count("\n") == 1 and message in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("what", ["manifest-key", "shard-missing", "shard-truncated"])
+def test_train_on_damaged_data_leaves_no_run_folder(tmp_path, what):
+    data, _ = _damage(tmp_path, what, split="train")
+    p = cli("train", "--data", data, "--out", tmp_path / "t", "--epochs", 1, check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert not (tmp_path / "t").exists()

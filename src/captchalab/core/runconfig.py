@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from captchalab.core.errors import UsageError
+from captchalab.core.errors import DataError, UsageError
 
 # 1: runs written before "config_version" existed (up to commit 0ce7b0d); 2: the same keys plus
 # "config_version" (train settings every run records)
@@ -37,5 +37,27 @@ def read_run_config(run_dir: str) -> dict:
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
         raise UsageError(f"{run_dir} is not a captchalab run (no config.json)")
-    with open(path) as f:
-        return migrate(json.load(f), run_dir)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable or not JSON ({e}); retrain, or restore the "
+                        "file") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{path} is not a captchalab run config (a JSON {type(config).__name__})")
+    config = migrate(config, run_dir)
+    for key, get in REQUIRED.items():
+        try:
+            get(config)
+        except (KeyError, TypeError):
+            raise DataError(f"{path} is damaged: it lacks {key}; retrain, or restore the "
+                            "file") from None
+    return config
+
+
+# what eval, predict and export read from config.json
+REQUIRED = {"charset.chars": lambda c: c["charset"]["chars"] + "",
+            "image.width": lambda c: c["image"]["width"] + 0,
+            "image.height": lambda c: c["image"]["height"] + 0,
+            "arch": lambda c: c["arch"] + "",
+            "max_length": lambda c: c["max_length"] + 0}

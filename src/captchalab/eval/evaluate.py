@@ -41,6 +41,7 @@ def dataset_source(data_dir: str, split: str, config: dict, run_dir: str):
         raise UsageError(f"--split {split}: {data_dir} has only "
                          f"{', '.join(m['splits']) or 'no splits'}")
     check_compatible(config, m, data_dir, run_dir)
+    sh.check_shard_files(data_dir, m, split)  # before the model loads
 
     def samples():
         for r in sh.iter_split(data_dir, m, split):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from captchalab.core.charset import Charset
-from captchalab.core.errors import UsageError
+from captchalab.core.errors import DataError, UsageError
 from captchalab.core.images import open_rgb
 from captchalab.core.runconfig import read_run_config
 
@@ -40,7 +40,17 @@ def load_keras_model(run_dir: str):
 
     import captchalab.core.layers  # noqa: F401  (registers Preprocess for deserialisation)
 
-    return keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    path = os.path.join(run_dir, "model.keras")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises ValueError, KeyError, OSError, …
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "safe_mode" in str(e):
+            raise DataError(f"{path} was refused by Keras safe mode: it holds code (a Lambda "
+                            "layer or a function) that loading would run; captchalab never "
+                            "writes such models") from None
+        raise DataError(f"{path} cannot be loaded ({type(e).__name__}: {msg[:160]}); retrain, "
+                        "or restore the file") from None
 
 
 def _name(image, i: int) -> str:

@@ -174,11 +174,58 @@ def read_manifest(data_dir: str) -> dict:
     try:
         with storage.open_file(path, "r") as f:
             m = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path} is unreadable or not JSON: {e}") from None
-    if m.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a captchalab manifest (format is {m.get('format')!r})")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is unreadable or not JSON: {e}") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        got = m.get("format") if isinstance(m, dict) else type(m).__name__
+        raise UsageError(f"{path} is not a captchalab manifest (format is {got!r})")
+    problem = _manifest_problem(m)
+    if problem:
+        raise DataError(f"{path} is damaged: {problem}; regenerate or re-import the dataset")
     return m
+
+
+def _manifest_problem(m: dict) -> str | None:
+    """What is missing or of the wrong type in a manifest that readers rely on; None if fine."""
+    def bad(value, kind):
+        return not isinstance(value, kind) or isinstance(value, bool)
+
+    checks = [("charset.chars", lambda: m["charset"]["chars"], str),
+              ("length", lambda: m["length"], list),
+              ("image.width", lambda: m["image"]["width"], int),
+              ("image.height", lambda: m["image"]["height"], int),
+              ("splits", lambda: m["splits"], dict)]
+    for name, get, kind in checks:
+        try:
+            if bad(get(), kind):
+                return f"{name} is not {kind.__name__}"
+        except (KeyError, TypeError):
+            return f"it lacks {name}"
+    if len(m["length"]) != 2 or any(bad(v, int) for v in m["length"]):
+        return "length is not [min, max]"
+    for split, info in m["splits"].items():
+        try:
+            ok = not bad(info["count"], int) and all(
+                isinstance(e["file"], str) and not bad(e["count"], int) and not bad(e["bytes"], int)
+                for e in info["shards"])
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            return f"splits.{split} lacks count or shard entries (file, count, bytes)"
+    return None
+
+
+def check_shard_files(data_dir: str, manifest: dict, split: str) -> None:
+    """Refuse before reading when a shard of `split` is missing, not a file, or not the size the
+    manifest records (truncated or replaced): DataError naming it."""
+    for entry in manifest["splits"][split]["shards"]:
+        path = storage.join(data_dir, entry["file"])
+        if not storage.exists(path):
+            raise DataError(f"{path}: shard listed in {MANIFEST} is missing; run "
+                            f"'captchalab verify {data_dir}'")
+        if storage.isdir(path) or storage.size(path) != entry["bytes"]:
+            raise DataError(f"{path}: not the {entry['bytes']}-byte shard {MANIFEST} records "
+                            f"(truncated or replaced); run 'captchalab verify {data_dir}'")
 
 
 def shard_paths(data_dir: str, manifest: dict, split: str) -> list[str]:
@@ -207,7 +254,9 @@ def iter_shard(path: str):
 
 
 def iter_split(data_dir: str, manifest: dict, split: str):
-    for p in shard_paths(data_dir, manifest, split):
+    paths = shard_paths(data_dir, manifest, split)
+    check_shard_files(data_dir, manifest, split)
+    for p in paths:
         yield from iter_shard(p)
 
 
