@@ -312,3 +312,31 @@ def test_resume_keeps_the_command_that_defined_the_dataset(tmp_path):
     cli("gen", "--out", d, "--resume", "-q", "--workers", 1)
     m = json.loads((d / "dataset_info.json").read_text())
     assert m["command"] == first and "--resume" not in first and m["complete"]
+
+
+def test_an_out_folder_that_cannot_be_made_gives_one_line(tmp_path):
+    (tmp_path / "afile").write_text("keep me")
+    p = cli("gen", "--out", tmp_path / "afile" / "d", "--train", 10, "-q", check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert "Not a directory" in p.stderr and (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_a_full_disk_gives_one_line_and_resume_finishes(tmp_path):
+    """A 300 KB tmpfs fills up mid-way; needs permission to mount (root), else skipped."""
+    import shutil
+    import subprocess
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        p = cli("gen", "--out", disk / "d", "--train", 100, "--shard-size", 10, "-q",
+                "--workers", 1, check=False)
+        assert p.returncode == 1 and p.stderr.count("\n") == 1
+        assert "No space left on device" in p.stderr and "--resume" in p.stderr
+        shutil.copytree(disk / "d", tmp_path / "d")  # move to room enough, then finish
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    cli("gen", "--out", tmp_path / "d", "--resume", "-q", "--workers", 1)
+    cli("verify", tmp_path / "d")

@@ -47,6 +47,11 @@ def main(argv=None) -> None:
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # the machine, not the data: a full disk, a read-only folder, …
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}; nothing already finished was removed, and "
+                   "gen and train continue with --resume", err=True)
+        sys.exit(1)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
