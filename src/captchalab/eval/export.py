@@ -117,7 +117,9 @@ def load_exported(path: str):
     import tensorflow as tf
 
     if path.endswith(".tflite"):
-        interp = tf.lite.Interpreter(model_path=path)
+        from ai_edge_litert.interpreter import Interpreter  # LiteRT: tf.lite's successor
+
+        interp = Interpreter(model_path=path)
 
         def run_tflite(x):
             inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
