@@ -118,8 +118,13 @@ def test_eval_report_on_the_dataset_and_on_its_images(run, pngs, small_dataset, 
             "confusions", "confusion_matrix", "by_style", "errors", "errors_total",
             "files"} <= set(a)
     assert json.loads((tmp_path / "a" / "report.json").read_text())["summary"] == a["summary"]
-    for name in ("confusion.png", "errors.png"):
+    for name in ("confusion.png", "errors.png", "calibration.png"):
         assert (tmp_path / "a" / name).read_bytes()[:4] == b"\x89PNG"
+    cal = a["calibration"]
+    assert 0 <= cal["ece"] <= 1 and [r["coverage"] for r in cal["risk_coverage"]][-1] == 1.0
+    assert cal["risk_coverage"][-1]["accuracy"] == pytest.approx(a["summary"]["seq_acc"])
+    assert a["decoding"]["temperature"] == json.loads((run / "calibration.json").read_text())[
+        "temperature"]  # fitted on val at the end of `train`
     assert (tmp_path / "a" / "report.md").read_text().startswith("# Evaluation of")
     assert "font" not in a["by_style"]  # one font in the default style
     p = cli("eval", "--model", run, "--images", pngs, "--out", tmp_path / "b")
@@ -141,7 +146,9 @@ def test_accuracy_by_style_value(run, tmp_path):
     fonts = r["by_style"]["font"]
     assert len(fonts) >= 2 and sum(f["samples"] for f in fonts) == 30  # builtin + DejaVu faces
     assert len(r["by_style"]["rotate"]) == 5  # a drawn float: quantile bins
-    assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4, "tta": False}
+    assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4, "tta": False,
+                             "temperature": json.loads((run / "calibration.json").read_text())[
+                                 "temperature"]}
 
 
 def test_eval_folder_unreadable_and_wrongly_sized_files(run, pngs, tmp_path):
@@ -268,3 +275,39 @@ def test_export_gives_the_keras_predictions(run, small_dataset, tmp_path, fmt):
     assert rec.decode(got)[0] == rec.decode(want)[0]
     with pytest.raises(UsageError, match="exists and is not empty"):
         export_model(str(run), fmt, str(tmp_path / fmt))
+
+
+def test_predict_min_confidence_rejects_the_unsure(run, pngs):
+    rows = [json.loads(line) for line in cli("predict", "--model", run, pngs / "test", "--json",
+                                             "--min-confidence", 1.0).stdout.splitlines()]
+    assert len(rows) == 20 and all(r["rejected"] and r["text"] is None for r in rows)
+    p = cli("predict", "--model", run, pngs / "test", "--min-confidence", 0)
+    assert "REJECTED" not in p.stdout and len(p.stdout.splitlines()) == 20
+
+
+def test_calibration_metrics_hand_worked():
+    from captchalab.core.metrics import calibration_error, risk_coverage
+
+    conf = [0.95, 0.95, 0.55, 0.55, 0.15]
+    hit = [True, False, True, True, False]
+    ece, bins = calibration_error(conf, hit, bins=10)
+    # bins: 0.95 -> acc 0.5 (2 samples), 0.55 -> acc 1.0 (2), 0.15 -> acc 0 (1)
+    assert ece == pytest.approx((2 * 0.45 + 2 * 0.45 + 1 * 0.15) / 5)
+    assert [(b["samples"], b["accuracy"]) for b in bins] == [(1, 0.0), (2, 1.0), (2, 0.5)]
+    rc = risk_coverage(conf, hit, coverages=(0.4, 0.8, 1.0))
+    assert [(r["kept"], r["accuracy"]) for r in rc] == [(2, 0.5), (4, 0.75), (5, 0.6)]
+
+
+def test_temperature_fit_undoes_overconfidence():
+    """heads logits sharpened 3x: the fitted temperature brings the confidences back."""
+    from captchalab.core.charset import Charset
+    from captchalab.eval.calibration import fit_temperature, sequence_confidence
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (4000, 1, 5))
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    correct = rng.random(4000) < p.max(-1)[:, 0]  # right as often as the calibrated model says
+    t = fit_temperature("heads", 3 * logits, None, Charset("abcd"), correct)
+    assert 2.5 < t < 3.6
+    conf = sequence_confidence("heads", 3 * logits, None, Charset("abcd"), t)
+    assert abs(conf.mean() - correct.mean()) < 0.02

@@ -233,8 +233,9 @@ def _check_multi_worker_run(run, data, epochs):
     assert (config["strategy"], config["replicas"], config["workers"]) == (
         "MultiWorkerMirroredStrategy", 2, 2)
     # only the chief wrote the run directory
-    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "history.csv",
-                                       "history.png", "model.keras", "tensorboard"]
+    assert sorted(os.listdir(run)) == ["calibration.json", "checkpoints", "config.json",
+                                       "history.csv", "history.png", "model.keras",
+                                       "tensorboard"]
     import captchalab
 
     m = sh.read_manifest(str(data))

@@ -327,6 +327,16 @@ def train(ctx, data, out, resume, quiet, **opts):
     click.echo(f"best epoch {best['epoch']}: val sequence accuracy {best['val_seq_acc']:.4f}, "
                f"character accuracy {best['val_char_acc']:.4f}, CER {best['val_cer']:.4f}; "
                f"model in {out}/model.keras")
+    from captchalab.train.train import cluster_role
+
+    role = cluster_role()
+    if cfg.data and (role is None or role["chief"]):  # a second or two, after the budget
+        from captchalab.eval.evaluate import calibrate_run
+
+        info = calibrate_run(cfg.out, cfg.data)
+        click.echo(f"confidence calibrated on {info['samples']} val samples: temperature "
+                   f"{info['temperature']:.3f}, calibration error {info['ece_before']:.4f} -> "
+                   f"{info['ece_after']:.4f} ({cfg.out}/calibration.json)")
 
 
 @cli.command("eval")
@@ -370,6 +380,10 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
 @click.option("--model", "run_dir", required=True, type=click.Path(),
               help="Run folder written by `captchalab train`.")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--min-confidence", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Answer only readings at least this confident; others print REJECTED "
+                   "(JSON: text null, rejected true). With a calibrated run, the chance that an "
+                   "answer is right.")
 @click.option("--beam-width", default=0, show_default=True, type=click.IntRange(0),
               help="CTC beam search width (0 or 1 = greedy).")
 @click.option("--tta", is_flag=True,
@@ -379,7 +393,7 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json):
+def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_confidence):
     """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
     import json
     import tempfile
@@ -402,11 +416,14 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json):
     if images == ("-",):
         kept = ["-"]
     for path, p in zip(kept, preds, strict=True):
+        rejected = p.confidence < min_confidence  # ask for another captcha instead
         if as_json:
-            click.echo(json.dumps({"file": path, "text": p.text,
-                                   "confidence": round(p.confidence, 6)}, ensure_ascii=False))
+            click.echo(json.dumps({"file": path, "text": None if rejected else p.text,
+                                   "confidence": round(p.confidence, 6),
+                                   **({"rejected": True} if rejected else {})},
+                                  ensure_ascii=False))
         else:
-            click.echo(f"{path}\t{p.text}\t{p.confidence:.4f}")
+            click.echo(f"{path}\t{'REJECTED' if rejected else p.text}\t{p.confidence:.4f}")
 
 
 @cli.command()

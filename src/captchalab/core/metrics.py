@@ -1,7 +1,9 @@
-"""Recognition metrics: pure functions of truth and prediction strings (no TensorFlow)."""
+"""Recognition metrics: pure functions of truth and prediction strings, and of confidences
+(calibration, risk-coverage). numpy only, no TensorFlow."""
 
 from __future__ import annotations
 
+import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 
@@ -64,3 +66,35 @@ def summary(truths, preds) -> dict:
     return {"seq_acc": sequence_accuracy(truths, preds),
             "char_acc": character_accuracy(truths, preds),
             "cer": character_error_rate(truths, preds)}
+
+
+def calibration_error(confidences, correct, bins: int = 15) -> tuple[float, list[dict]]:
+    """Expected calibration error: the sample-weighted mean |accuracy - mean confidence| over
+    `bins` equal-width confidence bins (Guo et al. 2017), and the bins that are not empty."""
+    conf = np.asarray(confidences, dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            c, a = float(conf[sel].mean()), float(hit[sel].mean())
+            ece += sel.sum() / len(conf) * abs(a - c)
+            rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]),
+                         "samples": int(sel.sum()), "confidence": c, "accuracy": a})
+    return float(ece), rows
+
+
+def risk_coverage(confidences, correct, coverages=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)):
+    """Answer only the most confident share of samples: for each coverage, the accuracy of the
+    answers kept and the confidence threshold that keeps them."""
+    conf = np.asarray(confidences, dtype=float)
+    order = np.argsort(-conf, kind="stable")
+    hit = np.asarray(correct, dtype=float)[order]
+    out = []
+    for cov in coverages:
+        k = max(1, int(round(cov * len(conf))))
+        out.append({"coverage": float(cov), "kept": k, "accuracy": float(hit[:k].mean()),
+                    "threshold": float(conf[order][k - 1])})
+    return out

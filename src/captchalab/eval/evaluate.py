@@ -169,9 +169,48 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                         "split": split if data is not None else None},
                "decoding": {"method": (f"beam search (width {beam_width})" if beam_width > 1
                                        else "greedy") + (", test-time augmentation" if tta else ""),
-                            "beam_width": beam_width, "tta": tta}}
+                            "beam_width": beam_width, "tta": tta,
+                            "temperature": 1.0 if tta else recognizer.temperature}}
     report = build_report(truths, preds, confs, names, meta, config["charset"]["chars"], context)
     by_number = {i: rgb for _, i, rgb in worst}
     gallery = [(by_number[i], {"sample": names[i], "truth": truths[i], "pred": preds[i],
                                "confidence": confs[i]}) for _, i, _ in worst]
     return report, write_report(report, out, gallery)
+
+
+def calibrate_run(run_dir: str, data_dir: str, split: str = "val") -> dict:
+    """Fit the temperature of `run_dir` on `split` of `data_dir` and write RUN/calibration.json;
+    returns what was written (temperature, samples, ECE before and after)."""
+    import json
+
+    from captchalab.core.metrics import calibration_error
+    from captchalab.core.storage import write_atomic
+    from captchalab.eval.calibration import FILE, fit_temperature, sequence_confidence
+    from captchalab.eval.predictor import load, read_config
+
+    count, _, samples = dataset_source(data_dir, split, read_config(run_dir), run_dir)
+    rec = load(run_dir)
+    logits, truths = [], []
+    batch = []
+    for rgb, truth, _, _ in samples:
+        batch.append(rgb)
+        truths.append(truth)
+        if len(batch) == 256:
+            logits.append(rec.logits(np.stack(batch)))
+            batch = []
+    if batch:
+        logits.append(rec.logits(np.stack(batch)))
+    logits = np.concatenate(logits)
+    texts, _ = rec.decode(logits)
+    correct = np.array([t == p for t, p in zip(truths, texts, strict=True)])
+    t = fit_temperature(rec.kind, logits, texts, rec.charset, correct)
+
+    def ece(temp):
+        conf = sequence_confidence(rec.kind, logits, texts, rec.charset, temp)
+        return calibration_error(conf, correct)[0]
+
+    info = {"temperature": t, "data": os.path.abspath(data_dir), "split": split,
+            "samples": int(count), "seq_acc": float(correct.mean()),
+            "ece_before": ece(1.0), "ece_after": ece(t)}
+    write_atomic(os.path.join(run_dir, FILE), json.dumps(info, indent=2) + "\n")
+    return info

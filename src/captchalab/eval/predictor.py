@@ -126,6 +126,10 @@ class Recognizer:
         self.charset = Charset.from_json(self.config["charset"])
         self.kind = self.config.get("kind", "ctc")
         self.size = (self.config["image"]["width"], self.config["image"]["height"])
+        from captchalab.eval.calibration import read_temperature
+
+        # confidence calibration fitted after training (calibration.json); 1.0 = none
+        self.temperature = read_temperature(run_dir)
         import tensorflow as tf
 
         w, h = self.size
@@ -161,9 +165,15 @@ class Recognizer:
     def read(self, batch: np.ndarray, beam_width: int = 0, tta: bool = False):
         """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
         the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2) and
-        combine the views (`core.ctc.decode_views`); costs that many forward passes."""
-        if not tta:
-            return self.decode(self.logits(batch), beam_width)
+        combine the views (`core.ctc.decode_views`); costs that many forward passes, and its
+        confidences are not calibrated (the temperature applies to single views)."""
+        if not tta:  # confidence: p(text), scaled by the fitted temperature
+            from captchalab.eval.calibration import sequence_confidence
+
+            logits = self.logits(batch)
+            texts, _ = self.decode(logits, beam_width)
+            return texts, sequence_confidence(self.kind, logits, texts, self.charset,
+                                              self.temperature)
         from captchalab.core.ctc import decode_views, shift, tta_shifts
 
         shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))

@@ -10,7 +10,13 @@ from collections import Counter
 
 import numpy as np
 
-from captchalab.core.metrics import aligned_pairs, character_error_rate, kept_characters
+from captchalab.core.metrics import (
+    aligned_pairs,
+    calibration_error,
+    character_error_rate,
+    kept_characters,
+    risk_coverage,
+)
 from captchalab.core.plot import pyplot
 from captchalab.core.storage import write_atomic
 
@@ -119,10 +125,14 @@ def build_report(truths: list[str], preds: list[str], confs: list[float], names:
     wrong = sorted((i for i in range(n) if truths[i] != preds[i]), key=lambda i: -confs[i])
     errors = [{"sample": names[i], "truth": truths[i], "pred": preds[i],
                "confidence": round(float(confs[i]), 6)} for i in wrong[:ERRORS_LISTED]]
+    correct = [t == p for t, p in zip(truths, preds, strict=True)]
+    ece, bins = calibration_error(confs, correct)
+    calibration = {"ece": ece, "bins": bins, "risk_coverage": risk_coverage(confs, correct)}
     return {"schema": SCHEMA, **context, "summary": summary, "by_position": by_position,
             "by_length": by_length, "confusions": confusions,
             "confusion_matrix": {"labels": labels, "counts": matrix},
-            "by_style": by_style, "errors": errors, "errors_total": len(wrong)}
+            "by_style": by_style, "calibration": calibration, "errors": errors,
+            "errors_total": len(wrong)}
 
 
 def _show(c: str) -> str:
@@ -164,6 +174,15 @@ def markdown(report: dict) -> str:
         out += [f"| {r['value']} | {r['samples']} | {_pct(r['seq_acc'])} | {_pct(r['char_acc'])} |"
                 for r in rows]
         out.append("")
+    cal = report["calibration"]
+    out += ["## Confidence", "",
+            f"Expected calibration error {cal['ece']:.4f} (temperature "
+            f"{report['decoding'].get('temperature', 1.0):.3f}). Answering only the most "
+            "confident share of samples:", "",
+            "| coverage | accuracy of the answers kept | confidence threshold |", "|---|---|---|"]
+    out += [f"| {_pct(r['coverage'])} | {_pct(r['accuracy'])} | {r['threshold']:.4f} |"
+            for r in cal["risk_coverage"]]
+    out += ["", "![reliability and risk-coverage](calibration.png)", ""]
     out += [f"## Errors ({report['errors_total']}, most confident first)", "",
             "![worst errors](errors.png)", "", "| sample | truth | predicted | confidence |",
             "|---|---|---|---|"]
@@ -181,6 +200,10 @@ def summary_text(report: dict) -> str:
              f"  sequence accuracy   {s['seq_acc']:.4f}  [95% CI {lo:.4f}-{hi:.4f}]",
              f"  character accuracy  {s['char_acc']:.4f}  [95% CI {clo:.4f}-{chi:.4f}]",
              f"  CER                 {s['cer']:.4f}",
+             f"  calibration error   {report['calibration']['ece']:.4f}  (accuracy "
+             + ", ".join(f"{r['accuracy']:.4f} at {r['coverage']:.0%}"
+                         for r in report["calibration"]["risk_coverage"]
+                         if r["coverage"] in (0.9, 1.0)) + " coverage)",
              "  by position         " + "  ".join(f"{r['position']}:{r['char_acc']:.4f}"
                                                   for r in report["by_position"])]
     if report["confusions"]:
@@ -241,13 +264,38 @@ def plot_gallery(items: list[tuple[np.ndarray, dict]], path: str, title: str) ->
     plt.close(fig)
 
 
+def plot_calibration(report: dict, path: str) -> None:
+    """Reliability diagram (accuracy against confidence per bin) and risk-coverage curve."""
+    plt = pyplot()
+    cal = report["calibration"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="calibrated")
+    mids = [(r["lo"] + r["hi"]) / 2 for r in cal["bins"]]
+    a.bar(mids, [r["accuracy"] for r in cal["bins"]], width=1 / 15 * 0.9, alpha=0.7,
+          label="accuracy in the bin")
+    a.plot([r["confidence"] for r in cal["bins"]], [r["accuracy"] for r in cal["bins"]], "o",
+           color="C3", ms=4, label="(mean confidence, accuracy)")
+    a.set(xlabel="confidence", ylabel="full-sequence accuracy", xlim=(0, 1), ylim=(0, 1.02),
+          title=f"reliability (ECE {cal['ece']:.4f})")
+    a.legend(loc="upper left", fontsize=8)
+    rc = cal["risk_coverage"]
+    b.plot([r["coverage"] for r in rc], [r["accuracy"] for r in rc], "o-")
+    b.set(xlabel="share of samples answered (most confident first)",
+          ylabel="accuracy of the answers", title="risk-coverage")
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_report(report: dict, out_dir: str, gallery: list[tuple[np.ndarray, dict]]) -> dict:
     """report.json, report.md, confusion.png and errors.png in `out_dir`; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
     files = {"json": "report.json", "markdown": "report.md", "confusions": "confusion.png",
-             "errors": "errors.png"}
+             "errors": "errors.png", "calibration": "calibration.png"}
     report["files"] = files
     plot_confusions(report, os.path.join(out_dir, files["confusions"]))
+    plot_calibration(report, os.path.join(out_dir, files["calibration"]))
     plot_gallery(gallery, os.path.join(out_dir, files["errors"]),
                  f"Most confident errors ({min(len(gallery), GALLERY)} of "
                  f"{report['errors_total']}): truth → prediction (confidence)")
