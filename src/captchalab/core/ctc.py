@@ -97,7 +97,8 @@ def _ctc_nll():
     spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None, None], tf.float32),
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)]
     return tf.function(lambda target, logits, target_len, logit_len: keras.ops.ctc_loss(
-        target, logits, target_len, logit_len, mask_index=BLANK_ID), input_signature=spec)
+        target, logits, target_len, logit_len, mask_index=BLANK_ID), input_signature=spec,
+        jit_compile=True)
 
 
 def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
