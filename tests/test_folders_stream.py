@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.gen.stream import stream_recipe, stream_samples
 from conftest import cli
@@ -121,3 +122,26 @@ def test_import_refuses_whitespace_in_a_label(tmp_path):
     src = _labelled_folder(tmp_path, "file,label", ["a.png,ab 1", "b.png,cd"])
     p = cli("import", src, "--out", tmp_path / "ds", check=False)
     assert p.returncode == 2 and "label 'ab 1' holds whitespace" in p.stderr
+
+
+def test_data_load_gives_the_trainers_batches(small_dataset):
+    import captchalab.data
+    from captchalab.core.charset import Charset
+
+    m = sh.read_manifest(str(small_dataset))
+    ds = captchalab.data.load(str(small_dataset), "val", batch_size=8)
+    batches = list(ds.as_numpy_iterator())
+    images = np.concatenate([b[0] for b in batches])
+    ids = np.concatenate([b[1] for b in batches])
+    assert images.shape == (20, 60, 160, 3) and images.dtype == np.uint8
+    charset = Charset.from_json(m["charset"])
+    texts = [charset.decode(int(i) for i in row if i) for row in ids]
+    recs = {r["label/text"]: r for r in sh.iter_split(str(small_dataset), m, "val")}
+    assert sorted(texts) == sorted(recs)  # every record once
+    first = np.asarray(Image.open(io.BytesIO(recs[texts[0]]["image/png"])).convert("RGB"))
+    assert (images[0] == first).all()
+    x, y = next(iter(captchalab.data.load(str(small_dataset), "train", batch_size=16,
+                                          shuffle=True)))
+    assert x.shape == (16, 60, 160, 3) and y.shape == (16, 4)
+    with pytest.raises(UsageError, match="--split nope"):
+        captchalab.data.load(str(small_dataset), "nope")
