@@ -240,6 +240,8 @@ def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
     (["export", "{run}", "--png", "{none}", "--model", "{run}"], "not both"),
     (["export", "--png", "{none}"], "export needs DATA_DIR --png DIR"),
     (["export", "--model", "{run}", "--out", "{run}"], "exists and is not empty"),
+    (["predict", "--model", "{run}", "--min-confidence", "2", "{run}"], "--min-confidence"),
+    (["predict", "--model", "{run}", "-", "{run}"], "give '-' alone"),
 ])
 def test_predict_and_export_bad_input(run, tmp_path, args, msg):
     p = cli(*[a.format(run=run, none=tmp_path / "none") for a in args], check=False)

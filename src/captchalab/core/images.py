@@ -50,12 +50,11 @@ def _to_rgb(im):
     from PIL import Image
 
     if im.mode in SIXTEEN_BIT or im.mode in ("I", "F"):
-        a = np.asarray(im)
-        if im.mode == "F":
-            a = a * 255.0 if a.size and a.max() <= 1.0 else a
-        elif im.mode not in SIXTEEN_BIT and a.size and a.max() <= 255:
-            pass  # 32-bit container, 8-bit values
-        else:
-            a = a / 257.0  # 0..65535 -> 0..255
+        a = np.asarray(im, dtype=np.float64)
+        top = a.max() if a.size else 0.0
+        if im.mode == "F" and top <= 1.0:
+            a = a * 255.0  # float pixels in [0, 1]
+        elif im.mode in SIXTEEN_BIT or top > 255:
+            a = a / 257.0  # 0..65535 -> 0..255 (a 32-bit container holding 8-bit values stays)
         return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L").convert("RGB")
     return im.convert("RGB")

@@ -46,18 +46,16 @@ def read_run_config(run_dir: str) -> dict:
     if not isinstance(config, dict):
         raise DataError(f"{path} is not a captchalab run config (a JSON {type(config).__name__})")
     config = migrate(config, run_dir)
-    for key, get in REQUIRED.items():
-        try:
-            get(config)
-        except (KeyError, TypeError):
+    for key, kind in REQUIRED.items():
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kind):
             raise DataError(f"{path} is damaged: it lacks {key}; retrain, or restore the "
-                            "file") from None
+                            "file")
     return config
 
 
-# what eval, predict and export read from config.json
-REQUIRED = {"charset.chars": lambda c: c["charset"]["chars"] + "",
-            "image.width": lambda c: c["image"]["width"] + 0,
-            "image.height": lambda c: c["image"]["height"] + 0,
-            "arch": lambda c: c["arch"] + "",
-            "max_length": lambda c: c["max_length"] + 0}
+# what eval, predict and export read from config.json, with its type
+REQUIRED = {"charset.chars": str, "image.width": int, "image.height": int, "arch": str,
+            "max_length": int}

@@ -96,9 +96,9 @@ def size(path: str) -> int:
 
 def atomic_write(path: str, write) -> None:
     """Call write(tmp) for a temporary file beside the local `path`, then rename it into place,
-    so a reader never sees a partial file. The temporary name is tmp-XXXXXXXX-NAME: it keeps the
-    suffix (Keras checks it), is unique to the call, and a killed writer's leftover is easy to
-    find and remove."""
+    so a reader never sees a partial file. The temporary name is "tmp-", 8 random hex digits,
+    "-" and the file's own name: it keeps the suffix (Keras checks it), is unique to the call,
+    and a killed writer's leftover is easy to find and remove."""
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f"tmp-{uuid.uuid4().hex[:8]}-{name}")
     try:

@@ -271,7 +271,8 @@ def plot_calibration(report: dict, path: str) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="calibrated")
     mids = [(r["lo"] + r["hi"]) / 2 for r in cal["bins"]]
-    a.bar(mids, [r["accuracy"] for r in cal["bins"]], width=1 / 15 * 0.9, alpha=0.7,
+    a.bar(mids, [r["accuracy"] for r in cal["bins"]],
+          width=[0.9 * (r["hi"] - r["lo"]) for r in cal["bins"]], alpha=0.7,
           label="accuracy in the bin")
     a.plot([r["confidence"] for r in cal["bins"]], [r["accuracy"] for r in cal["bins"]], "o",
            color="C3", ms=4, label="(mean confidence, accuracy)")

@@ -18,7 +18,7 @@ from captchalab.train.rundir import CKPT_DIR, write_history_csv
 
 class TimeBudget(keras.callbacks.Callback):
     """Stop so that the run ends `budget` seconds after `t_start` (the call to train(), plus the
-    time of earlier sessions when resumed): the last batch is chosen so that the end-of-epoch
+    training time before an interruption when resumed): the last batch is chosen so that the end-of-epoch
     evaluation and checkpoint, timed at the previous epoch end, still fit. With the cosine
     schedule the learning rate follows cos over that time, reaching 0 at the end."""
 

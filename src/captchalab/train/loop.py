@@ -103,12 +103,12 @@ def datasets(cfg: TrainConfig, m: dict, recipe: dict | None, first_epoch: int,
     return train_ds, val_ds, probe_ds
 
 
-def run_config(cfg: TrainConfig, m: dict, recipe: dict | None, shape, strategy,
-               cluster: dict | None, command: str) -> dict:
+def run_config(cfg: TrainConfig, m: dict, charset: Charset, recipe: dict | None, shape,
+               strategy, cluster: dict | None, command: str) -> dict:
     """config.json: everything `eval`, `predict` and `export` need besides model.keras."""
     length = m["length"]
     return {"config_version": CONFIG_VERSION,
-            "charset": Charset.from_json(m["charset"]).to_json(), "image": m["image"],
+            "charset": charset.to_json(), "image": m["image"],
             "input": {"format": "uint8 RGB [B,H,W,3] at the image size",
                       "version": INPUT_VERSION},
             "model_shape": list(shape), "max_length": length[1], "length": list(length),
@@ -215,7 +215,7 @@ def _run(cfg, m, recipe, shape, state, cluster, t_start, command, verbose, extra
         multi_worker_fit_fixes(model, strategy, train_ds)
     if chief and not state["history"]:
         with open(os.path.join(cfg.out, "config.json"), "w") as f:
-            json.dump(run_config(cfg, m, recipe, shape, strategy, cluster, command), f, indent=2)
+            json.dump(run_config(cfg, m, charset, recipe, shape, strategy, cluster, command), f, indent=2)
 
     run_state = RunState(cfg.out, state, t_start, cfg.patience, chief,
                          report_budget=cfg.time_budget if verbose else 0.0)

@@ -30,7 +30,7 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
             if split not in m["splits"]:
                 raise UsageError(f"--data {cfg.data} has no {split} split; generate one with "
                                  f"'captchalab gen --{split} N'")
-        for split in need:  # a missing or truncated shard: refused before the run folder exists
+            # a missing or truncated shard: refused before the run folder exists
             sh.check_shard_files(cfg.data, m, split)
         if cfg.on_the_fly and not all(k in m for k in RECIPE_KEYS):
             raise UsageError(f"--on-the-fly re-renders from the recipe of a generated dataset; "
