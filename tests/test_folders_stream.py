@@ -145,3 +145,36 @@ def test_data_load_gives_the_trainers_batches(small_dataset):
     assert x.shape == (16, 60, 160, 3) and y.shape == (16, 4)
     with pytest.raises(UsageError, match="--split nope"):
         captchalab.data.load(str(small_dataset), "nope")
+
+
+def test_tfds_reads_a_dataset_in_place(small_dataset, tmp_path):
+    import tensorflow_datasets as tfds  # in the dev extra: a missing install fails here
+    m = sh.read_manifest(str(small_dataset))
+    b = tfds.builder_from_directory(str(small_dataset / sh.TFDS_DIR))
+    assert {s: b.info.splits[s].num_examples for s in ("train", "val", "test")} == m["counts"]
+    got = [(ex["label"]["text"].decode(), list(ex["label"]["ids"]), ex["image"]["png"])
+           for ex in tfds.as_numpy(b.as_dataset(split="val", shuffle_files=False))]
+    recs = list(sh.iter_split(str(small_dataset), m, "val"))
+    assert [(t, i) for t, i, _ in got] == [(r["label/text"], r["label/ids"]) for r in recs]
+    pixels = np.asarray(Image.open(io.BytesIO(recs[0]["image/png"])).convert("RGB"))
+    assert got[0][2].shape == (60, 160, 3) and (got[0][2] == pixels).all()
+    # an imported dataset gets the same metadata; --overwrite replaces it
+    png, back = tmp_path / "png", tmp_path / "back"
+    cli("export", small_dataset, "--png", png)
+    cli("import", png, "--out", back)
+    assert tfds.builder_from_directory(str(back / sh.TFDS_DIR)).info.splits["test"].num_examples == 20
+    cli("gen", "--out", back, "--train", 8, "--val", 4, "--test", 4, "--overwrite")
+    assert tfds.builder_from_directory(str(back / sh.TFDS_DIR)).info.splits["test"].num_examples == 4
+
+
+def test_hugging_face_imagefolder_loads_an_export(small_dataset, tmp_path, monkeypatch):
+    import datasets  # in the dev extra
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    png = tmp_path / "png"
+    cli("export", small_dataset, "--png", png)
+    ds = datasets.load_dataset("imagefolder", data_dir=str(png),
+                               cache_dir=str(tmp_path / "hf-cache"))
+    assert {s: len(ds[s]) for s in ds} == {"train": 60, "validation": 20, "test": 20}
+    rows = {r["file"]: r["label"] for r in csv.DictReader(open(png / "labels.csv"))}
+    assert sorted(ds["test"]["label"]) == sorted(v for k, v in rows.items() if k.startswith("test/"))
+    assert ds["test"][0]["image"].size == (160, 60)

@@ -24,8 +24,9 @@ def _same_dataset(a, b):
     names = sorted(n for n in os.listdir(a) if not n.startswith("."))
     assert names == sorted(n for n in os.listdir(b) if not n.startswith("."))
     for n in names:
-        if n != sh.MANIFEST:
+        if n not in (sh.MANIFEST, sh.TFDS_DIR):  # manifests name their command
             assert (a / n).read_bytes() == (b / n).read_bytes(), n
+    assert (a / "tfds/features.json").read_bytes() == (b / "tfds/features.json").read_bytes()
     ma, mb = (json.loads((d / sh.MANIFEST).read_text()) for d in (a, b))
     for m in (ma, mb):
         m.pop("created"), m.pop("command")
@@ -135,8 +136,10 @@ def test_fsspec_url_output(small_dataset):
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/captchalab-test/ds", detail=False))
     assert names == sorted(n for n in os.listdir(small_dataset) if not n.startswith("."))
     for n in names:
-        if n != sh.MANIFEST:
+        if n not in (sh.MANIFEST, sh.TFDS_DIR):
             assert fs.cat(f"/captchalab-test/ds/{n}") == (small_dataset / n).read_bytes()
+    n = "tfds/features.json"
+    assert fs.cat(f"/captchalab-test/ds/{n}") == (small_dataset / n).read_bytes()
     from captchalab.gen.preview import contact_sheet, rerender_check
     from captchalab.gen.verify import verify_dataset
     assert verify_dataset("memory://captchalab-test/ds") == []

@@ -71,6 +71,12 @@ def remove(path: str) -> None:
     fs.rm(p)
 
 
+def rmdir(path: str) -> None:
+    """Remove an empty folder (on object stores folders are implicit: nothing to do)."""
+    if not is_url(path):
+        os.rmdir(path)
+
+
 def open_file(path: str, mode: str = "rb"):
     if not is_url(path):
         return open(path, mode)

@@ -238,5 +238,5 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    sh.write_json_atomic(os.path.join(out, sh.MANIFEST), manifest)
+    sh.write_manifest(out, manifest)
     return manifest

@@ -95,6 +95,13 @@ def clear_dataset(out_dir: str, partial_only: bool = False) -> None:
     for name in storage.listdir(out_dir):
         if name.startswith(sh.TMP_PREFIX) or (not partial_only and _our_file(name)):
             storage.remove(storage.join(out_dir, name))
+    tfds_dir = storage.join(out_dir, sh.TFDS_DIR)
+    if not partial_only and storage.isdir(tfds_dir):
+        for name in storage.listdir(tfds_dir):
+            if name in ("dataset_info.json", "features.json") or name.startswith(sh.TMP_PREFIX):
+                storage.remove(storage.join(tfds_dir, name))
+        if not storage.listdir(tfds_dir):
+            storage.rmdir(tfds_dir)
 
 
 def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, progress, ray):
@@ -106,7 +113,7 @@ def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, prog
     tasks = plan_shards(recipe)
     manifest = _manifest(recipe, command, results={}, complete=False)
     if stored is None:
-        sh.write_json_atomic(storage.join(out_dir, sh.MANIFEST), manifest)
+        sh.write_manifest(out_dir, manifest)
 
     results: dict[str, dict] = {}
     todo = []
@@ -139,7 +146,7 @@ def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, prog
     clear_dataset(out_dir, partial_only=True)  # left by a worker that died mid-shard
 
     manifest = _manifest(recipe, command, results, complete=True)
-    sh.write_json_atomic(storage.join(out_dir, sh.MANIFEST), manifest)
+    sh.write_manifest(out_dir, manifest)
     return GenResult(manifest, GenStats(total, elapsed, len(tasks) - len(todo)))
 
 

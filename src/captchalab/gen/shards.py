@@ -20,6 +20,7 @@ from captchalab.gen.tfrecord import (
 )
 
 MANIFEST = "dataset_info.json"
+TFDS_DIR = "tfds"  # TFDS's own metadata for the same shards (see tfds_metadata)
 FORMAT = "captchalab-dataset"
 FORMAT_VERSION = 1
 SHARD_RE = re.compile(r"^captcha-(?P<split>[a-z]+)\.tfrecord-(?P<i>\d{5})-of-(?P<n>\d{5})$")
@@ -158,6 +159,55 @@ def write_json_atomic(path: str, data: dict) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_manifest(data_dir: str, manifest: dict) -> None:
+    """Write the manifest; a complete dataset first gets its TFDS metadata in tfds/, so the
+    manifest (the commit mark) is written last."""
+    if manifest["complete"]:
+        tfds_dir = storage.join(data_dir, TFDS_DIR)
+        storage.makedirs(tfds_dir)
+        info, features = tfds_metadata(manifest)
+        write_json_atomic(storage.join(tfds_dir, "features.json"), features)
+        write_json_atomic(storage.join(tfds_dir, "dataset_info.json"), info)
+    write_json_atomic(storage.join(data_dir, MANIFEST), manifest)
+
+
+def tfds_metadata(manifest: dict) -> tuple[dict, dict]:
+    """TFDS's dataset_info.json and features.json for the shards of a complete dataset, so that
+    `tfds.builder_from_directory(DIR/tfds)` reads them in place: the shards already follow
+    TFDS's file naming, and each split's file template points one folder up. TFDS reads its
+    own dataset_info.json strictly, so it cannot be captchalab's manifest; hence the subfolder.
+    Examples hold image/png (decoded to uint8 HxWx3), label/text, label/ids and label/length."""
+    splits = [{"name": split,
+               "filepathTemplate": "../{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+               "shardLengths": [str(e["count"]) for e in info["shards"]],
+               "numBytes": str(sum(e["bytes"] for e in info["shards"]))}
+              for split, info in manifest["splits"].items() if info["shards"]]
+    info = {"name": "captcha", "version": f"{FORMAT_VERSION}.0.0", "fileFormat": "tfrecord",
+            "description": f"captchalab dataset ({manifest['source']}): "
+                           f"{manifest.get('command') or 'see ../' + MANIFEST}",
+            "splits": splits}
+
+    def feature(cls, **spec):
+        module, name = cls
+        return {"pythonClassName": f"tensorflow_datasets.core.features.{module}.{name}", **spec}
+
+    def group(**features):
+        return feature(("features_dict", "FeaturesDict"), featuresDict={"features": features})
+
+    img = manifest["image"]
+    int64 = {"dtype": "int64", "encoding": "none"}
+    features = group(
+        image=group(png=feature(("image_feature", "Image"), image={
+            "shape": {"dimensions": [str(img["height"]), str(img["width"]), "3"]},
+            "dtype": "uint8", "encodingFormat": "png"})),
+        label=group(
+            text=feature(("text_feature", "Text"), text={}),
+            ids=feature(("tensor_feature", "Tensor"),
+                        tensor={"shape": {"dimensions": ["-1"]}, **int64}),
+            length=feature(("scalar", "Scalar"), tensor={"shape": {}, **int64})))
+    return info, features
 
 
 def read_manifest(data_dir: str) -> dict:
