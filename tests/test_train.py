@@ -66,6 +66,12 @@ def test_ctc_likelihood_and_test_time_views_hand_worked():
     v2 = _log([[.9, .1], [.9, .1]])
     texts, conf = decode_views("ctc", [v1, v2], cs)
     assert texts == ["a"] and conf[0] == pytest.approx((.88 * .19) ** .5, rel=1e-5)
+    # temperature 2 (square roots, renormalised) scales the confidence, not the choice:
+    # p(blank) at the steps of v1 becomes .4495 and .3956, of v2 .75 twice; p("a") = 1 - p("")
+    texts, conf = decode_views("ctc", [v1, v2], cs, temperature=2.0)
+    q = [a ** .5 / (a ** .5 + (1 - a) ** .5) for a in (.4, .3, .9)]
+    assert texts == ["a"]
+    assert conf[0] == pytest.approx(((1 - q[0] * q[1]) * (1 - q[2] ** 2)) ** .5, rel=1e-5)
     texts, conf = decode_views("ctc", [v2, v2], cs)  # views that agree: plain greedy
     assert texts == [""] and conf[0] == pytest.approx(.81, rel=1e-5)
     # heads: per-position log-probabilities averaged, then argmax; blank 0 never wins here

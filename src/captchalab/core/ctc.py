@@ -113,21 +113,23 @@ def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
     return -np.asarray(loss, np.float64)
 
 
-def decode_views(kind: str, views, charset: Charset, beam_width: int = 0):
+def decode_views(kind: str, views, charset: Charset, beam_width: int = 0,
+                 temperature: float = 1.0):
     """Test-time augmentation: logits of the same images seen several ways (a list of
     [B,T,K+1]) -> (texts, confidences).
 
     CTC: each view proposes its decoding; every proposal is scored by its CTC log-likelihood
     under every view, and the highest sum wins. Confidence: the geometric mean over views of
-    p(text). `heads`: per-position log-probabilities averaged over views, then argmax.
+    p(text) with logits divided by `temperature` (the run's calibration; it never changes the
+    text). `heads`: per-position log-probabilities averaged over views, then argmax.
     """
     views = [np.asarray(v, np.float32) for v in views]
     n = len(views)
     if kind == "heads":
-        logp = sum(_log_softmax(v) for v in views) / n
-        ids = logp.argmax(-1)
+        ids = sum(_log_softmax(v) for v in views).argmax(-1)
+        logp = sum(_log_softmax(v / temperature) for v in views) / n
         return ([charset.decode(int(i) for i in row) for row in ids],
-                np.exp(logp.max(-1).sum(-1)))
+                np.exp(np.take_along_axis(logp, ids[..., None], -1)[..., 0].sum(-1)))
     proposals = [decode(v, charset, beam_width)[0] for v in views]
     pairs = sorted({(i, p[i]) for p in proposals for i in range(len(p))})
     rows = np.array([i for i, _ in pairs])
@@ -139,7 +141,12 @@ def decode_views(kind: str, views, charset: Charset, beam_width: int = 0):
         if i not in best or score > best[i][0]:
             best[int(i)] = (float(score), x)
     b = len(views[0])
-    return [best[i][1] for i in range(b)], np.exp(np.array([best[i][0] for i in range(b)]) / n)
+    chosen = [best[i][1] for i in range(b)]
+    scores = np.array([best[i][0] for i in range(b)])
+    if temperature != 1.0:
+        scores = log_likelihood(np.concatenate(views) / temperature, chosen * n,
+                                charset).reshape(n, -1).sum(0)
+    return chosen, np.exp(scores / n)
 
 
 def decode_batches(forward, ds, kind: str, charset: Charset, truth_charset: Charset | None = None,

@@ -170,7 +170,7 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                "decoding": {"method": (f"beam search (width {beam_width})" if beam_width > 1
                                        else "greedy") + (", test-time augmentation" if tta else ""),
                             "beam_width": beam_width, "tta": tta,
-                            "temperature": 1.0 if tta else recognizer.temperature}}
+                            "temperature": recognizer.temperature}}
     report = build_report(truths, preds, confs, names, meta, config["charset"]["chars"], context)
     by_number = {i: rgb for _, i, rgb in worst}
     gallery = [(by_number[i], {"sample": names[i], "truth": truths[i], "pred": preds[i],

@@ -165,8 +165,8 @@ class Recognizer:
     def read(self, batch: np.ndarray, beam_width: int = 0, tta: bool = False):
         """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
         the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2) and
-        combine the views (`core.ctc.decode_views`); costs that many forward passes, and its
-        confidences are not calibrated (the temperature applies to single views)."""
+        combine the views (`core.ctc.decode_views`); costs that many forward passes.
+        Confidences are scaled by the run's fitted temperature either way."""
         if not tta:  # confidence: p(text), scaled by the fitted temperature
             from captchalab.eval.calibration import sequence_confidence
 
@@ -178,7 +178,8 @@ class Recognizer:
 
         shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))
         logits = self.logits(np.concatenate([shift(batch, dy, dx) for dy, dx in shifts]))
-        return decode_views(self.kind, np.split(logits, len(shifts)), self.charset, beam_width)
+        return decode_views(self.kind, np.split(logits, len(shifts)), self.charset, beam_width,
+                            self.temperature)
 
     def check_size(self, a: np.ndarray, name: str) -> None:
         check_size(a, self.size, name, self.run_dir)
