@@ -126,10 +126,11 @@ def main():
               .shuffle(8192).batch(a.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
         label = "per image (before 969b5c3): parse + decode, batch"
         print(f"{label:52s} {rate(ds, a.batches, a.batch_size):8.0f}", flush=True)
+        from captchalab.gen.recipe import Recipe
         from captchalab.train.input import stream_dataset
 
         workers = os.cpu_count() or 1
-        ds = stream_dataset(m, "train", start=0, batch_size=a.batch_size, workers=workers)
+        ds = stream_dataset(Recipe.from_json(m), "train", start=0, batch_size=a.batch_size, workers=workers)
         label = f"on the fly, {workers} render processes"
         print(f"{label:52s} {rate(ds, a.batches // 8, a.batch_size):8.0f}", flush=True)
         pngs = [tf.io.parse_single_example(r, spec)["image/png"] for r in

@@ -201,7 +201,7 @@ def test_test_time_augmentation_through_eval_and_predict(run, small_dataset, png
     x = np.stack([np.asarray(__import__("PIL.Image").Image.open(f).convert("RGB")) for f in files])
     views = [rec.logits(np.pad(x, ((0, 0), (dy, 0), (dx, 0), (0, 0)), mode="edge")[:, :60, :160])
              for dy in (0, 1) for dx in (0, 1)]
-    texts, conf = decode_views("ctc", views, rec.charset)
+    texts, conf = decode_views("ctc", views, rec.charset, temperature=rec.temperature)
     assert [q.text for q in tta] == texts
     np.testing.assert_allclose([q.confidence for q in tta], conf, rtol=1e-4)
     p = cli("predict", "--model", run, *files[:3], "--tta")

@@ -71,10 +71,11 @@ def test_png_payloads_are_lossless_and_unfiltered(small_dataset):
     import numpy as np
     from PIL import Image
 
+    from captchalab.gen.recipe import Recipe
     from captchalab.gen.render import Renderer
 
     m = sh.read_manifest(str(small_dataset))
-    renderer = Renderer.from_recipe(m)
+    renderer = Renderer.from_recipe(Recipe.from_json(m))
     for r in list(sh.iter_split(str(small_dataset), m, "val"))[:5]:
         png = r["image/png"]
         expected = np.asarray(renderer.render("val", r["sample/index"]).image)

@@ -40,13 +40,13 @@ def test_sweep_sets_are_deterministic_and_differ_only_in_their_knob(tmp_path):
     from captchalab.eval.robust import recipe_key, render_set, variant
     from captchalab.gen.stream import stream_recipe
 
-    base = stream_recipe()
+    base = stream_recipe().to_json()
     a = variant(base, 12, "rotate", "0")
     b = variant(base, 12, "rotate", "0")
     assert recipe_key(a) == recipe_key(b)
     clean = variant(base, 12)
-    assert {k for k in a["style"] if a["style"][k] != clean["style"][k]} == {"rotate"}
-    assert a["style"]["rotate"] == [0.0, 0.0]
+    assert {k for k in a.style if a.style[k] != clean.style[k]} == {"rotate"}
+    assert a.style["rotate"] == [0.0, 0.0]
     d1 = render_set(a, str(tmp_path / "one"), workers=1)
     d2 = render_set(b, str(tmp_path / "two"), workers=2)
     assert record_hashes(d1, "test") == record_hashes(d2, "test")

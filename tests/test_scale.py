@@ -1,5 +1,6 @@
 """Scale-out: `gen --engine ray` (same bytes, retried dead workers, resume, storage URLs)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -111,11 +112,11 @@ def test_fonts_missing_on_a_worker_are_fetched_from_the_object_store(tmp_path, r
     from captchalab.gen.engines import render_shard
 
     recipe = _recipe()
-    f0 = recipe["fonts"][0]
+    f0 = recipe.fonts[0]
     data = open(f0["path"], "rb").read()
-    moved = {**recipe, "fonts": [{**f0, "path": str(tmp_path / "not-on-this-node.ttf")}]}
+    moved = dataclasses.replace(recipe, fonts=({**f0, "path": str(tmp_path / "elsewhere.ttf")},))
     here = ray_engine._localise_fonts(moved, [ray_local.put({f0["sha256"]: data})])
-    path = here["fonts"][0]["path"]
+    path = here.fonts[0]["path"]
     assert path.startswith(ray_engine.FONT_CACHE) and open(path, "rb").read() == data
     assert ray_engine._localise_fonts(recipe, [None]) == recipe  # present: used, nothing fetched
     entries = []

@@ -140,10 +140,11 @@ def test_on_the_fly_training_from_a_preset(tmp_path):
 def test_stream_dataset_matches_the_shards(small_dataset):
     """On-the-fly batches are the very images and labels `gen` wrote at those indices."""
     from captchalab.gen import shards as sh
+    from captchalab.gen.recipe import Recipe
     from captchalab.train.input import shard_dataset, stream_dataset
 
     m = sh.read_manifest(str(small_dataset))
-    stream = stream_dataset(m, "val", start=0, stop=20, batch_size=20, workers=0, training=False)
+    stream = stream_dataset(Recipe.from_json(m), "val", start=0, stop=20, batch_size=20, workers=0, training=False)
     shards = shard_dataset(str(small_dataset), m, "val", batch_size=20, training=False)
     (si, sl), = list(stream)
     (di, dl), = list(shards)

@@ -154,12 +154,12 @@ def _has_manifest(out):
 
 
 def _stored_recipe(manifest, out):
-    from captchalab.gen.recipe import RECIPE_KEYS
+    from captchalab.gen.recipe import Recipe
     if manifest is None:
         raise UsageError(f"--resume: {out} holds no interrupted dataset (no dataset_info.json)")
     if manifest.get("source") != "generated":
         raise UsageError(f"--resume: {out} was imported, not generated; nothing to resume")
-    return {k: manifest[k] for k in RECIPE_KEYS}
+    return Recipe.from_json(manifest)
 
 
 @cli.command()

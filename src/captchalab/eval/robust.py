@@ -59,8 +59,9 @@ def base_recipe(config: dict, run_dir: str, base_data: str | None) -> dict:
     return {k: m[k] for k in RECIPE_KEYS if k in m}
 
 
-def variant(base: dict, samples: int, axis: str | None = None, value: str | None = None) -> dict:
-    """A test-split recipe equal to `base` except for one axis; validated as `gen` validates."""
+def variant(base: dict, samples: int, axis: str | None = None, value: str | None = None):
+    """A test-split Recipe equal to `base` (the training recipe's keys, as `base_recipe` gives
+    them) except for one axis; validated as `gen` validates."""
     from captchalab.gen.recipe import GenRequest, build_recipe
     from captchalab.gen.style import Style, apply_overrides
 
@@ -79,20 +80,19 @@ def variant(base: dict, samples: int, axis: str | None = None, value: str | None
     return build_recipe(GenRequest(style=style, **req), warn=lambda _m: None)
 
 
-def recipe_key(recipe: dict) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+def recipe_key(recipe) -> str:
+    return hashlib.sha256(json.dumps(recipe.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def render_set(recipe: dict, sets_dir: str, workers: int | None) -> str:
+def render_set(recipe, sets_dir: str, workers: int | None) -> str:
     """Shards of `recipe` under sets_dir/KEY, rendered unless a complete copy is there."""
     from captchalab.gen import shards as sh
     from captchalab.gen.generate import generate
-    from captchalab.gen.recipe import RECIPE_KEYS
 
     d = os.path.join(sets_dir, recipe_key(recipe))
     if os.path.exists(os.path.join(d, sh.MANIFEST)):
         m = sh.read_manifest(d)
-        if m.get("complete") and all(m.get(k) == recipe.get(k) for k in RECIPE_KEYS):
+        if m.get("complete") and all(m.get(k) == v for k, v in recipe.to_json().items()):
             return d
     generate(recipe, d, workers=workers, overwrite=os.path.exists(d), progress=False,
              command="captchalab robust")
@@ -157,7 +157,7 @@ def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, ou
             plan.append(("sweep", axis, v, variant(base, samples, axis, v)))
     for _, axis, v, recipe in plan:
         for r, c in zip(runs, configs, strict=True):
-            bad = Charset.from_json(c["charset"]).missing(recipe["charset"]["chars"])
+            bad = Charset.from_json(c["charset"]).missing(recipe.charset["chars"])
             if bad:
                 what = f"--sweep {axis}={v}" if axis else "the base style"
                 raise UsageError(f"{what} uses characters {bad!r} that the model in {r} cannot "

@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from captchalab.core.charset import Charset
 from captchalab.gen import shards as sh
-from captchalab.gen.recipe import RECIPE_KEYS, ShardTask
+from captchalab.gen.recipe import Recipe, ShardTask
 from captchalab.gen.render import Renderer, png_bytes
 from captchalab.gen.style import KNOBS, Style
 
@@ -38,19 +38,19 @@ def render_record(renderer: Renderer, split: str, index: int) -> bytes:
 
 # --- one shard: a pure function of (recipe, split, shard) so any engine can run it -------------
 
-_worker_renderer: tuple[str, Renderer] | None = None
+_worker_renderer: tuple[Recipe, Renderer] | None = None
 _worker_counter = None
 
 
-def renderer_for(recipe: dict) -> Renderer:
+def renderer_for(recipe: Recipe) -> Renderer:
+    """This process's renderer for `recipe`, built once per recipe."""
     global _worker_renderer
-    key = repr(sorted((k, repr(recipe[k])) for k in RECIPE_KEYS))
-    if _worker_renderer is None or _worker_renderer[0] != key:
-        _worker_renderer = (key, Renderer.from_recipe(recipe))
+    if _worker_renderer is None or _worker_renderer[0] != recipe:
+        _worker_renderer = (recipe, Renderer.from_recipe(recipe))
     return _worker_renderer[1]
 
 
-def render_shard(recipe: dict, split: str, i: int, n: int, start: int, stop: int,
+def render_shard(recipe: Recipe, split: str, i: int, n: int, start: int, stop: int,
                  out_dir: str, on_record=None) -> dict:
     """Render samples [start, stop) of `split` into shard i of n under `out_dir`.
 
@@ -92,7 +92,7 @@ def pool_context():
     return mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
-def run_local(recipe: dict, todo: list[ShardTask], out_dir: str, workers: int, bar,
+def run_local(recipe: Recipe, todo: list[ShardTask], out_dir: str, workers: int, bar,
               results: dict) -> None:
     """The local engine: render `todo` in a pool of `workers` processes; each finished shard's
     manifest entry goes into `results` under its file name, and `bar` counts records."""

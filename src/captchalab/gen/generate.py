@@ -13,7 +13,7 @@ from captchalab.core import storage
 from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.gen.engines import default_workers, run_local
-from captchalab.gen.recipe import RECIPE_KEYS, plan_shards, versions
+from captchalab.gen.recipe import RECIPE_KEYS, Recipe, plan_shards, versions
 from captchalab.gen.render import SEED_RULE, SPLIT_RULE, split_pools
 
 
@@ -24,7 +24,7 @@ class GenStats(NamedTuple):
 
 
 class GenResult(NamedTuple):
-    manifest: dict  # as written to dataset_info.json
+    manifest: sh.Manifest  # as written to dataset_info.json
     stats: GenStats
 
 
@@ -55,7 +55,7 @@ def prepare_out_dir(out_dir: str, resume: bool, overwrite: bool,
 ENGINES = ("local", "ray")
 
 
-def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: bool = False,
+def generate(recipe: Recipe, out_dir: str, *, workers: int | None = None, resume: bool = False,
              overwrite: bool = False, command: str = "", progress: bool = True,
              engine: str = "local", address: str | None = None) -> GenResult:
     """Render the dataset described by `recipe` into `out_dir`; returns the manifest written
@@ -77,10 +77,10 @@ def generate(recipe: dict, out_dir: str, *, workers: int | None = None, resume: 
     stored = prepare_out_dir(out_dir, resume, overwrite)
     if stored is not None:
         for key in RECIPE_KEYS:
-            if stored.get(key) != recipe.get(key):
+            if stored.get(key) != recipe.to_json()[key]:
                 raise UsageError(
                     f"--resume: {key} differs from the interrupted run ({stored.get(key)!r} then, "
-                    f"{recipe.get(key)!r} now); give --resume with only --out to continue it")
+                    f"{recipe.to_json()[key]!r} now); give --resume with only --out to continue it")
     workers = default_workers() if workers is None else workers
     with contextlib.ExitStack() as stack:
         # connect before writing anything: a wrong --address leaves no trace
@@ -157,11 +157,11 @@ def _progress_bar(total: int, progress: bool):
                 dynamic_ncols=True, file=sys.stderr)
 
 
-def _manifest(recipe: dict, command: str, results: dict, complete: bool) -> dict:
+def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh.Manifest:
     splits = {}
-    ss = recipe["shard_size"]
-    pools, exact = split_pools(recipe["charset"]["chars"], tuple(recipe["length"]), recipe["seed"])
-    for split, count in recipe["counts"].items():
+    ss = recipe.shard_size
+    pools, exact = split_pools(recipe.charset["chars"], recipe.length, recipe.seed)
+    for split, count in recipe.counts.items():
         n = math.ceil(count / ss)
         names = [sh.shard_name(split, i, n) for i in range(n)]
         splits[split] = {
@@ -170,13 +170,13 @@ def _manifest(recipe: dict, command: str, results: dict, complete: bool) -> dict
             "label_pool_exact": exact,
             "shards": [results[nm] for nm in names if nm in results] if complete else [],
         }
-    w, h = recipe["size"]
+    w, h = recipe.size
     return {
         "format": sh.FORMAT,
         "format_version": sh.FORMAT_VERSION,
         "complete": complete,
         "source": "generated",
-        **{k: recipe[k] for k in RECIPE_KEYS},
+        **recipe.to_json(),
         "image": {"width": w, "height": h, "channels": 3, "encoding": "png"},
         "seed_rule": SEED_RULE,
         "split_rule": SPLIT_RULE,

@@ -79,6 +79,7 @@ def rerender_check(data_dir: str, spec: str, out: str | None):
     from PIL import Image
 
     from captchalab.gen.fonts import file_sha256
+    from captchalab.gen.recipe import Recipe
     from captchalab.gen.render import Renderer, png_bytes
 
     m = sh.read_manifest(data_dir)
@@ -90,7 +91,7 @@ def rerender_check(data_dir: str, spec: str, out: str | None):
             raise UsageError(f"--sample: font {f['path']} is missing or changed on this machine; "
                              "re-rendering needs the same font files")
     stored = find_record(data_dir, m, split, index)
-    sample = Renderer.from_recipe(m).render(split, index)
+    sample = Renderer.from_recipe(Recipe.from_json(m)).render(split, index)
     a = np.asarray(_image(stored["image/png"]))
     b = np.asarray(sample.image.convert("RGB"))
     same_png = png_bytes(sample.image) == stored["image/png"]

@@ -9,6 +9,7 @@ installed, not the driver's fonts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 
@@ -42,11 +43,11 @@ def _font_here(path: str, sha256: str) -> bool:
     return _checked_fonts[key]
 
 
-def _localise_fonts(recipe: dict, boxed_fonts: list) -> dict:
+def _localise_fonts(recipe, boxed_fonts: list):
     """The recipe with font paths valid on this machine: the driver's own path where the same
     file is there (same sha256), otherwise a copy fetched from the object store."""
     fonts, shipped = [], None
-    for f in recipe["fonts"]:
+    for f in recipe.fonts:
         path = f["path"]
         if not _font_here(path, f["sha256"]):
             import ray
@@ -58,7 +59,7 @@ def _localise_fonts(recipe: dict, boxed_fonts: list) -> dict:
                 storage.write_atomic(path, shipped[f["sha256"]])
                 _checked_fonts[(path, f["sha256"])] = True
         fonts.append({**f, "path": path})
-    return {**recipe, "fonts": fonts}
+    return dataclasses.replace(recipe, fonts=tuple(fonts))
 
 
 # what the bytes of a record depend on: a node with other versions would write other images
@@ -129,7 +130,7 @@ def run_tasks(ray, recipe, todo, out_dir, bar, results) -> None:
     if not storage.is_url(out_dir):
         out_dir = os.path.abspath(out_dir)  # workers do not share the driver's cwd
     fonts = {}
-    for f in recipe["fonts"]:
+    for f in recipe.fonts:
         with open(f["path"], "rb") as fh:
             fonts[f["sha256"]] = fh.read()
     boxed = [ray.put(fonts)]  # boxed: a task fetches the fonts only when it needs them

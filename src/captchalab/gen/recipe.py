@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from captchalab.core import __version__
@@ -80,7 +80,37 @@ def check_text_fits(fonts, style: Style, size, length, chars: str) -> None:
             f"{min(style.font_sizes)} would be squeezed more than 2x; use a width >= {need}")
 
 
-def build_recipe(req: GenRequest, warn=None) -> dict:
+@dataclass(frozen=True)
+class Recipe:
+    """A validated request: everything that decides every sample's pixels and label. The
+    manifest stores it under the same keys (`to_json`), and `from_json` reads it back."""
+
+    charset: dict  # Charset.to_json()
+    length: tuple[int, int]  # min, max characters
+    size: tuple[int, int]  # width, height in px
+    style_name: str | None
+    style: dict  # Style.to_json()
+    fonts: tuple[dict, ...]  # FontSpec.to_json(): name, path, sha256, …
+    seed: int
+    shard_size: int
+    counts: dict  # split -> samples, in SPLITS order
+
+    def to_json(self) -> dict:
+        return {"charset": self.charset, "length": list(self.length), "size": list(self.size),
+                "style_name": self.style_name, "style": self.style, "fonts": list(self.fonts),
+                "seed": self.seed, "shard_size": self.shard_size, "counts": dict(self.counts)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Recipe:
+        """From a manifest (or any dict with the recipe's keys)."""
+        return cls(d["charset"], tuple(d["length"]), tuple(d["size"]), d["style_name"],
+                   d["style"], tuple(d["fonts"]), d["seed"], d["shard_size"], dict(d["counts"]))
+
+
+RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
+
+
+def build_recipe(req: GenRequest, warn=None) -> Recipe:
     """Validate a request and resolve it into the recipe stored in the manifest.
 
     Nothing is written. Raises UsageError on the first invalid value.
@@ -120,21 +150,9 @@ def build_recipe(req: GenRequest, warn=None) -> dict:
             warn(f"note: {split} asks for {n} samples but its share of the label space holds "
                  f"{'' if exact else 'about '}{pools[split]} distinct labels; labels repeat "
                  "within the split (never across splits)")
-    return {
-        "charset": charset.to_json(),
-        "length": list(length),
-        "size": list(size),
-        "style_name": req.style_name,
-        "style": req.style.to_json(),
-        "fonts": [f.to_json() for f in fonts],
-        "seed": req.seed,
-        "shard_size": req.shard_size,
-        "counts": {s: counts[s] for s in SPLITS if s in counts},
-    }
-
-
-RECIPE_KEYS = ("charset", "length", "size", "style_name", "style", "fonts", "seed", "shard_size",
-               "counts")
+    return Recipe(charset.to_json(), length, size, req.style_name, req.style.to_json(),
+                  tuple(f.to_json() for f in fonts), req.seed, req.shard_size,
+                  {s: counts[s] for s in SPLITS if s in counts})
 
 
 class ShardTask(NamedTuple):
@@ -151,11 +169,11 @@ class ShardTask(NamedTuple):
         return self.stop - self.start
 
 
-def plan_shards(recipe: dict) -> list[ShardTask]:
+def plan_shards(recipe: Recipe) -> list[ShardTask]:
     """Every shard of the dataset, split by split."""
     out = []
-    ss = recipe["shard_size"]
-    for split, count in recipe["counts"].items():
+    ss = recipe.shard_size
+    for split, count in recipe.counts.items():
         n = math.ceil(count / ss)
         out.extend(ShardTask(split, i, n, i * ss, min(count, (i + 1) * ss)) for i in range(n))
     return out

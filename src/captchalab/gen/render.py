@@ -84,11 +84,11 @@ class Renderer:
         self._style_rng = random.Random(0)
 
     @classmethod
-    def from_recipe(cls, recipe: dict) -> Renderer:
-        """Build from the `recipe` section of a plan/manifest (see recipe.build_recipe)."""
-        return cls(recipe["charset"]["chars"], recipe["length"], recipe["size"],
-                   Style.from_json(recipe["style"]), [f["path"] for f in recipe["fonts"]],
-                   [f["name"] for f in recipe["fonts"]], recipe["seed"])
+    def from_recipe(cls, recipe) -> Renderer:
+        """Build from a `recipe.Recipe`."""
+        return cls(recipe.charset["chars"], recipe.length, recipe.size,
+                   Style.from_json(recipe.style), [f["path"] for f in recipe.fonts],
+                   [f["name"] for f in recipe.fonts], recipe.seed)
 
     def label(self, split: str, index: int) -> str:
         rng = self._label_rng

@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import uuid
+from typing import TypedDict
 
 from captchalab.core import storage
 from captchalab.core.errors import DataError, UsageError
@@ -53,6 +54,49 @@ STYLE_FEATURES = {
     "style/bg": "int64 list: RGB", "style/fg": "int64 list: RGB", "style/fg_alpha": "int64",
 }
 IMPORT_FEATURES = {"source/file": "bytes: original file name"}
+
+
+class ShardEntry(TypedDict):
+    file: str
+    count: int
+    bytes: int
+    sha256: str
+
+
+class SplitEntry(TypedDict, total=False):
+    count: int
+    label_pool: int  # generated: distinct labels this split may draw
+    label_pool_exact: bool
+    shards: list[ShardEntry]
+
+
+class Manifest(TypedDict, total=False):
+    """dataset_info.json as written and read (docs/dataset-format.md). A JSON document typed
+    rather than a class, so it reads and writes byte for byte as stored; generated datasets add
+    the Recipe's keys, imported ones `origin`."""
+
+    format: str
+    format_version: int
+    complete: bool
+    source: str  # "generated" | "imported"
+    charset: dict  # Charset.to_json()
+    length: list[int]  # [min, max]
+    size: list[int]  # [width, height]
+    style_name: str | None
+    style: dict | None
+    fonts: list[dict]
+    seed: int | None
+    shard_size: int
+    counts: dict[str, int]
+    image: dict  # width, height, channels, encoding
+    seed_rule: str
+    split_rule: str
+    splits: dict[str, SplitEntry]
+    features: dict[str, str]
+    versions: dict[str, str]
+    command: str
+    created: str
+    origin: dict
 
 
 def shard_name(split: str, i: int, n: int) -> str:
@@ -161,7 +205,7 @@ def write_json_atomic(path: str, data: dict) -> None:
         raise
 
 
-def write_manifest(data_dir: str, manifest: dict) -> None:
+def write_manifest(data_dir: str, manifest: Manifest) -> None:
     """Write the manifest; a complete dataset first gets its TFDS metadata in tfds/, so the
     manifest (the commit mark) is written last."""
     if manifest["complete"]:
@@ -173,7 +217,7 @@ def write_manifest(data_dir: str, manifest: dict) -> None:
     write_json_atomic(storage.join(data_dir, MANIFEST), manifest)
 
 
-def tfds_metadata(manifest: dict) -> tuple[dict, dict]:
+def tfds_metadata(manifest: Manifest) -> tuple[dict, dict]:
     """TFDS's dataset_info.json and features.json for the shards of a complete dataset, so that
     `tfds.builder_from_directory(DIR/tfds)` reads them in place: the shards already follow
     TFDS's file naming, and each split's file template points one folder up. TFDS reads its
@@ -210,7 +254,7 @@ def tfds_metadata(manifest: dict) -> tuple[dict, dict]:
     return info, features
 
 
-def read_manifest(data_dir: str) -> dict:
+def read_manifest(data_dir: str) -> Manifest:
     """Load `dataset_info.json`; a folder without one is refused as not a captchalab dataset."""
     if not storage.exists(data_dir):
         raise UsageError(f"dataset folder {data_dir} does not exist")

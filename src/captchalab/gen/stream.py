@@ -7,14 +7,14 @@ import itertools
 from concurrent.futures import ProcessPoolExecutor
 
 from captchalab.gen.engines import pool_context, renderer_for
-from captchalab.gen.recipe import GenRequest, build_recipe
+from captchalab.gen.recipe import GenRequest, Recipe, build_recipe
 from captchalab.gen.render import png_bytes
 from captchalab.gen.style import Style, resolve_style
 
 
 def stream_recipe(charset: str = GenRequest.charset, length: str = GenRequest.length,
                   size: str = GenRequest.size,
-                  style: Style | str = "default", seed: int = 0) -> dict:
+                  style: Style | str = "default", seed: int = 0) -> Recipe:
     """A recipe for streaming (validated exactly as `captchalab gen` validates its options)."""
     st = resolve_style(style) if isinstance(style, str) else style
     name = style if isinstance(style, str) else "custom"
@@ -23,7 +23,7 @@ def stream_recipe(charset: str = GenRequest.charset, length: str = GenRequest.le
                         warn=lambda _msg: None)
 
 
-def _render_chunk(recipe: dict, split: str, start: int, n: int, encoded: bool):
+def _render_chunk(recipe: Recipe, split: str, start: int, n: int, encoded: bool):
     import numpy as np
 
     r = renderer_for(recipe)
@@ -34,7 +34,7 @@ def _render_chunk(recipe: dict, split: str, start: int, n: int, encoded: bool):
     return out
 
 
-def stream_samples(recipe: dict, split: str = "train", start: int = 0, workers: int = 2,
+def stream_samples(recipe: Recipe, split: str = "train", start: int = 0, workers: int = 2,
                    encoded: bool = False, chunk: int = 64, stop: int | None = None):
     """Yield (image, label) for indices start, start+1, … of `split`, in order, without end.
 

@@ -115,9 +115,9 @@ def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, wor
     """
     from captchalab.gen.stream import stream_samples
 
-    charset = Charset.from_json(recipe["charset"])
-    max_len = recipe["length"][1]
-    w, h = recipe["size"]
+    charset = Charset.from_json(recipe.charset)
+    max_len = recipe.length[1]
+    w, h = recipe.size
 
     def samples():
         for png, text in stream_samples(recipe, split, start, workers, encoded=True, stop=stop):

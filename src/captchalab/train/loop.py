@@ -114,8 +114,8 @@ def run_config(cfg: TrainConfig, m: dict, charset: Charset, recipe: dict | None,
             "model_shape": list(shape), "max_length": length[1], "length": list(length),
             "arch": cfg.arch, "kind": kind(cfg.arch), "train": asdict(cfg),
             "dataset": os.path.abspath(cfg.data) if cfg.data else None,
-            "recipe": ({k: recipe[k] for k in ("charset", "length", "size", "style_name",
-                                               "style", "fonts", "seed")}
+            "recipe": ({k: recipe.to_json()[k] for k in ("charset", "length", "size",
+                                                         "style_name", "style", "fonts", "seed")}
                        if recipe is not None else None),
             "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
             "replicas": strategy.num_replicas_in_sync,

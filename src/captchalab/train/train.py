@@ -16,7 +16,7 @@ from captchalab.train.rundir import CKPT_DIR, prepare_run_dir, read_state
 
 def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
     """(meta with charset/length/image/splits, recipe to stream from or None)."""
-    from captchalab.gen.recipe import RECIPE_KEYS
+    from captchalab.gen.recipe import RECIPE_KEYS, Recipe
 
     if cfg.style and not cfg.on_the_fly:
         raise UsageError("--style applies to --on-the-fly training; a --data set has its own style")
@@ -35,14 +35,14 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
         if cfg.on_the_fly and not all(k in m for k in RECIPE_KEYS):
             raise UsageError(f"--on-the-fly re-renders from the recipe of a generated dataset; "
                              f"{cfg.data} was imported and has none")
-        return m, (m if cfg.on_the_fly else None)
+        return m, (Recipe.from_json(m) if cfg.on_the_fly else None)
     if not cfg.on_the_fly:
         raise UsageError("give --data DIR (a dataset from 'captchalab gen') or --on-the-fly")
     from captchalab.gen.stream import stream_recipe
 
     recipe = stream_recipe(style=cfg.style or "default", seed=cfg.seed)
-    w, h = recipe["size"]
-    return {"charset": recipe["charset"], "length": recipe["length"],
+    w, h = recipe.size
+    return {"charset": recipe.charset, "length": list(recipe.length),
             "image": {"width": w, "height": h}, "splits": {}}, recipe
 
 
