@@ -40,10 +40,11 @@ def test_parse_range_forms_and_bounds():
     assert parse_range("noise_dots", [0, 60]) == (0, 60)
     assert parse_range("warp_dx", "0.1-0.5") == (0.1, 0.5)
     for bad in ("40-10", "-5", "abc", "200", "nan"):
-        with pytest.raises(UsageError, match="--rotate"):
+        with pytest.raises(UsageError, match="^rotate: "):  # the parameter, as Python names it
             parse_range("rotate", bad)
-    with pytest.raises(UsageError, match="--noise-dots"):
+    with pytest.raises(UsageError, match="^noise_dots: ") as e:
         parse_range("noise_dots", "1.5")
+    assert e.value.for_cli().startswith("--noise-dots: '1.5' is not")  # the CLI names the flag
 
 
 def test_unknown_preset_and_key_suggest_nearest():

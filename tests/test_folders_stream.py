@@ -143,7 +143,7 @@ def test_data_load_gives_the_trainers_batches(small_dataset):
     x, y = next(iter(captchalab.data.load(str(small_dataset), "train", batch_size=16,
                                           shuffle=True)))
     assert x.shape == (16, 60, 160, 3) and y.shape == (16, 4)
-    with pytest.raises(UsageError, match="--split nope"):
+    with pytest.raises(UsageError, match="^split nope"):
         captchalab.data.load(str(small_dataset), "nope")
 
 

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="captchalab", standalone_mode=False)
     except UsageError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {e.for_cli()}", err=True)
         sys.exit(2)
     except (RunFailed, DataError) as e:
         click.echo(f"error: {e}", err=True)

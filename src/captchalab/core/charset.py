@@ -33,21 +33,25 @@ def parse_charset(spec: str) -> str:
         if i + 2 < len(spec) and spec[i + 1] == "-" and _same_kind(a, spec[i + 2]):
             b = spec[i + 2]
             if ord(b) < ord(a):
-                raise UsageError(f"--charset: range '{a}-{b}' runs backwards; write '{b}-{a}'")
+                raise UsageError(f"charset: range '{a}-{b}' runs backwards; write '{b}-{a}'",
+                                 param="charset")
             chars.extend(chr(c) for c in range(ord(a), ord(b) + 1))
             i += 3
         else:
             chars.append(a)
             i += 1
     if not chars:
-        raise UsageError("--charset is empty; give characters or ranges such as '0-9a-z'")
+        raise UsageError("charset is empty; give characters or ranges such as '0-9a-z'",
+                         param="charset")
     for c in chars:
         if c.isspace() or not c.isprintable():
-            raise UsageError(f"--charset contains {c!r}; only printable, non-space characters are allowed")
+            raise UsageError(f"charset contains {c!r}; only printable, non-space characters are allowed",
+                             param="charset")
     seen: set[str] = set()
     for c in chars:
         if c in seen:
-            raise UsageError(f"--charset has '{c}' more than once; each character may appear once")
+            raise UsageError(f"charset has '{c}' more than once; each character may appear once",
+                             param="charset")
         seen.add(c)
     return "".join(chars)
 

@@ -6,8 +6,21 @@ import difflib
 class UsageError(Exception):
     """A user mistake: bad option value, missing file, mismatched dataset.
 
-    The message is a single line naming what was wrong and what is allowed.
+    The message is a single line naming what was wrong and what is allowed. `param`: the
+    parameter at fault; the message then starts with its name, as a Python caller knows it
+    (`shard_size: 0; …`), and the CLI shows the flag instead (`--shard-size: 0; …`).
     """
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+    def for_cli(self) -> str:
+        """The message with a leading parameter name written as its command-line flag."""
+        text = str(self)
+        if self.param and text.startswith(self.param):
+            return "--" + self.param.replace("_", "-") + text[len(self.param):]
+        return text
 
 
 def suggest(word: str, choices) -> str:

@@ -21,11 +21,12 @@ def migrate(config: dict, run_dir: str) -> dict:
     """`config` as this version reads it; refuses runs it cannot read (naming `run_dir`)."""
     version = config.get("config_version", 1)
     if not isinstance(version, int) or version > CONFIG_VERSION:
-        raise UsageError(f"--model {run_dir} was written by a newer captchalab (run format "
-                         f"{version!r}, this one reads up to {CONFIG_VERSION}); upgrade captchalab")
+        raise UsageError(f"model {run_dir} was written by a newer captchalab (run format "
+                         f"{version!r}, this one reads up to {CONFIG_VERSION}); upgrade captchalab",
+                         param="model")
     if config.get("input", {}).get("version") != INPUT_VERSION:
-        raise UsageError(f"--model {run_dir} was trained by an older captchalab whose models "
-                         "take pre-scaled grey images; retrain it with this version")
+        raise UsageError(f"model {run_dir} was trained by an older captchalab whose models "
+                         "take pre-scaled grey images; retrain it with this version", param="model")
     if version == 1:
         config = {**config, "config_version": 2,
                   "train": {**_V1_TRAIN, **config.get("train", {})}}

@@ -151,8 +151,8 @@ def parse_corruptions(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     for n in names:
         if n not in CORRUPTIONS:
-            raise UsageError(f"--corruptions: unknown '{n}'{suggest(n, CORRUPTIONS)} "
-                             f"(allowed: all, none, {', '.join(CORRUPTIONS)})")
+            raise UsageError(f"corruptions: unknown '{n}'{suggest(n, CORRUPTIONS)} "
+                             f"(allowed: all, none, {', '.join(CORRUPTIONS)})", param="corruptions")
     return names
 
 
@@ -165,9 +165,10 @@ def parse_severities(text: str) -> list[int]:
         else:
             out = [int(p) for p in text.split(",")]
     except ValueError:
-        raise UsageError(f"--severities: {text!r}; give 1-5, 3 or 1,3,5") from None
+        raise UsageError(f"severities: {text!r}; give 1-5, 3 or 1,3,5",
+                         param="severities") from None
     if not out or any(not 1 <= s <= 5 for s in out):
-        raise UsageError(f"--severities: {text!r}; severities run from 1 to 5")
+        raise UsageError(f"severities: {text!r}; severities run from 1 to 5", param="severities")
     return sorted(set(out))
 
 

@@ -38,8 +38,8 @@ def dataset_source(data_dir: str, split: str, config: dict, run_dir: str):
 
     m = sh.read_manifest(data_dir)
     if split not in m["splits"]:
-        raise UsageError(f"--split {split}: {data_dir} has only "
-                         f"{', '.join(m['splits']) or 'no splits'}")
+        raise UsageError(f"split {split}: {data_dir} has only "
+                         f"{', '.join(m['splits']) or 'no splits'}", param="split")
     check_compatible(config, m, data_dir, run_dir)
     sh.check_shard_files(data_dir, m, split)  # before the model loads
 
@@ -152,11 +152,11 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
     name = os.path.basename(os.path.normpath(path)) + (f"-{split}" if data is not None else "")
     out = out or os.path.join(run_dir, "eval", name)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file; give a folder for the report")
+        raise UsageError(f"out {out} is a file; give a folder for the report", param="out")
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out,
                                                                                   "report.json")):
-        raise UsageError(f"--out {out} holds other files and no earlier report.json; give a new "
-                         "or empty folder (an earlier eval report there is replaced)")
+        raise UsageError(f"out {out} holds other files and no earlier report.json; give a new "
+                         "or empty folder (an earlier eval report there is replaced)", param="out")
     recognizer = load(run_dir)
 
     truths, preds, confs, names, meta, worst = read_all(recognizer, samples, count, beam_width,

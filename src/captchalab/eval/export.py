@@ -34,16 +34,18 @@ def export_model(run_dir: str, fmt: str, out: str | None = None, overwrite: bool
     from captchalab.core.errors import suggest
 
     if fmt not in FORMATS:
-        raise UsageError(f"--format: unknown '{fmt}'{suggest(fmt, FORMATS)} "
-                         f"(allowed: {', '.join(FORMATS)})")
+        raise UsageError(f"format: unknown '{fmt}'{suggest(fmt, FORMATS)} "
+                         f"(allowed: {', '.join(FORMATS)})", param="format")
     out = out or os.path.join(run_dir, "export", fmt)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise UsageError(f"--out {out} exists and is not empty; give a new folder or --overwrite")
+        raise UsageError(f"out {out} exists and is not empty; give a new folder or --overwrite",
+                         param="out")
     if fmt == "onnx":
         import importlib.util
 
         if importlib.util.find_spec("tf2onnx") is None:
-            raise UsageError("--format onnx needs tf2onnx: pip install 'captchalab[onnx]'")
+            raise UsageError("format onnx needs tf2onnx: pip install 'captchalab[onnx]'",
+                             param="format")
     from captchalab.eval.predictor import load
 
     rec = load(run_dir)

@@ -27,8 +27,8 @@ def read_config(run_dir: str) -> dict:
     """config.json of a run written by `captchalab train`; refuses anything else."""
     cfg_path, model_path = (os.path.join(run_dir, n) for n in ("config.json", "model.keras"))
     if not os.path.isfile(cfg_path) or not os.path.isfile(model_path):
-        raise UsageError(f"--model {run_dir} is not a trained captchalab run "
-                         "(needs config.json and model.keras)")
+        raise UsageError(f"model {run_dir} is not a trained captchalab run "
+                         "(needs config.json and model.keras)", param="model")
     return read_run_config(run_dir)
 
 

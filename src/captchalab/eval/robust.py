@@ -30,10 +30,11 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     name, sep, values = text.partition("=")
     name = name.strip().replace("_", "-")
     if not sep or not values.strip():
-        raise UsageError(f"--sweep {text!r}: write NAME=V1,V2,… e.g. rotate=0,15,30")
+        raise UsageError(f"sweep {text!r}: write NAME=V1,V2,… e.g. rotate=0,15,30",
+                         param="sweep")
     if name not in SWEEPABLE:
-        raise UsageError(f"--sweep: unknown '{name}'{suggest(name, SWEEPABLE)} "
-                         f"(allowed: {', '.join(SWEEPABLE)})")
+        raise UsageError(f"sweep: unknown '{name}'{suggest(name, SWEEPABLE)} "
+                         f"(allowed: {', '.join(SWEEPABLE)})", param="sweep")
     return name, [v.strip() for v in values.split(",") if v.strip()]
 
 
@@ -136,9 +137,9 @@ def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, ou
     from captchalab.eval.predictor import read_config
 
     if samples < 1:
-        raise UsageError(f"--samples: {samples}; must be at least 1")
+        raise UsageError(f"samples: {samples}; must be at least 1", param="samples")
     if len(set(map(os.path.normpath, runs))) != len(runs):
-        raise UsageError("--model: the same run is given twice")
+        raise UsageError("model: the same run is given twice", param="model")
     if baseline:
         norm = [os.path.normpath(r) for r in runs]
         if os.path.normpath(baseline) not in norm:
@@ -147,9 +148,9 @@ def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, ou
     configs = [read_config(r) for r in runs]
     sizes = {(c["image"]["width"], c["image"]["height"]) for c in configs}
     if len(sizes) > 1:
-        raise UsageError("--model: the models read different image sizes "
+        raise UsageError("model: the models read different image sizes "
                          f"({', '.join('x'.join(map(str, s)) for s in sorted(sizes))}); "
-                         "compare models trained on one size")
+                         "compare models trained on one size", param="model")
     base = base_recipe(configs[0], runs[0], base_data)
     plan = [("clean", None, None, variant(base, samples))]
     for axis, values in sweeps:
@@ -163,7 +164,7 @@ def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, ou
                 raise UsageError(f"{what} uses characters {bad!r} that the model in {r} cannot "
                                  "output; sweep the charset within the model's")
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file; give a folder for the study")
+        raise UsageError(f"out {out} is a file; give a folder for the study", param="out")
     return runs, baseline, configs, base, plan
 
 

@@ -194,7 +194,8 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
     from captchalab.gen.recipe import parse_size, versions
 
     if shard_size <= 0:
-        raise UsageError(f"--shard-size: {shard_size}; must be a positive number of records")
+        raise UsageError(f"shard_size: {shard_size}; must be a positive number of records",
+                         param="shard_size")
     items = list_labelled(folder, split)
     labels = [lab for _, lab, _ in items]
     for p, lab, _ in items:

@@ -60,17 +60,17 @@ def resolve_fonts(specs, charset: str) -> list[Font]:
             found = sorted(os.path.join(spec, n) for n in os.listdir(spec)
                            if n.lower().endswith(FONT_EXTS))
             if not found:
-                raise UsageError(f"--fonts: folder {spec} holds no .ttf/.otf files")
+                raise UsageError(f"fonts: folder {spec} holds no .ttf/.otf files", param="fonts")
         elif any(ch in spec for ch in "*?["):
             found = sorted(p for p in glob.glob(spec) if p.lower().endswith(FONT_EXTS))
             if not found:
-                raise UsageError(f"--fonts: glob {spec!r} matches no .ttf/.otf files")
+                raise UsageError(f"fonts: glob {spec!r} matches no .ttf/.otf files", param="fonts")
         elif os.path.isfile(spec):
             found = [spec]
         else:
             raise UsageError(
-                f"--fonts: '{spec}' is not a font file, folder or glob{suggest(spec, NAMED_SETS)} "
-                f"(named sets: {', '.join(NAMED_SETS)})")
+                f"fonts: '{spec}' is not a font file, folder or glob{suggest(spec, NAMED_SETS)} "
+                f"(named sets: {', '.join(NAMED_SETS)})", param="fonts")
         paths.extend(os.path.abspath(p) for p in found)
     paths = list(dict.fromkeys(paths))
     fonts = []
@@ -90,11 +90,12 @@ def _check_font(path: str, charset: str) -> None:
     try:
         font = ImageFont.truetype(path, 32)
     except OSError as e:
-        raise UsageError(f"--fonts: cannot read font file {path}: {e}") from None
+        raise UsageError(f"fonts: cannot read font file {path}: {e}", param="fonts") from None
     missing = missing_glyphs(font, charset)
     if missing:
         raise UsageError(
-            f"--fonts: {path} has no glyph for {missing!r}; choose fonts that cover the charset")
+            f"fonts: {path} has no glyph for {missing!r}; choose fonts that cover the charset",
+                         param="fonts")
 
 
 def missing_glyphs(font, chars: str) -> str:

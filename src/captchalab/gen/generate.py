@@ -39,16 +39,17 @@ def prepare_out_dir(out_dir: str, resume: bool, overwrite: bool,
     Only checks: nothing is created or deleted here.
     """
     if storage.exists(out_dir) and not storage.isdir(out_dir):
-        raise UsageError(f"--out {out_dir} is a file; give a folder (new or empty)")
+        raise UsageError(f"out {out_dir} is a file; give a folder (new or empty)", param="out")
     entries = storage.listdir(out_dir)
     if resume:
         if not storage.exists(storage.join(out_dir, sh.MANIFEST)):
-            raise UsageError(f"--resume: {out_dir} holds no interrupted dataset (no {sh.MANIFEST})")
+            raise UsageError(f"resume: {out_dir} holds no interrupted dataset (no {sh.MANIFEST})",
+                             param="resume")
         return sh.read_manifest(out_dir)
     if entries and not overwrite:
         hint = ("add --resume to finish an interrupted run or --overwrite to replace it"
                 if resumable else "add --overwrite to replace it")
-        raise UsageError(f"--out {out_dir} is not empty; {hint}")
+        raise UsageError(f"out {out_dir} is not empty; {hint}", param="out")
     return None
 
 
@@ -66,11 +67,12 @@ def generate(recipe: Recipe, out_dir: str, *, workers: int | None = None, resume
     `address` or on a local instance with `workers` CPUs. The output is the same either way.
     """
     if workers is not None and workers <= 0:
-        raise UsageError(f"--workers: {workers}; must be at least 1")
+        raise UsageError(f"workers: {workers}; must be at least 1", param="workers")
     if engine not in ENGINES:
-        raise UsageError(f"--engine: unknown {engine!r} (allowed: {', '.join(ENGINES)})")
+        raise UsageError(f"engine: unknown {engine!r} (allowed: {', '.join(ENGINES)})",
+                         param="engine")
     if address and engine != "ray":
-        raise UsageError("--address names a Ray cluster; give it with --engine ray")
+        raise UsageError("address names a Ray cluster; give it with --engine ray", param="address")
     if engine == "ray":
         from captchalab.gen import ray_engine
         ray_engine.require_ray()
@@ -79,8 +81,9 @@ def generate(recipe: Recipe, out_dir: str, *, workers: int | None = None, resume
         for key in RECIPE_KEYS:
             if stored.get(key) != recipe.to_json()[key]:
                 raise UsageError(
-                    f"--resume: {key} differs from the interrupted run ({stored.get(key)!r} then, "
-                    f"{recipe.to_json()[key]!r} now); give --resume with only --out to continue it")
+                    f"resume: {key} differs from the interrupted run ({stored.get(key)!r} then, "
+                    f"{recipe.to_json()[key]!r} now); give --resume with only --out to continue it",
+                                 param="resume")
     workers = default_workers() if workers is None else workers
     with contextlib.ExitStack() as stack:
         # connect before writing anything: a wrong --address leaves no trace

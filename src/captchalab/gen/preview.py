@@ -24,7 +24,7 @@ def contact_sheet(data_dir: str, out: str | None, count: int, split: str | None)
         raise UsageError(f"{data_dir} has no splits to show")
     records = list(itertools.islice(sh.iter_split(data_dir, m, split), count))
     if not records:
-        raise UsageError(f"--split {split} holds no records")
+        raise UsageError(f"split {split} holds no records", param="split")
     out = out or storage.join(data_dir, "preview.png")
     plt = pyplot()
     cols = min(6, len(records))
@@ -55,11 +55,12 @@ def parse_sample(spec: str, m: dict) -> tuple[str, int]:
     split, _, index = spec.partition(":")
     if split not in m["splits"] or not index.isdigit():
         have = ", ".join(m["splits"])
-        raise UsageError(f"--sample {spec!r}: give SPLIT:INDEX with SPLIT one of {have}")
+        raise UsageError(f"sample {spec!r}: give SPLIT:INDEX with SPLIT one of {have}",
+                         param="sample")
     index = int(index)
     if index >= m["splits"][split]["count"]:
-        raise UsageError(f"--sample {spec!r}: {split} has {m['splits'][split]['count']} samples "
-                         f"(0..{m['splits'][split]['count'] - 1})")
+        raise UsageError(f"sample {spec!r}: {split} has {m['splits'][split]['count']} samples "
+                         f"(0..{m['splits'][split]['count'] - 1})", param="sample")
     return split, index
 
 
@@ -84,12 +85,13 @@ def rerender_check(data_dir: str, spec: str, out: str | None):
 
     m = sh.read_manifest(data_dir)
     if m.get("source") != "generated":
-        raise UsageError(f"--sample: {data_dir} was imported, so it cannot be re-rendered")
+        raise UsageError(f"sample: {data_dir} was imported, so it cannot be re-rendered",
+                         param="sample")
     split, index = parse_sample(spec, m)
     for f in m["fonts"]:
         if not os.path.exists(f["path"]) or file_sha256(f["path"]) != f["sha256"]:
-            raise UsageError(f"--sample: font {f['path']} is missing or changed on this machine; "
-                             "re-rendering needs the same font files")
+            raise UsageError(f"sample: font {f['path']} is missing or changed on this machine; "
+                             "re-rendering needs the same font files", param="sample")
     stored = find_record(data_dir, m, split, index)
     sample = Renderer.from_recipe(Recipe.from_json(m)).render(split, index)
     a = np.asarray(_image(stored["image/png"]))

@@ -26,8 +26,8 @@ def require_ray():
     try:
         import ray
     except ImportError:
-        raise UsageError("--engine ray needs Ray, which is not installed here; "
-                         "pip install 'captchalab[ray]'") from None
+        raise UsageError("engine ray needs Ray, which is not installed here; "
+                         "pip install 'captchalab[ray]'", param="engine") from None
     return ray
 
 
@@ -92,12 +92,13 @@ def _check_reachable(address: str) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise UsageError(f"--address {address}: give auto, HOST:PORT or ray://HOST:PORT")
+        raise UsageError(f"address {address}: give auto, HOST:PORT or ray://HOST:PORT",
+                         param="address")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:
-        raise UsageError(f"--address {address}: no Ray cluster answers there "
-                         f"({e.strerror or e})") from None
+        raise UsageError(f"address {address}: no Ray cluster answers there "
+                         f"({e.strerror or e})", param="address") from None
 
 
 @contextlib.contextmanager
@@ -115,8 +116,8 @@ def session(address: str | None, workers: int):
             ray.init(**({"address": address} if address else {"num_cpus": workers}),
                      include_dashboard=False, logging_level="warning")
         except ConnectionError as e:
-            raise UsageError(f"--address {address}: no Ray cluster answers there "
-                             f"({str(e).splitlines()[0]})") from None
+            raise UsageError(f"address {address}: no Ray cluster answers there "
+                             f"({str(e).splitlines()[0]})", param="address") from None
     try:
         yield ray
     finally:

@@ -37,14 +37,16 @@ def parse_length(text: str) -> tuple[int, int]:
     try:
         parts = [int(p) for p in str(text).split("-", 1)]
     except ValueError:
-        raise UsageError(f"--length: {text!r} is not a length like 4 or a range like 4-6") from None
+        raise UsageError(f"length: {text!r} is not a length like 4 or a range like 4-6",
+                         param="length") from None
     lo, hi = parts[0], parts[-1]
     if lo <= 0:
-        raise UsageError(f"--length: {text!r}; lengths must be at least 1")
+        raise UsageError(f"length: {text!r}; lengths must be at least 1", param="length")
     if lo > hi:
-        raise UsageError(f"--length: {text!r} has min > max; write it as min-max, e.g. 4-6")
+        raise UsageError(f"length: {text!r} has min > max; write it as min-max, e.g. 4-6",
+                         param="length")
     if hi > 64:
-        raise UsageError(f"--length: {text!r}; at most 64 characters are supported")
+        raise UsageError(f"length: {text!r}; at most 64 characters are supported", param="length")
     return lo, hi
 
 
@@ -52,9 +54,10 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(p) for p in str(text).lower().split("x"))
     except ValueError:
-        raise UsageError(f"--size: {text!r} is not WIDTHxHEIGHT in px, e.g. 160x60") from None
+        raise UsageError(f"size: {text!r} is not WIDTHxHEIGHT in px, e.g. 160x60",
+                         param="size") from None
     if not (8 <= w <= 4096 and 8 <= h <= 4096):
-        raise UsageError(f"--size: {text!r}; width and height must be 8..4096 px")
+        raise UsageError(f"size: {text!r}; width and height must be 8..4096 px", param="size")
     return w, h
 
 
@@ -71,13 +74,15 @@ def check_text_fits(fonts, style: Style, size, length, chars: str) -> None:
         widest_mean = max(widest_mean, mean_w)
     if h < tallest:
         raise UsageError(
-            f"--size {w}x{h} is too small for the text: glyphs at font size {max(style.font_sizes)} "
-            f"are up to {tallest:.0f} px tall; use a height >= {math.ceil(tallest)} or smaller --font-sizes")
+            f"size {w}x{h} is too small for the text: glyphs at font size {max(style.font_sizes)} "
+            f"are up to {tallest:.0f} px tall; use a height >= {math.ceil(tallest)} or smaller --font-sizes",
+                         param="size")
     need = math.ceil(length[1] * widest_mean / 2)
     if w < need:
         raise UsageError(
-            f"--size {w}x{h} is too small for the text: {length[1]} characters at font size "
-            f"{min(style.font_sizes)} would be squeezed more than 2x; use a width >= {need}")
+            f"size {w}x{h} is too small for the text: {length[1]} characters at font size "
+            f"{min(style.font_sizes)} would be squeezed more than 2x; use a width >= {need}",
+                         param="size")
 
 
 @dataclass(frozen=True)
@@ -132,9 +137,10 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
     if not counts:
         raise UsageError("no samples asked for; give --train N, --val N and/or --test N")
     if req.shard_size <= 0:
-        raise UsageError(f"--shard-size: {req.shard_size}; must be a positive number of records")
+        raise UsageError(f"shard_size: {req.shard_size}; must be a positive number of records",
+                         param="shard_size")
     if req.seed < 0 or req.seed >= 2**63:
-        raise UsageError(f"--seed: {req.seed}; must be between 0 and 2^63-1")
+        raise UsageError(f"seed: {req.seed}; must be between 0 and 2^63-1", param="seed")
     fonts = resolve_fonts(req.style.fonts, charset.chars)
     check_text_fits(fonts, req.style, size, length, charset.chars)
 

@@ -325,7 +325,8 @@ def check_shard_files(data_dir: str, manifest: dict, split: str) -> None:
 def shard_paths(data_dir: str, manifest: dict, split: str) -> list[str]:
     if split not in manifest["splits"]:
         have = ", ".join(manifest["splits"]) or "none"
-        raise UsageError(f"--split {split}: the dataset has no such split (it has: {have})")
+        raise UsageError(f"split {split}: the dataset has no such split (it has: {have})",
+                         param="split")
     return [storage.join(data_dir, s["file"]) for s in manifest["splits"][split]["shards"]]
 
 

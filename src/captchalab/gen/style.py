@@ -100,7 +100,7 @@ PRESETS: dict[str, dict] = {
 def parse_range(name: str, value, source: str = "option") -> tuple:
     """Parse a knob value: a number, "lo-hi", or a [lo, hi] list, checked against its bounds."""
     knob = KNOBS[name]
-    label = f"--{name.replace('_', '-')}" if source == "option" else f"{source} key '{name}'"
+    label, param = (name, name) if source == "option" else (f"{source} key '{name}'", None)
     allowed = f"a number or range lo-hi within {_fmt(knob.lo)}..{_fmt(knob.hi)} ({knob.help})"
     try:
         if isinstance(value, (list, tuple)):
@@ -116,11 +116,11 @@ def parse_range(name: str, value, source: str = "option") -> tuple:
         else:
             raise ValueError
     except (ValueError, TypeError):
-        raise UsageError(f"{label}: {value!r} is not {allowed}") from None
+        raise UsageError(f"{label}: {value!r} is not {allowed}", param) from None
     if lo > hi:
-        raise UsageError(f"{label}: range {value!r} has lo > hi; write it as lo-hi")
+        raise UsageError(f"{label}: range {value!r} has lo > hi; write it as lo-hi", param)
     if lo < knob.lo or hi > knob.hi:
-        raise UsageError(f"{label}: {value!r} is out of range; allowed is {allowed}")
+        raise UsageError(f"{label}: {value!r} is out of range; allowed is {allowed}", param)
     return (lo, hi)
 
 
@@ -189,7 +189,8 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
 def preset(name: str) -> Style:
     if name not in PRESETS:
         raise UsageError(
-            f"--style: unknown style '{name}'{suggest(name, PRESETS)} (allowed: {', '.join(PRESETS)})")
+            f"style: unknown style '{name}'{suggest(name, PRESETS)} (allowed: {', '.join(PRESETS)})",
+                         param="style")
     return apply_overrides(Style(), PRESETS[name], source=f"preset '{name}'")
 
 
@@ -199,7 +200,8 @@ def load_style_file(path: str) -> dict:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise UsageError(f"--style-file: cannot read {path}: {e.strerror}") from None
+        raise UsageError(f"style_file: cannot read {path}: {e.strerror}",
+                         param="style_file") from None
     try:
         if path.endswith(".json"):
             data = json.loads(raw)
@@ -210,9 +212,10 @@ def load_style_file(path: str) -> dict:
                 import tomli as tomllib
             data = tomllib.loads(raw.decode())
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-        raise UsageError(f"--style-file: {path} is not valid {'JSON' if path.endswith('.json') else 'TOML'}: {e}") from None
+        raise UsageError(f"style_file: {path} is not valid {'JSON' if path.endswith('.json') else 'TOML'}: {e}",
+                         param="style_file") from None
     if not isinstance(data, dict):
-        raise UsageError(f"--style-file: {path} must hold a table of style keys")
+        raise UsageError(f"style_file: {path} must hold a table of style keys", param="style_file")
     return data
 
 

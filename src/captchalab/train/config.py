@@ -47,20 +47,24 @@ class TrainConfig:
 
 def check_options(cfg: TrainConfig) -> None:
     if cfg.downscale < 1 or cfg.batch_size < 1:
-        raise UsageError("--downscale and --batch-size must be >= 1")
+        raise UsageError("downscale and --batch-size must be >= 1", param="downscale")
     if not (0 < cfg.lr <= 1):  # also refuses nan
-        raise UsageError(f"--lr: {cfg.lr}; a learning rate > 0 and at most 1 (default 0.003)")
+        raise UsageError(f"lr: {cfg.lr}; a learning rate > 0 and at most 1 (default 0.003)",
+                         param="lr")
     if cfg.resample not in RESAMPLE:
-        raise UsageError(f"--resample: unknown '{cfg.resample}' (allowed: {', '.join(RESAMPLE)})")
+        raise UsageError(f"resample: unknown '{cfg.resample}' (allowed: {', '.join(RESAMPLE)})",
+                         param="resample")
     if not 0 <= cfg.jitter <= 8:
-        raise UsageError(f"--jitter: {cfg.jitter}; a shift in pixels from 0 (off) to 8")
+        raise UsageError(f"jitter: {cfg.jitter}; a shift in pixels from 0 (off) to 8",
+                         param="jitter")
     if not 0.0 <= cfg.dropout < 1.0:
-        raise UsageError(f"--dropout: {cfg.dropout}; a rate from 0 (off) to below 1")
+        raise UsageError(f"dropout: {cfg.dropout}; a rate from 0 (off) to below 1", param="dropout")
     if cfg.schedule not in ("cosine", "constant"):
-        raise UsageError(f"--schedule: unknown '{cfg.schedule}' (allowed: cosine, constant)")
+        raise UsageError(f"schedule: unknown '{cfg.schedule}' (allowed: cosine, constant)",
+                         param="schedule")
     if cfg.cpu_devices < 1 or cfg.epoch_samples < cfg.batch_size or cfg.val_samples < 1:
-        raise UsageError("--cpu-devices and --val-samples must be >= 1, --epoch-samples >= "
-                         "--batch-size")
+        raise UsageError("cpu_devices and --val-samples must be >= 1, --epoch-samples >= "
+                         "--batch-size", param="cpu_devices")
 
 
 def parse_duration(text: str) -> float:
@@ -72,8 +76,8 @@ def parse_duration(text: str) -> float:
     except ValueError:
         v = -1
     if not v > 0 or not math.isfinite(v):
-        raise UsageError(f"--time-budget: '{text}'; give a positive duration like 300, 90s, 5m "
-                         "or 1.5h")
+        raise UsageError(f"time_budget: '{text}'; give a positive duration like 300, 90s, 5m "
+                         "or 1.5h", param="time_budget")
     return v
 
 

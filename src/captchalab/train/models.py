@@ -38,8 +38,8 @@ ARCHS = {
 
 def check_arch(arch: str) -> None:
     if arch not in ARCHS:
-        raise UsageError(f"--arch: unknown '{arch}'{suggest(arch, ARCHS)} "
-                         f"(allowed: {', '.join(ARCHS)})")
+        raise UsageError(f"arch: unknown '{arch}'{suggest(arch, ARCHS)} "
+                         f"(allowed: {', '.join(ARCHS)})", param="arch")
 
 
 def kind(arch: str) -> str:
@@ -60,8 +60,8 @@ def check_time_steps(arch: str, width: int, max_len: int) -> int:
     t = time_steps(arch, width)
     if t < 2 * max_len:
         raise UsageError(
-            f"--arch {arch} at input width {width} px gives {t} time steps, fewer than "
-            f"2 x max label length {max_len}; use a wider image or less --downscale")
+            f"arch {arch} at input width {width} px gives {t} time steps, fewer than "
+            f"2 x max label length {max_len}; use a wider image or less --downscale", param="arch")
     return t
 
 
@@ -70,8 +70,9 @@ def check_data(arch: str, input_shape, length: tuple[int, int]) -> None:
     check_arch(arch)
     if kind(arch) == "heads":
         if length[0] != length[1]:
-            raise UsageError(f"--arch heads needs fixed-length labels; the data has lengths "
-                             f"{length[0]}-{length[1]} (use a CTC arch: crnn-conv, crnn, small or large)")
+            raise UsageError(f"arch heads needs fixed-length labels; the data has lengths "
+                             f"{length[0]}-{length[1]} (use a CTC arch: crnn-conv, crnn, small or large)",
+                             param="arch")
     else:
         check_time_steps(arch, input_shape[1], length[1])
 

@@ -20,16 +20,17 @@ CKPT_DIR = "checkpoints"  # epoch-NNNN.weights.h5 (model + optimizer state) and 
 
 def prepare_run_dir(out: str) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file; give a folder for the run")
+        raise UsageError(f"out {out} is a file; give a folder for the run", param="out")
     if os.path.isdir(out) and os.listdir(out):
-        raise UsageError(f"--out {out} is not empty; give a new run folder (or --resume it)")
+        raise UsageError(f"out {out} is not empty; give a new run folder (or --resume it)",
+                         param="out")
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, ".write-test")
         open(probe, "w").close()
         os.remove(probe)
     except OSError as e:
-        raise UsageError(f"--out {out} is not writable: {e.strerror}") from None
+        raise UsageError(f"out {out} is not writable: {e.strerror}", param="out") from None
 
 
 def read_state(run: str) -> dict:
@@ -48,8 +49,8 @@ def resume_config(out: str, data: str | None) -> TrainConfig:
     cfg.out = out
     state = read_state(out)
     if state["done"]:
-        raise UsageError(f"--resume: {out} already finished ({state['epoch']} epochs); "
-                         "start a new run to train further")
+        raise UsageError(f"resume: {out} already finished ({state['epoch']} epochs); "
+                         "start a new run to train further", param="resume")
     if data:
         m = sh.read_manifest(data)
         for what, get in (("charset", lambda d: d["charset"]["chars"]),
@@ -57,8 +58,8 @@ def resume_config(out: str, data: str | None) -> TrainConfig:
                           ("image size", lambda d: (d["image"]["width"], d["image"]["height"]))):
             have, want = get(m), get(stored)
             if have != want:
-                raise UsageError(f"--resume: {data} has {what} {have!r} but {out} was trained on "
-                                 f"{want!r}")
+                raise UsageError(f"resume: {data} has {what} {have!r} but {out} was trained on "
+                                 f"{want!r}", param="resume")
         cfg.data = data
     return cfg
 

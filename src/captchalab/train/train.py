@@ -19,22 +19,23 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
     from captchalab.gen.recipe import RECIPE_KEYS, Recipe
 
     if cfg.style and not cfg.on_the_fly:
-        raise UsageError("--style applies to --on-the-fly training; a --data set has its own style")
+        raise UsageError("style applies to --on-the-fly training; a --data set has its own style",
+                         param="style")
     if cfg.data:
         if cfg.style:
-            raise UsageError("--style with --data: the stream uses the dataset's own recipe; "
-                             "give one of them")
+            raise UsageError("style with --data: the stream uses the dataset's own recipe; "
+                             "give one of them", param="style")
         m = sh.read_manifest(cfg.data)
         need = ("val",) if cfg.on_the_fly else ("train", "val")
         for split in need:
             if split not in m["splits"]:
-                raise UsageError(f"--data {cfg.data} has no {split} split; generate one with "
-                                 f"'captchalab gen --{split} N'")
+                raise UsageError(f"data {cfg.data} has no {split} split; generate one with "
+                                 f"'captchalab gen --{split} N'", param="data")
             # a missing or truncated shard: refused before the run folder exists
             sh.check_shard_files(cfg.data, m, split)
         if cfg.on_the_fly and not all(k in m for k in RECIPE_KEYS):
-            raise UsageError(f"--on-the-fly re-renders from the recipe of a generated dataset; "
-                             f"{cfg.data} was imported and has none")
+            raise UsageError(f"on_the_fly re-renders from the recipe of a generated dataset; "
+                             f"{cfg.data} was imported and has none", param="on_the_fly")
         return m, (Recipe.from_json(m) if cfg.on_the_fly else None)
     if not cfg.on_the_fly:
         raise UsageError("give --data DIR (a dataset from 'captchalab gen') or --on-the-fly")
@@ -77,18 +78,18 @@ def cluster_role() -> dict | None:
 def _check_cluster(cfg: TrainConfig, m: dict, recipe: dict | None, cluster: dict) -> None:
     n = cluster["workers"]
     if cfg.time_budget:
-        raise UsageError(f"--time-budget with {n} workers (TF_CONFIG): each would stop on its own "
-                         "clock; give --epochs or --steps")
+        raise UsageError(f"time_budget with {n} workers (TF_CONFIG): each would stop on its own "
+                         "clock; give --epochs or --steps", param="time_budget")
     if cfg.cpu_devices > 1:
-        raise UsageError("--cpu-devices splits one process's CPU; with TF_CONFIG every worker "
-                         "process is one device")
+        raise UsageError("cpu_devices splits one process's CPU; with TF_CONFIG every worker "
+                         "process is one device", param="cpu_devices")
     if recipe is None:
         train = m["splits"]["train"]
         if len(train["shards"]) < n:
             raise UsageError(
-                f"--data {cfg.data}: its train split has {len(train['shards'])} shards for {n} "
+                f"data {cfg.data}: its train split has {len(train['shards'])} shards for {n} "
                 f"workers, and each worker reads whole shards; regenerate it with --shard-size "
-                f"{max(1, train['count'] // n)} or less")
+                f"{max(1, train['count'] // n)} or less", param="data")
 
 
 def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = False,
@@ -111,8 +112,8 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
         if cluster is None or cluster["chief"]:
             prepare_run_dir(cfg.out)
         elif os.path.exists(os.path.join(cfg.out, CKPT_DIR, "state.json")):
-            raise UsageError(f"--out {cfg.out} already holds a run; give a new run folder "
-                             "(or --resume it, on every worker)")
+            raise UsageError(f"out {cfg.out} already holds a run; give a new run folder "
+                             "(or --resume it, on every worker)", param="out")
     from captchalab.train import loop
 
     return loop.run(cfg, m, recipe, shape, read_state(cfg.out), cluster, t_start, command,
