@@ -79,19 +79,22 @@ def test_draws_are_per_knob_independent():
     a = draw(Style(), random.Random(7), 3)
     b = draw(Style().replace(rotate=(0.0, 60.0)), random.Random(7), 3)
     assert a.font == b.font
-    for name in KNOBS:
+    assert a.values.keys() == b.values.keys() == {k for k in KNOBS if not KNOBS[k].scene}
+    for name in a.values:
         if name != "rotate":
             assert a.values[name] == b.values[name], name
     assert a.values["rotate"] == 30.0 and 0 <= b.values["rotate"] <= 60
 
 
-def test_draws_stay_in_range():
-    st = preset("varied")
+@pytest.mark.parametrize("name", ["varied", "universal"])
+def test_draws_stay_in_range(name):
+    st = preset(name)
     rng = random.Random(1)
     for _ in range(200):
         d = draw(st, rng, 5)
         assert 0 <= d.font < 5
-        for name, knob in KNOBS.items():
+        assert set(d.values) == {k for k in KNOBS if st.composed or not KNOBS[k].scene}
+        for name, knob in ((k, KNOBS[k]) for k in d.values):
             lo, hi = getattr(st, name)
             vals = d.values[name] if isinstance(d.values[name], tuple) else (d.values[name],)
             assert all(lo <= v <= hi and isinstance(v, knob.kind) for v in vals), name

@@ -200,6 +200,22 @@ def show(data_dir, out, count, split, sample):
     return 0
 
 
+@cli.command()
+def fonts():
+    """List the font sets and families `--fonts` takes (held-out families are test-only)."""
+    import os
+
+    from captchalab.gen import fonts as f
+
+    for name, files in f.NAMED_SETS.items():
+        click.echo(f"set     {name:20s} {len(files()):4d} files")
+    for slug in f.families():
+        files = ", ".join(os.path.basename(p) for p in f.family_files(slug))
+        mark = "held-out" if slug in f.HELD_OUT else "family "
+        click.echo(f"{mark} {slug:20s} {files}")
+    return 0
+
+
 @cli.command("export")
 @click.argument("data_dir", required=False, type=click.Path())
 @click.option("--png", "png_dir", type=click.Path(),

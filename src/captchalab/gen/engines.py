@@ -16,10 +16,10 @@ from captchalab.gen.style import KNOBS, Style
 
 
 def style_features(sample, style: Style) -> dict:
-    v = sample.draws.values
+    """Every value drawn for the sample (scene knobs only for a style with a scene)."""
     feats = {"style/font": sample.font, "style/font_sizes": list(style.font_sizes)}
-    for name, knob in KNOBS.items():
-        val = v[name]
+    for name, val in sample.draws.values.items():
+        knob = KNOBS[name]
         if isinstance(val, tuple):
             feats[f"style/{name}"] = list(val)
         else:

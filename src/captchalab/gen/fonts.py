@@ -20,7 +20,38 @@ def _mpl_fonts() -> str:
     return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
 
 
-# Named sets. DejaVu "Display" faces hold only a few glyphs, so they are left out.
+# Font families of the `fontpkg-*` packages captchalab depends on (pyproject.toml). HELD_OUT ones
+# are never trained on: the transfer benchmark tests on them, so training with one is refused.
+HELD_OUT = ("barlow-condensed", "bitter", "ibm-plex-sans", "jetbrains-mono", "kalam", "lora",
+            "quicksand", "righteous")
+
+
+def family_files(slug: str) -> list[str]:
+    """A fontpkg family's regular, bold and italic files (variable fonts at their default
+    instance); other weights add little a captcha can show."""
+    import fontpkg
+
+    fam = fontpkg.families()[slug]
+    return sorted(str(f.path) for f in fam.files if f.weight in (None, 400, 700))
+
+
+def families() -> list[str]:
+    """Slugs of the installed fontpkg families, sorted."""
+    import fontpkg
+
+    return sorted(fontpkg.families())
+
+
+def _pool() -> list[str]:
+    return [p for slug in families() if slug not in HELD_OUT for p in family_files(slug)]
+
+
+def _held_out() -> list[str]:
+    return [p for slug in HELD_OUT for p in family_files(slug)]
+
+
+# Named sets. DejaVu "Display" faces hold only a few glyphs, so they are left out. Each fontpkg
+# family is a set of its own under its slug (e.g. roboto-slab).
 NAMED_SETS = {
     "builtin": lambda: [os.path.join(_captcha_data(), "DroidSansMono.ttf")],
     "dejavu": lambda: _pick(_mpl_fonts(), "DejaVu", exclude="Display"),
@@ -28,7 +59,17 @@ NAMED_SETS = {
     "dejavu-serif": lambda: _pick(_mpl_fonts(), "DejaVuSerif", exclude="Display"),
     "dejavu-mono": lambda: _pick(_mpl_fonts(), "DejaVuSansMono"),
     "stix": lambda: _pick(_mpl_fonts(), "STIXGeneral"),
+    "pool": _pool,  # every fontpkg family except the held-out ones
+    "held-out": _held_out,
 }
+
+
+def held_out_paths() -> set[str]:
+    return {os.path.abspath(p) for p in _held_out()}
+
+
+def named_sets() -> list[str]:
+    return [*NAMED_SETS, *families()]
 
 FONT_EXTS = (".ttf", ".otf", ".ttc")
 
@@ -53,9 +94,12 @@ class Font:
 def resolve_fonts(specs, charset: str) -> list[Font]:
     """Expand font specs (named sets, files, folders, globs) into checked fonts, in a stable order."""
     paths: list[str] = []
+    fontpkg_families = families()
     for spec in specs:
         if spec in NAMED_SETS:
             found = NAMED_SETS[spec]()
+        elif spec in fontpkg_families:
+            found = family_files(spec)
         elif os.path.isdir(spec):
             found = sorted(os.path.join(spec, n) for n in os.listdir(spec)
                            if n.lower().endswith(FONT_EXTS))
@@ -69,8 +113,9 @@ def resolve_fonts(specs, charset: str) -> list[Font]:
             found = [spec]
         else:
             raise UsageError(
-                f"fonts: '{spec}' is not a font file, folder or glob{suggest(spec, NAMED_SETS)} "
-                f"(named sets: {', '.join(NAMED_SETS)})", param="fonts")
+                f"fonts: '{spec}' is not a font family, set, file, folder or glob"
+                f"{suggest(spec, named_sets())} (sets: {', '.join(NAMED_SETS)}; families: "
+                "`captchalab fonts` lists them)", param="fonts")
         paths.extend(os.path.abspath(p) for p in found)
     paths = list(dict.fromkeys(paths))
     fonts = []

@@ -14,7 +14,8 @@ from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.gen.engines import default_workers, run_local
 from captchalab.gen.recipe import RECIPE_KEYS, Recipe, plan_shards, versions
-from captchalab.gen.render import SEED_RULE, SPLIT_RULE, split_pools
+from captchalab.gen.render import COMPOSE_RULE, SEED_RULE, SPLIT_RULE, split_pools
+from captchalab.gen.style import Style
 
 
 class GenStats(NamedTuple):
@@ -181,10 +182,11 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
         "source": "generated",
         **recipe.to_json(),
         "image": {"width": w, "height": h, "channels": 3, "encoding": "png"},
-        "seed_rule": SEED_RULE,
+        "seed_rule": SEED_RULE + (COMPOSE_RULE if Style.from_json(recipe.style).composed else ""),
         "split_rule": SPLIT_RULE,
         "splits": splits,
-        "features": {**sh.CORE_FEATURES, **sh.STYLE_FEATURES},
+        "features": {**sh.CORE_FEATURES, **sh.STYLE_FEATURES,
+                     **(sh.SCENE_FEATURES if Style.from_json(recipe.style).composed else {})},
         "versions": versions(),
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

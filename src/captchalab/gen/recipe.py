@@ -4,6 +4,7 @@ plan of shards it makes."""
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 from dataclasses import dataclass, fields
@@ -120,7 +121,7 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
 
     Nothing is written. Raises UsageError on the first invalid value.
     """
-    from captchalab.gen.fonts import resolve_fonts
+    from captchalab.gen.fonts import HELD_OUT, held_out_paths, resolve_fonts
 
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     charset = Charset.parse(req.charset)
@@ -142,7 +143,15 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
     if req.seed < 0 or req.seed >= 2**63:
         raise UsageError(f"seed: {req.seed}; must be between 0 and 2^63-1", param="seed")
     fonts = resolve_fonts(req.style.fonts, charset.chars)
-    check_text_fits(fonts, req.style, size, length, charset.chars)
+    held = held_out_paths()
+    if "train" in counts and any(f.path in held for f in fonts):
+        names = sorted({os.path.basename(f.path) for f in fonts if f.path in held})
+        raise UsageError(
+            f"fonts: {', '.join(names)} belong to the held-out families ({', '.join(HELD_OUT)}), "
+            "which no training data may use; render them into --val/--test sets only",
+            param="fonts")
+    if not req.style.composed:  # a scene scales the text to fit the canvas
+        check_text_fits(fonts, req.style, size, length, charset.chars)
 
     pools, exact = split_pools(charset.chars, length, req.seed)
     space = label_space(charset.chars, length)

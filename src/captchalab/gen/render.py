@@ -12,6 +12,8 @@ import itertools
 import random
 from dataclasses import dataclass
 
+import numpy as np
+
 from captchalab.gen.style import Draws, Style, draw
 
 SEED_RULE = (
@@ -19,6 +21,8 @@ SEED_RULE = (
     "{stream}', digest_size=8) for stream in label, style, render; each seeds a Python "
     "random.Random. 'label' draws the length and characters, 'style' draws one value per knob "
     "(fixed count, so knobs are independent), 'render' replaces captcha.image.secrets")
+COMPOSE_RULE = ("; a style with a scene also seeds numpy's default_rng from stream 'compose' for "
+                "the scene's random positions")
 SPLIT_RULE = (
     "a label belongs to exactly one split: u = blake2b('captchalab-v1|{seed}|label|{text}') / 2^64; "
     "train if u < 0.8, val if u < 0.9, else test. A sample redraws its label until it falls in "
@@ -129,7 +133,15 @@ class Renderer:
         self._secrets.rng.seed(derive_seed(self.seed, split, index, "render"))
         saved, self._ci.secrets = self._ci.secrets, self._secrets
         try:
-            im = cap.create_captcha_image(text, fg, v["bg"])
+            if self.style.composed:  # the library's glyphs as a mask; compose.py draws the rest
+                from captchalab.gen import compose
+
+                mask = cap.create_captcha_image(text, (255, 255, 255), (0, 0, 0))
+                rng = np.random.default_rng(derive_seed(self.seed, split, index, "compose"))
+                im = compose.scene(np.asarray(mask.convert("L")), v, rng, self.size)
+                fg = compose.push_contrast(v["fg"], v["bg"], v["min_contrast"])
+            else:
+                im = cap.create_captcha_image(text, fg, v["bg"])
             cap.create_noise_dots(im, fg, width=v["noise_dot_width"], number=v["noise_dots"])
             for _ in range(v["noise_curves"]):
                 cap.create_noise_curve(im, fg)
@@ -138,6 +150,8 @@ class Renderer:
         if self.style.smooth:
             from PIL.ImageFilter import SMOOTH
             im = im.filter(SMOOTH)
+        if self.style.composed:
+            im = compose.degrade(im, v, rng)
         return Sample(split, index, text, im, d, self.font_names[d.font])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from captchalab.core.errors import UsageError, suggest
@@ -20,6 +21,7 @@ class Knob:
     hi: float  # largest allowed value
     help: str
     per_channel: int = 0  # colour knobs: the range is drawn independently for this many channels
+    scene: bool = False  # drawn by captchalab around the library's glyphs (compose.py)
 
 
 # Library defaults (captcha 0.7.1 ImageCaptcha) are the `default` preset. Each knob is a range
@@ -43,7 +45,35 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
     Knob("bg", int, 0, 255, "background colour, per RGB channel (0-255)", per_channel=3),
     Knob("fg", int, 0, 255, "text and noise colour, per RGB channel (0-255)", per_channel=3),
     Knob("fg_alpha", int, 0, 255, "text opacity (0-255)", per_channel=1),
+    # The scene: captchalab takes the library's glyphs as a mask and composes the image around
+    # them (compose.py). Only styles that change one of these from its default use it; others
+    # render exactly as the library does.
+    *[Knob(*k, scene=True) for k in [
+        ("text_scale", float, 0.2, 1, "size of the text block, fraction of the largest that fits"),
+        ("text_x", float, 0, 1, "horizontal place of the text block: 0 left .. 1 right"),
+        ("text_y", float, 0, 1, "vertical place of the text block: 0 top .. 1 bottom"),
+        ("tilt", float, -45, 45, "rotation of the whole text, degrees (signed range: -10-10)"),
+        ("shear", float, -0.8, 0.8, "horizontal shear of the text, dx per px of height"),
+        ("wave", float, 0, 20, "amplitude of a sine wave along the baseline, px"),
+        ("wave_period", float, 10, 400, "period of that wave, px"),
+        ("min_contrast", int, 0, 255,
+         "least luminance difference of text and background; text colours closer are pushed away"),
+        ("gradient", float, 0, 1, "blend of the text colour towards fg2 from left to right"),
+        ("fg2", int, 0, 255, "second text colour, per RGB channel", 3),
+        ("bg_gradient", float, 0, 1, "blend of the background towards bg2 across the image"),
+        ("bg2", int, 0, 255, "second background colour, per RGB channel", 3),
+        ("texture", float, 0, 1, "strength of a smooth random texture on the background"),
+        ("speckle", float, 0, 0.5, "share of background pixels given a random colour"),
+        ("lines", int, 0, 10, "straight lines struck through the text"),
+        ("line_width", int, 1, 8, "width of those lines, px"),
+        ("grid", int, 0, 60, "spacing of a background grid, px (under 8: no grid)"),
+        ("blur", float, 0, 4, "Gaussian blur after rendering, sigma in px"),
+        ("downscale", float, 1, 4, "shrink by this factor and scale back up (lost detail)"),
+        ("noise", float, 0, 60, "Gaussian pixel noise, standard deviation (0-255 scale)"),
+        ("jpeg", int, 0, 95, "JPEG quality the image is saved at (under 10: not saved as JPEG)"),
+    ]],
 ]}
+SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
 
 STYLE_KEYS = ("fonts", "font_sizes", "smooth", *KNOBS)
 
@@ -68,10 +98,40 @@ class Style:
     bg: tuple[int, int] = (238, 255)
     fg: tuple[int, int] = (10, 200)
     fg_alpha: tuple[int, int] = (220, 255)
+    # scene knobs (see KNOBS); these defaults leave the image as the library renders it
+    text_scale: tuple[float, float] = (1.0, 1.0)
+    text_x: tuple[float, float] = (0.5, 0.5)
+    text_y: tuple[float, float] = (0.5, 0.5)
+    tilt: tuple[float, float] = (0.0, 0.0)
+    shear: tuple[float, float] = (0.0, 0.0)
+    wave: tuple[float, float] = (0.0, 0.0)
+    wave_period: tuple[float, float] = (80.0, 80.0)
+    min_contrast: tuple[int, int] = (0, 0)
+    gradient: tuple[float, float] = (0.0, 0.0)
+    fg2: tuple[int, int] = (0, 0)
+    bg_gradient: tuple[float, float] = (0.0, 0.0)
+    bg2: tuple[int, int] = (255, 255)
+    texture: tuple[float, float] = (0.0, 0.0)
+    speckle: tuple[float, float] = (0.0, 0.0)
+    lines: tuple[int, int] = (0, 0)
+    line_width: tuple[int, int] = (1, 1)
+    grid: tuple[int, int] = (0, 0)
+    blur: tuple[float, float] = (0.0, 0.0)
+    downscale: tuple[float, float] = (1.0, 1.0)
+    noise: tuple[float, float] = (0.0, 0.0)
+    jpeg: tuple[int, int] = (0, 0)
+
+    @property
+    def composed(self) -> bool:
+        """Whether any scene knob differs from its default (then compose.py draws the image)."""
+        return any(getattr(self, k) != getattr(_DEFAULT, k) for k in SCENE_KNOBS)
 
     def to_json(self) -> dict:
+        """Scene knobs at their defaults are left out, so styles without a scene are stored
+        as they were before the scene existed."""
         d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+                if not (k in SCENE_KNOBS and v == getattr(_DEFAULT, k))}
 
     @classmethod
     def from_json(cls, d: dict) -> Style:
@@ -80,6 +140,8 @@ class Style:
     def replace(self, **kw) -> Style:
         return dataclasses.replace(self, **kw)
 
+
+_DEFAULT = Style()
 
 PRESETS: dict[str, dict] = {
     "default": {},  # the captcha library's own defaults
@@ -94,6 +156,19 @@ PRESETS: dict[str, dict] = {
                "offset_dy": "0-8", "space_prob": "0-0.8", "word_offset": "0-0.4",
                "noise_dots": "0-100", "noise_dot_width": "1-4", "noise_curves": "0-3",
                "bg": "180-255", "fg": "0-200", "fg_alpha": "180-255"},
+    # the universal style space: every font family but the held-out ones, colours over the
+    # whole range, text of any size anywhere, clutter, and degradations at training strength
+    "universal": {"fonts": ["builtin", "dejavu", "stix", "pool"],
+                  "font_sizes": [36, 42, 50, 56], "rotate": "0-40", "warp_dx": "0-0.5",
+                  "warp_dy": "0-0.5", "offset_dx": "0-8", "offset_dy": "0-8",
+                  "space_prob": "0-0.6", "word_offset": "0-0.4", "noise_dots": "0-60",
+                  "noise_dot_width": "1-4", "noise_curves": "0-2", "bg": "0-255", "fg": "0-255",
+                  "fg_alpha": "220-255", "text_scale": "0.55-1", "text_x": "0-1",
+                  "text_y": "0-1", "tilt": [-10, 10], "shear": [-0.35, 0.35], "wave": "0-3",
+                  "wave_period": "40-160", "min_contrast": "110-190", "gradient": "0-1",
+                  "fg2": "0-255", "bg_gradient": "0-1", "bg2": "0-255", "texture": "0-0.4",
+                  "speckle": "0-0.04", "lines": "0-2", "line_width": "1-3", "grid": "0-40",
+                  "blur": "0-1", "downscale": "1-1.8", "noise": "0-10", "jpeg": "0-95"},
 }
 
 
@@ -109,10 +184,11 @@ def parse_range(name: str, value, source: str = "option") -> tuple:
             lo, hi = (_as(knob, v) for v in value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             lo = hi = _as(knob, value)
-        elif isinstance(value, str):
-            text = value.strip()
-            parts = text.split("-", 1) if "-" in text[1:] else [text]
-            lo, hi = (_as(knob, p) for p in (parts[0], parts[-1]))
+        elif isinstance(value, str):  # "v", "lo-hi"; signed: "-10-10", "-20--5"
+            m = re.fullmatch(r"\s*(-?[^-\s]+)\s*(?:-\s*(-?[^-\s]+)\s*)?", value)
+            if not m:
+                raise ValueError
+            lo, hi = (_as(knob, p) for p in (m.group(1), m.group(2) or m.group(1)))
         else:
             raise ValueError
     except (ValueError, TypeError):
@@ -242,9 +318,13 @@ class Draws:
 
 def draw(style: Style, rng, n_fonts: int) -> Draws:
     """Draw one sample's knob values. Each knob consumes a fixed number of draws, so changing one
-    knob's range never changes what another knob draws for the same sample."""
+    knob's range never changes what another knob draws for the same sample. Scene knobs are
+    drawn only for a composed style."""
     out = Draws(font=int(rng.random() * n_fonts))
+    composed = style.composed
     for name, knob in KNOBS.items():
+        if knob.scene and not composed:  # drawn last, so the library's knobs draw as before
+            continue
         lo, hi = getattr(style, name)
         vals = []
         for _ in range(knob.per_channel or 1):

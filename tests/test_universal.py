@@ -1,0 +1,79 @@
+"""The universal style space: font families, the scene composed around the library's glyphs,
+held-out families, and byte-identical rendering with every draw recorded."""
+
+import numpy as np
+import pytest
+
+from captchalab.gen import shards as sh
+from captchalab.gen.compose import place_text, push_contrast
+from captchalab.gen.style import KNOBS, SCENE_KNOBS, Style, parse_range, preset
+from conftest import cli, record_hashes
+
+
+def test_universal_is_byte_identical_across_workers_and_records_every_draw(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--style", "universal", "--train", 40, "--test", 20, "--shard-size", 16, "-q"]
+    cli("gen", "--out", a, *args, "--workers", 1)
+    cli("gen", "--out", b, *args, "--workers", 2)
+    for split in ("train", "test"):
+        assert record_hashes(a, split) == record_hashes(b, split)
+    m = sh.read_manifest(str(a))
+    assert set(sh.SCENE_FEATURES) <= set(m["features"]) and "compose" in m["seed_rule"]
+    assert len({f["name"] for f in m["fonts"]}) > 100  # the fontpkg pool, DejaVu, STIX, builtin
+    style = preset("universal")
+    for r in sh.iter_split(str(a), m, "train"):
+        for name in KNOBS:
+            lo, hi = getattr(style, name)
+            v = r[f"style/{name}"]
+            assert all(lo - 1e-6 <= x <= hi + 1e-6 for x in (v if isinstance(v, list) else [v]))
+    cli("verify", a)
+    p = cli("show", a, "--sample", "test:7", "--out", tmp_path / "s.png")
+    assert "identical" in p.stdout
+
+
+def test_styles_without_a_scene_render_and_store_as_before():
+    assert not Style().composed and not preset("varied").composed and preset("universal").composed
+    assert not set(SCENE_KNOBS) & set(Style().to_json())  # stored as before the scene existed
+    assert Style.from_json(preset("universal").to_json()) == preset("universal")
+
+
+def test_signed_ranges_parse():
+    assert parse_range("tilt", "-10-10") == (-10.0, 10.0)
+    assert parse_range("tilt", "-20--5") == (-20.0, -5.0)
+    assert parse_range("tilt", "7") == (7.0, 7.0)
+
+
+def test_contrast_push_and_text_placement_hand_worked():
+    # bg luminance 110 (< 128): text at 100 is pushed up to 110 + 50 on every channel
+    assert push_contrast((100, 100, 100), (110, 110, 110), 50) == (160, 160, 160)
+    assert push_contrast((0, 0, 0), (110, 110, 110), 50) == (0, 0, 0)  # already far enough
+    assert push_contrast((200, 200, 200), (180, 180, 180), 60) == (120, 120, 120)  # pushed down
+    # a 20x10 block of text: the largest fit in 160x60 is 6x (120x60); half of it is 60x30,
+    # placed at the left (text_x 0) and bottom (text_y 1)
+    mask = np.zeros((60, 160), np.uint8)
+    mask[5:15, 40:60] = 255
+    v = dict(shear=0.0, tilt=0.0, wave=0.0, wave_period=80.0, text_scale=0.5, text_x=0.0,
+             text_y=1.0)
+    out = place_text(mask, v, (160, 60))
+    assert out.shape == (60, 160)
+    assert out[30:60, 0:60].min() > 0.99 and out[:30].max() == 0 and out[:, 60:].max() == 0
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--train", 10, "--fonts", "kalam"], "held-out families"),
+    (["--train", 10, "--style", "universal", "--fonts", "pool,lora"], "Lora"),
+    (["--test", 10, "--fonts", "robotoslab"], "did you mean 'roboto-slab'"),
+    (["--test", 10, "--tilt", "-50-10"], "--tilt"),
+])
+def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
+    p = cli("gen", "--out", tmp_path / "d", *args, check=False)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_held_out_families_render_into_test_sets(tmp_path):
+    cli("gen", "--out", tmp_path / "d", "--test", 12, "--fonts", "held-out", "-q")
+    m = sh.read_manifest(str(tmp_path / "d"))
+    assert {f["name"].split("[")[0].split("-")[0] for f in m["fonts"]} >= {"Kalam", "Lora"}
+    p = cli("fonts")
+    assert "held-out kalam" in p.stdout and "set     pool" in p.stdout
