@@ -48,6 +48,9 @@ def test_contrast_push_and_text_placement_hand_worked():
     assert push_contrast((100, 100, 100), (110, 110, 110), 50) == (160, 160, 160)
     assert push_contrast((0, 0, 0), (110, 110, 110), 50) == (0, 0, 0)  # already far enough
     assert push_contrast((200, 200, 200), (180, 180, 180), 60) == (120, 120, 120)  # pushed down
+    # a saturated channel cannot rise: mixing towards white still reaches the luminance
+    r, g, b = push_contrast((255, 60, 120), (200, 50, 100), 110)  # bg luminance 100.5
+    assert 0.299 * r + 0.587 * g + 0.114 * b >= 210
     # a 20x10 block of text: the largest fit in 160x60 is 6x (120x60); half of it is 60x30,
     # placed at the left (text_x 0) and bottom (text_y 1)
     mask = np.zeros((60, 160), np.uint8)

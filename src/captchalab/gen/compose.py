@@ -19,13 +19,21 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def push_contrast(fg, bg, least: int) -> tuple[int, int, int]:
-    """`fg` moved (the same amount on every channel) until its luminance differs from `bg`'s by
-    at least `least`, towards the side with more room; clipped to 0..255."""
-    lf, lb = float(_LUMA @ fg), float(_LUMA @ bg)
+    """`fg` mixed towards white (on a dark background) or black (on a light one) until its
+    luminance differs from `bg`'s by at least `least` (as far as white or black allow)."""
+    fg = np.asarray(fg, float)
+    lf, lb = float(_LUMA @ fg), float(_LUMA @ np.asarray(bg, float))
     if abs(lf - lb) >= least:
         return tuple(int(c) for c in fg)
-    target = lb + least if lb < 128 else lb - least
-    return tuple(int(c) for c in np.clip(np.asarray(fg, float) + (target - lf), 0, 255).round())
+    if lb < 128:  # L(t) = lf + t (255 - lf)
+        target = min(255.0, lb + least)
+        t = (target - lf) / max(255.0 - lf, 1e-6)
+        out = fg + min(max(t, 0.0), 1.0) * (255.0 - fg)
+    else:  # L(t) = lf (1 - t)
+        target = max(0.0, lb - least)
+        t = 1.0 - target / max(lf, 1e-6)
+        out = fg * (1.0 - min(max(t, 0.0), 1.0))
+    return tuple(int(c) for c in np.clip(out, 0, 255).round())
 
 
 def place_text(mask: np.ndarray, v: dict, size: tuple[int, int]) -> np.ndarray:

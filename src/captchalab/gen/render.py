@@ -110,6 +110,8 @@ class Renderer:
         cap = self._captchas.get(font)
         if cap is None:
             w, h = self.size
+            if self.style.composed:  # room for the whole text: the scene scales it to fit
+                w, h = 2 * w, 2 * h
             cap = self._ci.ImageCaptcha(w, h, fonts=[self.font_paths[font]],
                                         font_sizes=self.style.font_sizes)
             self._captchas[font] = cap
