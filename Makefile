@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo
 
-.PHONY: setup demo test test-slow lint bench-gen bench-engines bench-input bench-infer bench-tta bench-gpu clean
+.PHONY: setup demo test test-slow lint bench-gen bench-engines bench-input bench-infer bench-tta bench-gpu bench-transfer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench-input: $(STAMP)
 
 bench-infer: $(STAMP)
 	$(BIN)/python bench/inference.py $(if $(MODEL),--model $(MODEL))
+
+# Transfer matrix: MODELS="default=RUN other=RUN2" against own and foreign test sets + ddddocr
+bench-transfer: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
+	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m))
 
 # ~32 minutes: gen + train under 5, 10 and 15 minute budgets, scored on a test split
 bench-tta: $(STAMP)

@@ -32,3 +32,27 @@ def test_bench_gpu_dry_run_on_cpu(tmp_path):
     assert run["curve"] and run["test_samples"] == 50 and 0 <= run["test"]["seq_acc"] <= 1
     assert (out / "accuracy-vs-time.png").stat().st_size > 10_000
     assert not (tmp_path / "data").exists()  # the generated data is removed at the end
+
+
+@pytest.mark.slow
+def test_bench_transfer_at_toy_size(tmp_path):
+    """bench/transfer.py renders every test set with the right labels and scores each model and
+    ddddocr on all of them."""
+    out = tmp_path / "out"
+    run = os.path.join(ROOT, "tests", "fixtures", "0ce7b0d", "run")
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples", "12",
+                    "--out", str(out), "--model", f"tiny={run}"],
+                   check=True, env=ENV, cwd=ROOT, capture_output=True)
+    res = json.loads((out / "transfer.json").read_text())
+    sets = ["captchalab-default", "captchalab-universal", "held-out-fonts", "claptcha",
+            "kaptcha", "multicolorcaptcha", "wheezy-captcha", "flask-simple-captcha"]
+    assert set(res["results"]) == {"tiny", "ddddocr"}
+    for row in res["results"].values():
+        assert all(row[s]["n"] == 12 and 0 <= row[s]["seq_acc"] <= 1 for s in sets)
+    from captchalab.gen import shards as sh
+    data = out / "sets" / "held-out-fonts-12-data"
+    m = sh.read_manifest(str(data))
+    labels = [r["label/text"] for r in sh.iter_split(str(data), m, "test")]
+    pngs = sorted(os.listdir(out / "sets" / "held-out-fonts-12"))
+    assert [p[:-4].split("_", 1)[1] for p in pngs] == labels  # exported labels kept in order
+    assert (out / "transfer.png").stat().st_size > 0

@@ -1,0 +1,233 @@
+"""Transfer benchmark: how well models read captchas they were not trained on.
+
+Test sets (each --samples captchas, 4 characters from 0-9a-z, 160x60):
+  captchalab-default    `gen --test N` (the library's default style)
+  captchalab-universal  `gen --style universal --test N`
+  held-out-fonts        `gen --fonts held-out --test N`: the 8 font families no preset trains on,
+                        with the library's default knobs
+  claptcha, kaptcha, multicolorcaptcha, wheezy-captcha, flask-simple-captcha
+                        other captcha generators from PyPI (the `transfer` extra; bench-only,
+                        never training data), each drawing our labels with its own fonts,
+                        colours and noise, scaled to 160x60
+Rows: each --model NAME=RUN, plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased.
+Cells: full-sequence accuracy with its 95 % Wilson interval, and character accuracy. Printed,
+and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered once into OUT/sets
+(seeded: the same on every run) and reused.
+
+    python bench/transfer.py --model default=runs/default --model universal=runs/universal
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image, ImageFont
+
+CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+SIZE = (160, 60)
+EXTRA = "pip install -e '.[transfer]'"
+
+
+# --- foreign generators: (label, random.Random) -> PIL image --------------------------------
+# Every one draws from Python's `random` module; it is seeded per sample, so sets are stable.
+
+def _claptcha(text, rng):
+    from claptcha import Claptcha
+
+    if not hasattr(ImageFont.FreeTypeFont, "getsize"):  # claptcha 0.3.3 predates Pillow 10
+        def getsize(font, t):
+            left, top, right, bottom = font.getbbox(t)
+            return right, bottom
+        ImageFont.FreeTypeFont.getsize = getsize
+    font = _mc_font("freefont-20120503/FreeSans.ttf")
+    return Claptcha(text, font, size=SIZE, margin=(12, 8), noise=rng.random() * 0.4).image[1]
+
+
+def _kaptcha(text, rng):
+    import kaptcha
+    from kaptcha.captcha import CaptchaPainter
+    fonts = [os.path.join(os.path.dirname(kaptcha.__file__), f"font{i}.ttf") for i in (1, 2, 3, 4)]
+    return CaptchaPainter(text=text, font=fonts).normal  # its defaults: 260x125, 5 chip rounds
+
+
+def _multicolor(text, rng):
+    from multicolorcaptcha import CaptchaGenerator
+
+    gen = CaptchaGenerator(2)
+    size = gen.captcha_size
+    fourth = int(size[0] / 4 + 0.5)
+    bg = gen.gen_rand_color()
+    chars = [gen.gen_captcha_char_image(c, (fourth, fourth), 2, bg)["image"] for c in text]
+    image = gen.images_join_horizontal(chars)
+    for _ in range(rng.randint(0, 2)):
+        gen.add_rand_horizontal_line_to_image(image, rng.randint(1, 5))
+    for _ in range(rng.randint(0, 3)):
+        gen.add_rand_circle_to_image(image, int(0.05 * fourth), int(0.15 * fourth))
+    return image
+
+
+def _wheezy(text, rng):
+    from wheezy.captcha import image as w
+
+    fonts = [_mc_font(f) for f in ("freefont-20120503/FreeSans.ttf",
+                                   "freefont-20120503/FreeSerifBold.ttf")]
+    draw = w.captcha(width=200, height=75, drawings=[
+        w.background(), w.text(fonts=fonts, drawings=[w.warp(), w.rotate(), w.offset()]),
+        w.curve(), w.noise(), w.smooth()])
+    return draw(list(text))
+
+
+def _flask_simple(text, rng):
+    from flask_simple_captcha import img
+    from flask_simple_captcha.text import CAPTCHA_FONTS
+
+    im = img.create_text_img(text, rng.choice(CAPTCHA_FONTS).path)
+    return img.draw_lines(im, text_color=(255, 255, 255))
+
+
+def _mc_font(rel):
+    import multicolorcaptcha
+    return os.path.join(os.path.dirname(multicolorcaptcha.__file__), "fonts", rel)
+
+
+FOREIGN = {"claptcha": _claptcha, "kaptcha": _kaptcha, "multicolorcaptcha": _multicolor,
+           "wheezy-captcha": _wheezy, "flask-simple-captcha": _flask_simple}
+OWN = {"captchalab-default": [], "captchalab-universal": ["--style", "universal"],
+       "held-out-fonts": ["--fonts", "held-out"]}
+
+
+def foreign_set(name, n, folder):
+    """n labelled PNGs (INDEX_LABEL.png) of a foreign generator, scaled to 160x60."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        rng = random.Random(f"transfer|{name}|{i}")
+        text = "".join(rng.choice(CHARS) for _ in range(4))
+        random.seed(f"transfer|{name}|{i}|render")  # the generators draw from `random`
+        im = FOREIGN[name](text, rng).convert("RGB").resize(SIZE, Image.Resampling.BILINEAR)
+        im.save(os.path.join(folder, f"{i:05d}_{text}.png"))
+
+
+def own_set(name, n, folder):
+    """n captchas of the test split of a captchalab style, exported as labelled PNGs."""
+    data = folder + "-data"
+    subprocess.run([sys.executable, "-m", "captchalab", "gen", "--out", data, "--test", str(n),
+                    "--seed", "7", "-q", "--overwrite", *OWN[name]], check=True)
+    subprocess.run([sys.executable, "-m", "captchalab", "export", data, "--png", folder + "-png",
+                    "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder + "-png", "labels.csv")) as f:
+        for r in csv.DictReader(f):
+            i = int(os.path.basename(r["file"]).split("_")[0].split(".")[0])
+            os.replace(os.path.join(folder + "-png", r["file"]),
+                       os.path.join(folder, f"{i:05d}_{r['label']}.png"))
+    shutil.rmtree(folder + "-png")
+
+
+def load_set(folder):
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".png"))
+    labels = [n[:-4].split("_", 1)[1] for n in names]
+    images = np.stack([np.asarray(Image.open(os.path.join(folder, n)).convert("RGB"))
+                       for n in names])
+    pngs = [open(os.path.join(folder, n), "rb").read() for n in names]
+    return labels, images, pngs
+
+
+def score(truths, preds):
+    from captchalab.core.metrics import character_accuracy
+    from captchalab.eval.report import wilson
+
+    k = sum(t == p for t, p in zip(truths, preds, strict=True))
+    return {"seq_acc": k / len(truths), "seq_acc_ci95": list(wilson(k, len(truths))),
+            "char_acc": character_accuracy(truths, preds), "n": len(truths)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=RUN",
+                    help="a trained run to score (repeat); none: only ddddocr")
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--out", default="bench-out/transfer")
+    ap.add_argument("--no-peer", action="store_true", help="skip the ddddocr row")
+    a = ap.parse_args()
+    models = dict(m.split("=", 1) for m in a.model)
+    try:
+        for mod in ("claptcha", "kaptcha", "multicolorcaptcha", "wheezy.captcha",
+                    "flask_simple_captcha", *(() if a.no_peer else ("ddddocr",))):
+            __import__(mod)
+    except ImportError as e:
+        sys.exit(f"error: {e.name} is missing; the transfer bench needs its extra: {EXTRA}")
+
+    sets_dir = os.path.join(a.out, "sets")
+    sets = {}
+    for name in [*OWN, *FOREIGN]:
+        folder = os.path.join(sets_dir, f"{name}-{a.samples}")
+        if not os.path.isdir(folder) or len(os.listdir(folder)) != a.samples:
+            t = time.perf_counter()
+            (own_set if name in OWN else foreign_set)(name, a.samples, folder)
+            print(f"rendered {name}: {a.samples} in {time.perf_counter() - t:.0f} s", flush=True)
+        sets[name] = load_set(folder)
+
+    import captchalab
+
+    results = {}
+    for mname, run in models.items():
+        rec = captchalab.load(run)
+        t = time.perf_counter()
+        results[mname] = {s: score(lab, [p.text for p in rec.predict(list(ims))])
+                          for s, (lab, ims, _) in sets.items()}
+        results[mname]["_seconds"] = time.perf_counter() - t
+    if not a.no_peer:
+        import ddddocr
+
+        ocr = ddddocr.DdddOcr(show_ad=False)
+        t = time.perf_counter()
+        results["ddddocr"] = {s: score(lab, [ocr.classification(p).lower() for p in pngs])
+                              for s, (lab, _, pngs) in sets.items()}
+        results["ddddocr"]["_seconds"] = time.perf_counter() - t
+
+    names = list(sets)
+    print(f"\nfull-sequence accuracy (95 % interval), {a.samples} captchas per set")
+    print(f"{'model':14s}" + "".join(f"{n[:20]:>22s}" for n in names))
+    for m, row in results.items():
+        print(f"{m:14s}" + "".join(
+            f"{row[n]['seq_acc']:8.3f} ({row[n]['seq_acc_ci95'][0]:.3f}-"
+            f"{row[n]['seq_acc_ci95'][1]:.3f})" for n in names))
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "transfer.json"), "w") as f:
+        json.dump({"samples": a.samples, "models": models, "results": results}, f, indent=2)
+    plot(results, names, os.path.join(a.out, "transfer.png"))
+    print(f"wrote {a.out}/transfer.json and transfer.png")
+
+
+def plot(results, names, path):
+    from captchalab.core.plot import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(results)
+    x = np.arange(len(names))
+    for k, (m, row) in enumerate(results.items()):
+        acc = np.array([row[n]["seq_acc"] for n in names])
+        lo = acc - np.array([row[n]["seq_acc_ci95"][0] for n in names])
+        hi = np.array([row[n]["seq_acc_ci95"][1] for n in names]) - acc
+        ax.bar(x + k * width - 0.4 + width / 2, acc, width, yerr=[lo, hi], label=m, capsize=2)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("full-sequence accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Reading captchas of other styles and generators (bars: 95 % intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
