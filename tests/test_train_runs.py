@@ -310,3 +310,50 @@ def test_a_model_learns_a_tiny_task(tmp_path):
         "-q")
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["top"] >= 0.9, state["history"]
+
+
+FIXTURE_RUN = os.path.join(os.path.dirname(__file__), "fixtures", "0ce7b0d", "run")
+
+
+def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
+    """--init-from builds the model with the source run's weights, adopts its architecture, and
+    records where it started in config.json."""
+    import hashlib
+
+    import tensorflow as tf
+
+    import captchalab
+    from captchalab.core.charset import Charset
+    from captchalab.train import loop
+    from captchalab.train.config import TrainConfig
+
+    src = json.loads(open(os.path.join(FIXTURE_RUN, "config.json")).read())
+    model = loop.compiled_model(TrainConfig(arch="small", init_from=FIXTURE_RUN), src,
+                                Charset.from_json(src["charset"]), 10, {"checkpoint": None},
+                                tf.distribute.get_strategy())
+    x = np.random.default_rng(0).integers(0, 256, (8, 60, 160, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(captchalab.load(FIXTURE_RUN).logits(x),
+                                  model(x, training=False).numpy())
+
+    out = tmp_path / "ft"
+    p = cli("train", "--data", small_dataset, "--out", out, "--init-from", FIXTURE_RUN,
+            "--epochs", 1, "--batch-size", 16, "-q")
+    assert "Skipping variable loading" not in p.stderr  # a fresh optimizer, quietly
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["arch"] == "small"  # the source's, not the default crnn-conv
+    path = os.path.join(FIXTURE_RUN, "config.json")
+    assert cfg["init_from"] == {"run": os.path.abspath(FIXTURE_RUN), "config_sha256":
+                                hashlib.sha256(open(path, "rb").read()).hexdigest()}
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--arch", "crnn"], "trained with arch small"),
+    (["--init-from-bad"], "no config.json"),
+])
+def test_init_from_bad_input(tmp_path, small_dataset, extra, msg):
+    src = str(tmp_path) if extra == ["--init-from-bad"] else FIXTURE_RUN
+    args = [a for a in extra if a != "--init-from-bad"]
+    p = cli("train", "--data", small_dataset, "--out", tmp_path / "r", "--init-from", src, *args,
+            "--epochs", 1, check=False)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

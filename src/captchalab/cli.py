@@ -316,6 +316,9 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
               help="With --on-the-fly and no --data: val samples rendered once.")
 @click.option("--gen-workers", default=_TRAIN.gen_workers, show_default=True, type=click.IntRange(0),
               help="With --on-the-fly: render processes (0 = all cores).")
+@click.option("--init-from", "init_from", type=click.Path(),
+              help="Start from this run's weights (fine-tuning); its --arch, --downscale and "
+              "--resample are used unless given. Same charset and image size.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-step progress.")
 @click.pass_context
 def train(ctx, data, out, resume, quiet, **opts):
@@ -335,6 +338,15 @@ def train(ctx, data, out, resume, quiet, **opts):
         cfg = resume_config(out, data)
     else:
         opts["style"] = opts["style"] or ""
+        opts["init_from"] = opts["init_from"] or ""
+        if opts["init_from"]:  # the source run's architecture unless given
+            from captchalab.core.runconfig import read_run_config
+            from captchalab.train.train import ARCH_SETTINGS
+
+            src = read_run_config(opts["init_from"])
+            for key in ARCH_SETTINGS:
+                if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
+                    opts[key] = src["arch"] if key == "arch" else src["train"].get(key, opts[key])
         budget = opts.pop("time_budget")
         cfg = TrainConfig(data=data or "", out=out, **opts,
                           time_budget=parse_duration(budget) if budget else 0.0)

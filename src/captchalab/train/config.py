@@ -38,6 +38,7 @@ class TrainConfig:
     epoch_samples: int = 20000  # on the fly: samples per epoch
     val_samples: int = 1000  # on the fly without --data: val samples rendered in memory
     gen_workers: int = 0  # on the fly: render processes (0 = all cores)
+    init_from: str = ""  # start from this run's weights (same architecture, charset and size)
 
     @classmethod
     def from_json(cls, d: dict) -> TrainConfig:

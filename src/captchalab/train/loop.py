@@ -4,9 +4,11 @@ check has passed; importing this module loads TensorFlow."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict
 
 from captchalab.core.tfimport import import_tensorflow
@@ -114,6 +116,10 @@ def run_config(cfg: TrainConfig, m: dict, charset: Charset, recipe: dict | None,
             "model_shape": list(shape), "max_length": length[1], "length": list(length),
             "arch": cfg.arch, "kind": kind(cfg.arch), "train": asdict(cfg),
             "dataset": os.path.abspath(cfg.data) if cfg.data else None,
+            "init_from": ({"run": os.path.abspath(cfg.init_from),
+                           "config_sha256": hashlib.sha256(open(os.path.join(
+                               cfg.init_from, "config.json"), "rb").read()).hexdigest()}
+                          if cfg.init_from else None),
             "recipe": ({k: recipe.to_json()[k] for k in ("charset", "length", "size",
                                                          "style_name", "style", "fonts", "seed")}
                        if recipe is not None else None),
@@ -163,6 +169,10 @@ def compiled_model(cfg: TrainConfig, m: dict, charset: Charset, total_steps: int
         if state["checkpoint"]:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(os.path.join(cfg.out, CKPT_DIR, state["checkpoint"]))
+        elif cfg.init_from:  # a new run from another run's weights (checked in train.train)
+            with warnings.catch_warnings():  # its optimizer state is left behind, on purpose
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optim")
+                model.load_weights(os.path.join(cfg.init_from, "model.keras"))
     return model
 
 

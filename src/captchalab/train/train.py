@@ -92,6 +92,43 @@ def _check_cluster(cfg: TrainConfig, m: dict, recipe: dict | None, cluster: dict
                 f"{max(1, train['count'] // n)} or less", param="data")
 
 
+# settings that decide the model's weights: a run started from another must share them
+ARCH_SETTINGS = ("arch", "downscale", "resample")
+
+
+def init_source(cfg: TrainConfig, m: dict) -> dict | None:
+    """The config.json of the run `cfg.init_from` names, checked against the new run: same
+    architecture settings, charset, image size (and length for `heads`). None without one."""
+    if not cfg.init_from:
+        return None
+    from captchalab.core.runconfig import read_run_config
+
+    src = read_run_config(cfg.init_from)
+    if not os.path.isfile(os.path.join(cfg.init_from, "model.keras")):
+        raise UsageError(f"init_from {cfg.init_from} has no model.keras (it finished no epoch)",
+                         param="init_from")
+    theirs = {"arch": src["arch"], **{k: src["train"].get(k) for k in ARCH_SETTINGS[1:]}}
+    for key in ARCH_SETTINGS:
+        if theirs[key] != getattr(cfg, key):
+            raise UsageError(f"init_from {cfg.init_from} was trained with {key} {theirs[key]}, "
+                             f"this run has {getattr(cfg, key)}; give --{key} {theirs[key]}",
+                             param="init_from")
+    if src["charset"]["chars"] != m["charset"]["chars"]:
+        raise UsageError(f"init_from {cfg.init_from} reads charset {src['charset']['chars']!r}; "
+                         f"the data has {m['charset']['chars']!r} (the output layer is kept, so "
+                         "they must be the same)", param="init_from")
+    size, theirs_size = (m["image"]["width"], m["image"]["height"]), (src["image"]["width"],
+                                                                       src["image"]["height"])
+    if size != theirs_size:
+        raise UsageError(f"init_from {cfg.init_from} reads {theirs_size[0]}x{theirs_size[1]} "
+                         f"images; the data is {size[0]}x{size[1]} (resize it: `captchalab "
+                         f"import --size {theirs_size[0]}x{theirs_size[1]}`)", param="init_from")
+    if cfg.arch == "heads" and list(src["length"]) != list(m["length"]):
+        raise UsageError(f"init_from {cfg.init_from}: heads read exactly {src['length']} "
+                         f"characters; the data has lengths {m['length']}", param="init_from")
+    return src
+
+
 def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = False,
           callbacks=()) -> dict:
     """Train and write the run directory; returns the best epoch's metrics.
@@ -105,6 +142,8 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     shape = model_shape((m["image"]["height"], m["image"]["width"]), cfg.downscale,
                         cfg.resample)
     check_data(cfg.arch, shape, tuple(m["length"]))  # refuse before anything is written
+    if not resume:
+        init_source(cfg, m)
     cluster = cluster_role()
     if cluster:
         _check_cluster(cfg, m, recipe, cluster)
