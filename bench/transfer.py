@@ -155,7 +155,7 @@ def main():
     ap.add_argument("--model", action="append", default=[], metavar="NAME=RUN",
                     help="a trained run to score (repeat); none: only ddddocr")
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--out", default="bench-out/transfer")
+    ap.add_argument("--out", default="bench/out/transfer")
     ap.add_argument("--no-peer", action="store_true", help="skip the ddddocr row")
     a = ap.parse_args()
     models = dict(m.split("=", 1) for m in a.model)
