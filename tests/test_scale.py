@@ -248,6 +248,7 @@ def _check_multi_worker_run(run, data, epochs):
     assert isinstance(pred.text, str) and 0.0 <= pred.confidence <= 1.0
 
 
+@pytest.mark.slow  # ~30 s: two worker processes train together
 def test_two_workers_train_and_the_model_loads(tmp_path, sharded_dataset):
     """Two worker processes on loopback ports (TF_CONFIG) train one run together."""
     run = tmp_path / "run"

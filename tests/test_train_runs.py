@@ -50,6 +50,7 @@ def test_heads_arm_trains_with_xla_and_refuses_variable_length(small_dataset, va
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "v").exists()
 
 
+@pytest.mark.slow  # ~30 s: trains, is killed, resumes
 def test_resume_after_kill_9_continues_from_the_last_checkpoint(small_dataset, digits, tmp_path):
     run = tmp_path / "run"
     epochs = 10
