@@ -80,3 +80,31 @@ def test_held_out_families_render_into_test_sets(tmp_path):
     assert {f["name"].split("[")[0].split("-")[0] for f in m["fonts"]} >= {"Kalam", "Lora"}
     p = cli("fonts")
     assert "held-out kalam" in p.stdout and "set     pool" in p.stdout
+
+
+def test_mix_draws_a_share_from_another_preset_and_leaves_the_rest_as_they_were(tmp_path):
+    mixed, plain = tmp_path / "mixed", tmp_path / "plain"
+    cli("gen", "--out", mixed, "--mix", "universal:0.4", "--train", 40, "--workers", 2, "-q")
+    cli("gen", "--out", plain, "--train", 40, "--workers", 1, "-q")
+    m, p = sh.read_manifest(str(mixed)), sh.read_manifest(str(plain))
+    assert m["style"]["mix"]["share"] == 0.4 and "style/mixed" in m["features"]
+    assert sum(f.get("mix", False) for f in m["fonts"]) > 100  # universal's fonts, marked
+    a, b = list(sh.iter_split(str(mixed), m, "train")), list(sh.iter_split(str(plain), p, "train"))
+    flags = [r["style/mixed"] for r in a]
+    assert 5 <= sum(flags) <= 30  # ~40 % of 40
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["label/text"] == rb["label/text"]
+        if not ra["style/mixed"]:  # an unmixed sample is the plain dataset's, byte for byte
+            assert ra["image/png"] == rb["image/png"] and "style/text_scale" not in ra
+        else:
+            assert "style/text_scale" in ra
+    cli("verify", mixed)
+    assert "identical" in cli("show", mixed, "--sample", f"train:{flags.index(1)}",
+                              "--out", tmp_path / "s.png").stdout
+
+
+@pytest.mark.parametrize("mix,msg", [("universal:2", "share in (0, 1]"),
+                                     ("universel:0.5", "did you mean 'universal'")])
+def test_mix_bad_input(tmp_path, mix, msg):
+    p = cli("gen", "--out", tmp_path / "d", "--train", 10, "--mix", mix, check=False)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ from captchalab.train.config import TrainConfig as _TRAIN  # defaults (no Tensor
 from captchalab.train.models import RESAMPLE
 
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
-                  "style", "style_file", "smooth", "seed", "shard_size", *KNOBS)
+                  "style", "style_file", "smooth", "seed", "shard_size", "mix", *KNOBS)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -82,7 +82,11 @@ def _knob_options(f):
               help="Preset: default (the library's own), easy, hard, varied.")
 @click.option("--style-file", type=click.Path(), help="TOML or JSON of style keys (and `preset`).")
 @click.option("--fonts", help="Comma list: builtin, dejavu, dejavu-sans, dejavu-serif, "
-              "dejavu-mono, stix, font files, folders, globs.  [preset: builtin]")
+              "dejavu-mono, stix, pool, held-out, a family (captchalab fonts), font files, "
+              "folders, globs.  [preset: builtin]")
+@click.option("--mix", metavar="PRESET:SHARE",
+              help="Draw this share of the samples from another preset (its own fonts and "
+              "knobs), e.g. universal:0.5.")
 @click.option("--font-sizes", help="Comma list of sizes in px the library picks from per "
               "character.  [preset: 42,50,56]")
 @click.option("--smooth/--no-smooth", default=None, help="The library's final SMOOTH filter.")
@@ -102,8 +106,9 @@ def _knob_options(f):
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fonts, font_sizes,
-        smooth, seed, shard_size, workers, engine, address, resume, overwrite, quiet, **knobs):
+def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fonts, mix,
+        font_sizes, smooth, seed, shard_size, workers, engine, address, resume, overwrite, quiet,
+        **knobs):
     """Render labelled captchas into sharded TFRecords plus dataset_info.json.
 
     Every sample is a pure function of (seed, split, index): the same command gives
@@ -134,6 +139,8 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
             overrides["font_sizes"] = font_sizes
         if smooth is not None:
             overrides["smooth"] = smooth
+        if mix is not None:
+            overrides["mix"] = mix
         resolved = resolve_style(style, style_file, overrides)
         req = GenRequest(charset=charset, length=length, size=size, style=resolved,
                          style_name=style, counts={"train": train, "val": val, "test": test},
@@ -310,6 +317,9 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--on-the-fly", is_flag=True,
               help="Train on freshly rendered samples; none is ever repeated.")
 @click.option("--style", help="With --on-the-fly and no --data: preset to render.  [default: default]")
+@click.option("--mix", metavar="PRESET:SHARE",
+              help="With --on-the-fly and no --data: draw this share of the samples from another "
+              "preset, e.g. universal:0.5.")
 @click.option("--epoch-samples", default=_TRAIN.epoch_samples, show_default=True, type=click.IntRange(1),
               help="With --on-the-fly: samples per epoch.")
 @click.option("--val-samples", default=_TRAIN.val_samples, show_default=True, type=click.IntRange(1),
@@ -338,6 +348,7 @@ def train(ctx, data, out, resume, quiet, **opts):
         cfg = resume_config(out, data)
     else:
         opts["style"] = opts["style"] or ""
+        opts["mix"] = opts["mix"] or ""
         opts["init_from"] = opts["init_from"] or ""
         if opts["init_from"]:  # the source run's architecture unless given
             from captchalab.core.runconfig import read_run_config

@@ -14,7 +14,7 @@ from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.gen.engines import default_workers, run_local
 from captchalab.gen.recipe import RECIPE_KEYS, Recipe, plan_shards, versions
-from captchalab.gen.render import COMPOSE_RULE, SEED_RULE, SPLIT_RULE, split_pools
+from captchalab.gen.render import COMPOSE_RULE, MIX_RULE, SEED_RULE, SPLIT_RULE, split_pools
 from captchalab.gen.style import Style
 
 
@@ -175,6 +175,8 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
             "shards": [results[nm] for nm in names if nm in results] if complete else [],
         }
     w, h = recipe.size
+    style = Style.from_json(recipe.style)
+    scene = style.composed or (style.mix is not None and style.mix.composed)
     return {
         "format": sh.FORMAT,
         "format_version": sh.FORMAT_VERSION,
@@ -182,11 +184,13 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
         "source": "generated",
         **recipe.to_json(),
         "image": {"width": w, "height": h, "channels": 3, "encoding": "png"},
-        "seed_rule": SEED_RULE + (COMPOSE_RULE if Style.from_json(recipe.style).composed else ""),
+        "seed_rule": (SEED_RULE + (COMPOSE_RULE if scene else "")
+                      + (MIX_RULE if style.mix is not None else "")),
         "split_rule": SPLIT_RULE,
         "splits": splits,
         "features": {**sh.CORE_FEATURES, **sh.STYLE_FEATURES,
-                     **(sh.SCENE_FEATURES if Style.from_json(recipe.style).composed else {})},
+                     **(sh.SCENE_FEATURES if scene else {}),
+                     **({"style/mixed": "int64: 1 if drawn from style.mix"} if style.mix else {})},
         "versions": versions(),
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -142,16 +142,19 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
                          param="shard_size")
     if req.seed < 0 or req.seed >= 2**63:
         raise UsageError(f"seed: {req.seed}; must be between 0 and 2^63-1", param="seed")
-    fonts = resolve_fonts(req.style.fonts, charset.chars)
     held = held_out_paths()
-    if "train" in counts and any(f.path in held for f in fonts):
-        names = sorted({os.path.basename(f.path) for f in fonts if f.path in held})
-        raise UsageError(
-            f"fonts: {', '.join(names)} belong to the held-out families ({', '.join(HELD_OUT)}), "
-            "which no training data may use; render them into --val/--test sets only",
-            param="fonts")
-    if not req.style.composed:  # a scene scales the text to fit the canvas
-        check_text_fits(fonts, req.style, size, length, charset.chars)
+    fonts = []  # the style's own fonts, then the mixed-in style's, marked "mix"
+    for mixed, st in enumerate([req.style] + ([req.style.mix] if req.style.mix else [])):
+        found = resolve_fonts(st.fonts, charset.chars)
+        if "train" in counts and any(f.path in held for f in found):
+            names = sorted({os.path.basename(f.path) for f in found if f.path in held})
+            raise UsageError(
+                f"fonts: {', '.join(names)} belong to the held-out families "
+                f"({', '.join(HELD_OUT)}), which no training data may use; render them into "
+                "--val/--test sets only", param="fonts")
+        if not st.composed:  # a scene scales the text to fit the canvas
+            check_text_fits(found, st, size, length, charset.chars)
+        fonts += [{**f.to_json(), "mix": True} if mixed else f.to_json() for f in found]
 
     pools, exact = split_pools(charset.chars, length, req.seed)
     space = label_space(charset.chars, length)
@@ -166,7 +169,7 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
                  f"{'' if exact else 'about '}{pools[split]} distinct labels; labels repeat "
                  "within the split (never across splits)")
     return Recipe(charset.to_json(), length, size, req.style_name, req.style.to_json(),
-                  tuple(f.to_json() for f in fonts), req.seed, req.shard_size,
+                  tuple(fonts), req.seed, req.shard_size,
                   {s: counts[s] for s in SPLITS if s in counts})
 
 

@@ -21,6 +21,8 @@ SEED_RULE = (
     "{stream}', digest_size=8) for stream in label, style, render; each seeds a Python "
     "random.Random. 'label' draws the length and characters, 'style' draws one value per knob "
     "(fixed count, so knobs are independent), 'render' replaces captcha.image.secrets")
+MIX_RULE = ("; a mixed style first draws u from stream 'mix': the sample uses style.mix (and the "
+            "fonts marked mix) when u < style.mix.share, else the style and its own fonts")
 COMPOSE_RULE = ("; a style with a scene also seeds numpy's default_rng from stream 'compose' for "
                 "the scene's random positions")
 SPLIT_RULE = (
@@ -70,20 +72,26 @@ class Sample:
     image: object  # PIL.Image.Image, RGB
     draws: Draws
     font: str  # font name as stored in records
+    style: Style  # the style it was drawn from (the mixed-in one for a mixed sample)
+    mixed: bool = False
 
 
 class Renderer:
     """Renders samples of one dataset recipe. Build one per process; it caches loaded fonts."""
 
     def __init__(self, chars: str, length: tuple[int, int], size: tuple[int, int],
-                 style: Style, font_paths: list[str], font_names: list[str], seed: int):
+                 style: Style, font_paths: list[str], font_names: list[str], seed: int,
+                 font_mixed: list[bool] | None = None):
         import captcha.image as ci
         self._ci = ci
         self.chars, self.length, self.size = chars, tuple(length), tuple(size)
         self.style, self.seed = style, seed
         self.font_paths, self.font_names = list(font_paths), list(font_names)
+        mixed = font_mixed or [False] * len(font_paths)
+        # font indices of the style itself and of the mixed-in style
+        self._fonts = {m: [i for i, f in enumerate(mixed) if f == m] for m in (False, True)}
         self._secrets = SeededSecrets()
-        self._captchas: dict[int, object] = {}
+        self._captchas: dict[tuple[int, bool], object] = {}
         self._label_rng = random.Random(0)
         self._style_rng = random.Random(0)
 
@@ -92,7 +100,8 @@ class Renderer:
         """Build from a `recipe.Recipe`."""
         return cls(recipe.charset["chars"], recipe.length, recipe.size,
                    Style.from_json(recipe.style), [f["path"] for f in recipe.fonts],
-                   [f["name"] for f in recipe.fonts], recipe.seed)
+                   [f["name"] for f in recipe.fonts], recipe.seed,
+                   [bool(f.get("mix")) for f in recipe.fonts])
 
     def label(self, split: str, index: int) -> str:
         rng = self._label_rng
@@ -106,23 +115,30 @@ class Renderer:
                 return text
         raise RuntimeError(f"no label for {split} after 100000 draws; check the label space")
 
-    def _captcha(self, font: int):
-        cap = self._captchas.get(font)
+    def _captcha(self, font: int, style: Style, mixed: bool):
+        cap = self._captchas.get((font, mixed))
         if cap is None:
             w, h = self.size
-            if self.style.composed:  # room for the whole text: the scene scales it to fit
+            if style.composed:  # room for the whole text: the scene scales it to fit
                 w, h = 2 * w, 2 * h
             cap = self._ci.ImageCaptcha(w, h, fonts=[self.font_paths[font]],
-                                        font_sizes=self.style.font_sizes)
-            self._captchas[font] = cap
+                                        font_sizes=style.font_sizes)
+            self._captchas[(font, mixed)] = cap
         return cap
 
     def render(self, split: str, index: int) -> Sample:
         text = self.label(split, index)
+        mixed = False
+        if self.style.mix is not None:  # its own stream: unmixed samples stay as they were
+            self._style_rng.seed(derive_seed(self.seed, split, index, "mix"))
+            mixed = self._style_rng.random() < self.style.mix_share
+        style = self.style.mix if mixed else self.style
+        fonts = self._fonts[mixed]
         self._style_rng.seed(derive_seed(self.seed, split, index, "style"))
-        d = draw(self.style, self._style_rng, len(self.font_paths))
+        d = draw(style, self._style_rng, len(fonts))
+        d.font = fonts[d.font]
         v = d.values
-        cap = self._captcha(d.font)
+        cap = self._captcha(d.font, style, mixed)
         cap.character_rotate = (-v["rotate"], v["rotate"])
         cap.character_warp_dx = (v["warp_dx"] / 3, v["warp_dx"])
         cap.character_warp_dy = (2 * v["warp_dy"] / 3, v["warp_dy"])
@@ -135,7 +151,7 @@ class Renderer:
         self._secrets.rng.seed(derive_seed(self.seed, split, index, "render"))
         saved, self._ci.secrets = self._ci.secrets, self._secrets
         try:
-            if self.style.composed:  # the library's glyphs as a mask; compose.py draws the rest
+            if style.composed:  # the library's glyphs as a mask; compose.py draws the rest
                 from captchalab.gen import compose
 
                 mask = cap.create_captcha_image(text, (255, 255, 255), (0, 0, 0))
@@ -149,12 +165,12 @@ class Renderer:
                 cap.create_noise_curve(im, fg)
         finally:
             self._ci.secrets = saved
-        if self.style.smooth:
+        if style.smooth:
             from PIL.ImageFilter import SMOOTH
             im = im.filter(SMOOTH)
-        if self.style.composed:
+        if style.composed:
             im = compose.degrade(im, v, rng)
-        return Sample(split, index, text, im, d, self.font_names[d.font])
+        return Sample(split, index, text, im, d, self.font_names[d.font], style, mixed)
 
 
 def png_bytes(image, compress_level: int = 1) -> bytes:

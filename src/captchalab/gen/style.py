@@ -75,7 +75,7 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
 ]}
 SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
 
-STYLE_KEYS = ("fonts", "font_sizes", "smooth", *KNOBS)
+STYLE_KEYS = ("fonts", "font_sizes", "smooth", *KNOBS, "mix")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,9 @@ class Style:
     downscale: tuple[float, float] = (1.0, 1.0)
     noise: tuple[float, float] = (0.0, 0.0)
     jpeg: tuple[int, int] = (0, 0)
+    # mixing: this share of the samples is drawn from another style (a preset) instead
+    mix: Style | None = None
+    mix_share: float = 0.0
 
     @property
     def composed(self) -> bool:
@@ -129,9 +132,13 @@ class Style:
     def to_json(self) -> dict:
         """Scene knobs at their defaults are left out, so styles without a scene are stored
         as they were before the scene existed."""
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
-                if not (k in SCENE_KNOBS and v == getattr(_DEFAULT, k))}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("mix", "mix_share")}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+               if not (k in SCENE_KNOBS and v == getattr(_DEFAULT, k))}
+        if self.mix is not None:
+            out["mix"] = {"share": self.mix_share, "style": self.mix.to_json()}
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Style:
@@ -253,6 +260,8 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
             changes[key] = fonts
         elif key == "font_sizes":
             changes[key] = parse_font_sizes(value, source)
+        elif key == "mix":
+            changes["mix"], changes["mix_share"] = parse_mix(value, source)
         elif key == "smooth":
             if not isinstance(value, bool):
                 raise UsageError(f"{source}: smooth must be true or false, not {value!r}")
@@ -260,6 +269,31 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
         else:
             changes[key] = parse_range(key, value, source)
     return dataclasses.replace(style, **changes)
+
+
+def parse_mix(value, source: str = "option") -> tuple[Style | None, float]:
+    """'universal:0.5' (a preset and the share of samples drawn from it), or the stored form
+    {"share": 0.5, "style": {...}} -> (style, share); 'none' or share 0 -> no mixing."""
+    label = "--mix" if source == "option" else f"{source} key 'mix'"
+    if isinstance(value, dict):
+        try:
+            return Style.from_json(value["style"]), float(value["share"])
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"{label}: {value!r} is not {{share, style}}") from None
+    name, _, share_text = str(value).strip().partition(":")
+    if name in ("", "none"):
+        return None, 0.0
+    try:
+        share = float(share_text) if share_text else 0.5
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise UsageError(f"{label}: {value!r}; write PRESET:SHARE with a share in (0, 1], "
+                         "e.g. universal:0.5", param="mix" if source == "option" else None)
+    other = preset(name)
+    if other.mix is not None:
+        raise UsageError(f"{label}: preset '{name}' mixes itself; mix with a plain preset")
+    return other, share
 
 
 def preset(name: str) -> Style:

@@ -35,6 +35,7 @@ class TrainConfig:
     cpu_devices: int = 1  # split the CPU into N logical devices (tests distribution on CPU)
     on_the_fly: bool = False  # train on freshly rendered samples, never repeating one
     style: str = ""  # on the fly without --data: the preset to render
+    mix: str = ""  # on the fly without --data: PRESET:SHARE of the samples from another preset
     epoch_samples: int = 20000  # on the fly: samples per epoch
     val_samples: int = 1000  # on the fly without --data: val samples rendered in memory
     gen_workers: int = 0  # on the fly: render processes (0 = all cores)

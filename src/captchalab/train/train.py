@@ -18,13 +18,11 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
     """(meta with charset/length/image/splits, recipe to stream from or None)."""
     from captchalab.gen.recipe import RECIPE_KEYS, Recipe
 
-    if cfg.style and not cfg.on_the_fly:
-        raise UsageError("style applies to --on-the-fly training; a --data set has its own style",
-                         param="style")
+    for key in ("style", "mix"):
+        if getattr(cfg, key) and (not cfg.on_the_fly or cfg.data):
+            raise UsageError(f"{key} applies to --on-the-fly training without --data; a --data "
+                             "set has its own style", param=key)
     if cfg.data:
-        if cfg.style:
-            raise UsageError("style with --data: the stream uses the dataset's own recipe; "
-                             "give one of them", param="style")
         m = sh.read_manifest(cfg.data)
         need = ("val",) if cfg.on_the_fly else ("train", "val")
         for split in need:
@@ -41,7 +39,7 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
         raise UsageError("give --data DIR (a dataset from 'captchalab gen') or --on-the-fly")
     from captchalab.gen.stream import stream_recipe
 
-    recipe = stream_recipe(style=cfg.style or "default", seed=cfg.seed)
+    recipe = stream_recipe(style=cfg.style or "default", seed=cfg.seed, mix=cfg.mix)
     w, h = recipe.size
     return {"charset": recipe.charset, "length": list(recipe.length),
             "image": {"width": w, "height": h}, "splits": {}}, recipe
