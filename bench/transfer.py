@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import random
@@ -135,9 +136,8 @@ def own_set(name, n, folder):
 def load_set(folder):
     names = sorted(n for n in os.listdir(folder) if n.endswith(".png"))
     labels = [n[:-4].split("_", 1)[1] for n in names]
-    images = np.stack([np.asarray(Image.open(os.path.join(folder, n)).convert("RGB"))
-                       for n in names])
-    pngs = [open(os.path.join(folder, n), "rb").read() for n in names]
+    pngs = [open(os.path.join(folder, n), "rb").read() for n in names]  # ddddocr reads bytes
+    images = np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")) for p in pngs])
     return labels, images, pngs
 
 

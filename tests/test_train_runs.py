@@ -237,6 +237,8 @@ def test_dropout_acts_in_training_only():
 
 @pytest.mark.parametrize("args,msg", [
     (["--style", "hard"], "--style applies to --on-the-fly"),
+    (["--on-the-fly", "--mix", "universal:0.5", "--data", "nowhere"], "--mix applies to"),
+    (["--on-the-fly", "--mix", "universal:7"], "share in (0, 1]"),
     (["--on-the-fly", "--style", "hardd"], "did you mean 'hard'"),
     (["--resume"], "not a captchalab run"),
 ])

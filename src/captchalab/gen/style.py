@@ -274,12 +274,12 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
 def parse_mix(value, source: str = "option") -> tuple[Style | None, float]:
     """'universal:0.5' (a preset and the share of samples drawn from it), or the stored form
     {"share": 0.5, "style": {...}} -> (style, share); 'none' or share 0 -> no mixing."""
-    label = "--mix" if source == "option" else f"{source} key 'mix'"
+    label, param = ("mix", "mix") if source == "option" else (f"{source} key 'mix'", None)
     if isinstance(value, dict):
         try:
             return Style.from_json(value["style"]), float(value["share"])
         except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{label}: {value!r} is not {{share, style}}") from None
+            raise UsageError(f"{label}: {value!r} is not {{share, style}}", param) from None
     name, _, share_text = str(value).strip().partition(":")
     if name in ("", "none"):
         return None, 0.0
@@ -289,10 +289,11 @@ def parse_mix(value, source: str = "option") -> tuple[Style | None, float]:
         share = -1.0
     if not 0 < share <= 1:
         raise UsageError(f"{label}: {value!r}; write PRESET:SHARE with a share in (0, 1], "
-                         "e.g. universal:0.5", param="mix" if source == "option" else None)
+                         "e.g. universal:0.5", param)
     other = preset(name)
     if other.mix is not None:
-        raise UsageError(f"{label}: preset '{name}' mixes itself; mix with a plain preset")
+        raise UsageError(f"{label}: preset '{name}' mixes itself; mix with a plain preset",
+                         param)
     return other, share
 
 

@@ -4,7 +4,6 @@ check has passed; importing this module loads TensorFlow."""
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from captchalab.core.errors import RunFailed  # noqa: E402
 from captchalab.core.metrics import summary  # noqa: E402
 from captchalab.core.runconfig import CONFIG_VERSION, INPUT_VERSION  # noqa: E402
 from captchalab.gen import shards as sh  # noqa: E402
+from captchalab.gen.fonts import file_sha256  # noqa: E402
 from captchalab.train import input as inp  # noqa: E402
 from captchalab.train.callbacks import RunState, TimeBudget, ValMetrics  # noqa: E402
 from captchalab.train.config import TrainConfig  # noqa: E402
@@ -117,8 +117,8 @@ def run_config(cfg: TrainConfig, m: dict, charset: Charset, recipe: dict | None,
             "arch": cfg.arch, "kind": kind(cfg.arch), "train": asdict(cfg),
             "dataset": os.path.abspath(cfg.data) if cfg.data else None,
             "init_from": ({"run": os.path.abspath(cfg.init_from),
-                           "config_sha256": hashlib.sha256(open(os.path.join(
-                               cfg.init_from, "config.json"), "rb").read()).hexdigest()}
+                           "config_sha256": file_sha256(os.path.join(cfg.init_from,
+                                                                     "config.json"))}
                           if cfg.init_from else None),
             "recipe": ({k: recipe.to_json()[k] for k in ("charset", "length", "size",
                                                          "style_name", "style", "fonts", "seed")}
