@@ -212,7 +212,7 @@ EVAL_BAD = [
     (["--images", "{empty}"], "holds no labelled images"),
     (["--images", "{upper}"], "label 'ABCD' has 'ABCD', which the model cannot output"),
     (["--images", "{none}"], "is not a folder"),
-    (["--data", "{data}", "--resize"], "--resize and --skip-bad apply to --images only"),
+    (["--data", "{data}", "--skip-bad"], "--skip-bad applies to --images only"),
     (["--data", "{data}", "--images", "{upper}"], "give one of --data DIR"),
     (["--data", "{data}", "--out", "{file}"], "is a file; give a folder for the report"),
 ]

@@ -326,13 +326,12 @@ def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
     import tensorflow as tf
 
     import captchalab
-    from captchalab.core.charset import Charset
     from captchalab.train import loop
     from captchalab.train.config import TrainConfig
 
     src = json.loads(open(os.path.join(FIXTURE_RUN, "config.json")).read())
-    model = loop.compiled_model(TrainConfig(arch="small", init_from=FIXTURE_RUN), src,
-                                Charset.from_json(src["charset"]), 10, {"checkpoint": None},
+    model = loop.compiled_model(TrainConfig(arch="small", init_from=FIXTURE_RUN), src, src,
+                                10, {"checkpoint": None},
                                 tf.distribute.get_strategy())
     x = np.random.default_rng(0).integers(0, 256, (8, 60, 160, 3), dtype=np.uint8)
     np.testing.assert_array_equal(captchalab.load(FIXTURE_RUN).logits(x),
@@ -352,11 +351,90 @@ def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
 @pytest.mark.parametrize("extra,msg", [
     (["--arch", "crnn"], "trained with arch small"),
     (["--init-from-bad"], "no config.json"),
+    (["--freeze", "4"], "--freeze: 4; arch small has 3 conv blocks"),
 ])
 def test_init_from_bad_input(tmp_path, small_dataset, extra, msg):
     src = str(tmp_path) if extra == ["--init-from-bad"] else FIXTURE_RUN
     args = [a for a in extra if a != "--init-from-bad"]
     p = cli("train", "--data", small_dataset, "--out", tmp_path / "r", "--init-from", src, *args,
             "--epochs", 1, check=False)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_init_from_a_subset_charset_resized_and_frozen(tmp_path):
+    """Data with a subset of the run's charset and another image size: the output layer is
+    kept (labels re-numbered into the run's charset), images are resized to the run's size, and
+    frozen blocks keep the source's weights while the rest trains."""
+    import captchalab
+    from captchalab.eval.predictor import load_keras_model
+
+    data, out = tmp_path / "digits", tmp_path / "ft"
+    cli("gen", "--out", data, "--charset", "0-9", "--size", "120x45", "--train", 64,
+        "--val", 16, "-q", "--workers", 1)
+    cli("train", "--data", data, "--out", out, "--init-from", FIXTURE_RUN, "--steps", 4,
+        "--batch-size", 16, "--freeze", 2, "--resize", "-q")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["charset"]["chars"] == "0123456789abcdefghijklmnopqrstuvwxyz"
+    assert cfg["image"]["width"] == 160 and cfg["data_format"]["image"]["width"] == 120
+    assert cfg["data_format"]["charset"]["chars"] == "0123456789"
+    old, new = load_keras_model(FIXTURE_RUN), load_keras_model(str(out))
+    kernels = [(a.get_weights(), b.get_weights()) for a, b in zip(old.layers, new.layers, strict=True)
+               if type(a).__name__ == "Conv2D"]
+    for a, b in kernels[:2]:
+        np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(kernels[2][0][0], kernels[2][1][0])
+    assert captchalab.load(str(out)).predict([np.zeros((45, 120, 3), np.uint8)], resize=True)
+
+
+def test_adapt_renumbers_labels_and_resizes():
+    import tensorflow as tf
+
+    from captchalab.train.input import adapt
+
+    m = {"charset": {"chars": "ba"}, "image": {"width": 4, "height": 2}}
+    frame = {"charset": {"chars": "xab"}, "image": {"width": 8, "height": 4}}
+    ds = tf.data.Dataset.from_tensors((tf.fill([1, 2, 4, 3], tf.constant(200, tf.uint8)),
+                                       tf.constant([[1, 2, 0]], tf.int32)))
+    images, ids = next(iter(adapt(ds, m, frame)))
+    assert ids.numpy().tolist() == [[3, 2, 0]]  # b -> 3, a -> 2, padding stays 0
+    assert images.shape == (1, 4, 8, 3) and images.dtype == tf.uint8
+    assert int(tf.reduce_min(images)) == 200 == int(tf.reduce_max(images))
+    assert adapt(ds, m, m) is ds
+
+
+def test_init_from_with_a_new_head(tmp_path):
+    """--new-head: every layer but the output comes from the source run; the output layer is
+    built for the data's own charset."""
+    import tensorflow as tf
+
+    from captchalab.eval.predictor import load_keras_model
+    from captchalab.train import loop
+    from captchalab.train.config import TrainConfig
+
+    src = json.loads(open(os.path.join(FIXTURE_RUN, "config.json")).read())
+    frame = {"charset": {"chars": "ABC"}, "image": src["image"]}
+    model = loop.compiled_model(TrainConfig(arch="small", init_from=FIXTURE_RUN, new_head=True),
+                                src, frame, 10, {"checkpoint": None},
+                                tf.distribute.get_strategy())
+    old = load_keras_model(FIXTURE_RUN)
+    assert model.get_layer("logits").get_weights()[0].shape[-1] == 4  # A, B, C + blank
+    same = [np.array_equal(a.get_weights()[0], b.get_weights()[0])
+            for a, b in zip(old.layers, model.layers, strict=True) if a.get_weights() and a.name != "logits"]
+    assert same and all(same)
+
+
+@pytest.mark.parametrize("gen_args,train_args,msg", [
+    (["--charset", "0-9A"], [], "cannot output 'A' of the data's charset"),
+    (["--size", "200x75"], [], "give --resize"),
+    ([], ["--freeze-no-init", "--freeze", "1"], "--freeze applies to a run started from another"),
+])
+def test_init_from_refuses_a_mismatch(tmp_path, gen_args, train_args, msg):
+    data = tmp_path / "d"
+    cli("gen", "--out", data, "--train", 20, "--val", 4, "-q", "--workers", 1, *gen_args)
+    init = [] if "--freeze-no-init" in train_args else ["--init-from", FIXTURE_RUN]
+    args = [a for a in train_args if a != "--freeze-no-init"]
+    p = cli("train", "--data", data, "--out", tmp_path / "r", *init, *args, "--epochs", 1,
+            check=False)
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()

@@ -328,7 +328,14 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
               help="With --on-the-fly: render processes (0 = all cores).")
 @click.option("--init-from", "init_from", type=click.Path(),
               help="Start from this run's weights (fine-tuning); its --arch, --downscale and "
-              "--resample are used unless given. Same charset and image size.")
+              "--resample are used unless given. The data's charset must be the run's or a "
+              "subset (or give --new-head), its image size the run's (or give --resize).")
+@click.option("--new-head", is_flag=True,
+              help="With --init-from: a new output layer for the data's own charset.")
+@click.option("--resize", is_flag=True,
+              help="With --init-from: resize images of another size to the run's.")
+@click.option("--freeze", default=_TRAIN.freeze, show_default=True, type=int,
+              help="With --init-from: keep the first N conv blocks as they are.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-step progress.")
 @click.pass_context
 def train(ctx, data, out, resume, quiet, **opts):
@@ -372,7 +379,7 @@ def train(ctx, data, out, resume, quiet, **opts):
     if cfg.data and (role is None or role["chief"]):  # a second or two, after the budget
         from captchalab.eval.evaluate import calibrate_run
 
-        info = calibrate_run(cfg.out, cfg.data)
+        info = calibrate_run(cfg.out, cfg.data, resize=cfg.resize)
         click.echo(f"confidence calibrated on {info['samples']} val samples: temperature "
                    f"{info['temperature']:.3f}, calibration error {info['ece_before']:.4f} -> "
                    f"{info['ece_after']:.4f} ({cfg.out}/calibration.json)")
@@ -392,7 +399,7 @@ def train(ctx, data, out, resume, quiet, **opts):
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
-@click.option("--resize", is_flag=True, help="With --images: scale images to the model's size.")
+@click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="With --images: skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
@@ -403,8 +410,8 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
     from captchalab.eval.evaluate import evaluate
     from captchalab.eval.report import summary_text
 
-    if images is None and (resize or skip_bad):
-        raise UsageError("--resize and --skip-bad apply to --images only")
+    if images is None and skip_bad:
+        raise UsageError("--skip-bad applies to --images only")
     report, files = evaluate(run_dir, data=data, images=images, split=split,
                              beam_width=beam_width, tta=tta, out=out, resize=resize,
                              skip_bad=skip_bad)

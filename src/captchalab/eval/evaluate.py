@@ -18,8 +18,9 @@ STYLE_KEYS = ("font", "rotate", "warp_dx", "warp_dy", "offset_dx", "offset_dy", 
               "word_offset", "noise_dots", "noise_dot_width", "noise_curves", "fg_alpha")
 
 
-def check_compatible(config: dict, manifest: dict, data_dir: str, run_dir: str) -> None:
-    """The data must use the model's charset (or a subset) and image size."""
+def check_compatible(config: dict, manifest: dict, data_dir: str, run_dir: str,
+                     resize: bool = False) -> None:
+    """The data must use the model's charset (or a subset) and image size (or `resize`)."""
     model_chars = config["charset"]["chars"]
     extra = "".join(c for c in manifest["charset"]["chars"] if c not in model_chars)
     if extra:
@@ -27,25 +28,27 @@ def check_compatible(config: dict, manifest: dict, data_dir: str, run_dir: str) 
                          f"cannot output (its charset is {model_chars!r})")
     have = (manifest["image"]["width"], manifest["image"]["height"])
     want = (config["image"]["width"], config["image"]["height"])
-    if have != want:
+    if have != want and not resize:
         raise UsageError(f"{data_dir} has {have[0]}x{have[1]} images but the model in {run_dir} "
-                         f"was trained on {want[0]}x{want[1]}")
+                         f"was trained on {want[0]}x{want[1]} (--resize resizes them)")
 
 
-def dataset_source(data_dir: str, split: str, config: dict, run_dir: str):
-    """(count, description, iterator of (rgb, truth, name, meta)) over a split's records."""
+def dataset_source(data_dir: str, split: str, config: dict, run_dir: str, resize: bool = False):
+    """(count, description, iterator of (rgb, truth, name, meta)) over a split's records;
+    `resize`: images of another size are resized to the model's."""
     from captchalab.eval.predictor import to_rgb
 
     m = sh.read_manifest(data_dir)
     if split not in m["splits"]:
         raise UsageError(f"split {split}: {data_dir} has only "
                          f"{', '.join(m['splits']) or 'no splits'}", param="split")
-    check_compatible(config, m, data_dir, run_dir)
+    check_compatible(config, m, data_dir, run_dir, resize)
     sh.check_shard_files(data_dir, m, split)  # before the model loads
+    size = (config["image"]["width"], config["image"]["height"]) if resize else None
 
     def samples():
         for r in sh.iter_split(data_dir, m, split):
-            yield (to_rgb(r["image/png"]), r["label/text"], f"{split}:{r['sample/index']}",
+            yield (to_rgb(r["image/png"], size), r["label/text"], f"{split}:{r['sample/index']}",
                    {k: r.get(f"style/{k}") for k in STYLE_KEYS})
 
     return m["splits"][split]["count"], f"{split} split", samples()
@@ -146,7 +149,7 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                          "labelled images (--images)")
     config = read_config(run_dir)
     if data is not None:  # data checked before TensorFlow loads
-        count, what, samples = dataset_source(data, split, config, run_dir)
+        count, what, samples = dataset_source(data, split, config, run_dir, resize)
     else:
         count, what, samples = folder_source(images, config, run_dir, resize, skip_bad, warn)
     name = os.path.basename(os.path.normpath(path)) + (f"-{split}" if data is not None else "")
@@ -178,7 +181,7 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
     return report, write_report(report, out, gallery)
 
 
-def calibrate_run(run_dir: str, data_dir: str, split: str = "val") -> dict:
+def calibrate_run(run_dir: str, data_dir: str, split: str = "val", resize: bool = False) -> dict:
     """Fit the temperature of `run_dir` on `split` of `data_dir` and write RUN/calibration.json;
     returns what was written (temperature, samples, ECE before and after)."""
     import json
@@ -188,7 +191,7 @@ def calibrate_run(run_dir: str, data_dir: str, split: str = "val") -> dict:
     from captchalab.eval.calibration import FILE, fit_temperature, sequence_confidence
     from captchalab.eval.predictor import load, read_config
 
-    count, _, samples = dataset_source(data_dir, split, read_config(run_dir), run_dir)
+    count, _, samples = dataset_source(data_dir, split, read_config(run_dir), run_dir, resize)
     rec = load(run_dir)
     logits, truths = [], []
     batch = []

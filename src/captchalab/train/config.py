@@ -39,7 +39,10 @@ class TrainConfig:
     epoch_samples: int = 20000  # on the fly: samples per epoch
     val_samples: int = 1000  # on the fly without --data: val samples rendered in memory
     gen_workers: int = 0  # on the fly: render processes (0 = all cores)
-    init_from: str = ""  # start from this run's weights (same architecture, charset and size)
+    init_from: str = ""  # start from this run's weights (same architecture; see train.init_source)
+    new_head: bool = False  # with init_from: a new output layer for the data's own charset
+    resize: bool = False  # with init_from: resize images of another size to the run's size
+    freeze: int = 0  # with init_from: keep the first N conv blocks (from the input) as they are
 
     @classmethod
     def from_json(cls, d: dict) -> TrainConfig:
@@ -64,6 +67,13 @@ def check_options(cfg: TrainConfig) -> None:
     if cfg.schedule not in ("cosine", "constant"):
         raise UsageError(f"schedule: unknown '{cfg.schedule}' (allowed: cosine, constant)",
                          param="schedule")
+    for key in ("new_head", "resize", "freeze"):
+        if getattr(cfg, key) and not cfg.init_from:
+            raise UsageError(f"{key} applies to a run started from another (--init-from RUN)",
+                             param=key)
+    if cfg.freeze < 0:
+        raise UsageError(f"freeze: {cfg.freeze}; a number of conv blocks, 0 (none) or more",
+                         param="freeze")
     if cfg.cpu_devices < 1 or cfg.epoch_samples < cfg.batch_size or cfg.val_samples < 1:
         raise UsageError("cpu_devices and --val-samples must be >= 1, --epoch-samples >= "
                          "--batch-size", param="cpu_devices")

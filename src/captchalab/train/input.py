@@ -99,6 +99,27 @@ def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
     return _batched(records(files, True), parse, batch_size, False)
 
 
+def adapt(ds: tf.data.Dataset, m: dict, frame: dict) -> tf.data.Dataset:
+    """Batches of data `m` as the model of `frame` reads them: label ids re-numbered into the
+    model's charset (the data's is a subset), images resized (bilinear) to the model's size.
+    Unchanged when the data already matches."""
+    have, want = Charset.from_json(m["charset"]), Charset.from_json(frame["charset"])
+    size = (frame["image"]["height"], frame["image"]["width"])
+    remap = have.chars != want.chars
+    resize = size != (m["image"]["height"], m["image"]["width"])
+    if not remap and not resize:
+        return ds
+    table = tf.constant([0] + [want.chars.index(c) + 1 for c in have.chars], tf.int32)
+
+    def fn(images, ids):
+        if resize:
+            images = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(images, size)), 0, 255),
+                             tf.uint8)
+        return images, (tf.gather(table, ids) if remap else ids)
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def already_split(ds: tf.data.Dataset) -> tf.data.Dataset:
     """Mark a dataset as this worker's own part: tf.distribute must not shard it again."""
     opts = tf.data.Options()

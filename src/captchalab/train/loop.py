@@ -26,7 +26,7 @@ from captchalab.gen.fonts import file_sha256  # noqa: E402
 from captchalab.train import input as inp  # noqa: E402
 from captchalab.train.callbacks import RunState, TimeBudget, ValMetrics  # noqa: E402
 from captchalab.train.config import TrainConfig  # noqa: E402
-from captchalab.train.models import build_model, kind, loss_for  # noqa: E402
+from captchalab.train.models import build_model, freeze_blocks, kind, loss_for  # noqa: E402
 from captchalab.train.rundir import CKPT_DIR, plot_history  # noqa: E402
 
 EVAL_BATCH = 256  # images per prediction batch when measuring accuracy
@@ -73,10 +73,10 @@ def multi_worker_fit_fixes(model, strategy, train_ds) -> None:
     model.train_function = train_function
 
 
-def datasets(cfg: TrainConfig, m: dict, recipe: dict | None, first_epoch: int,
+def datasets(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, first_epoch: int,
              steps_per_epoch: int, worker: int, n_workers: int):
     """(train, val, probe) tf.data datasets; probe is a fixed subset of train samples for the
-    train accuracy of each epoch."""
+    train accuracy of each epoch. All three in the model's `frame` (inp.adapt)."""
     workers = cfg.gen_workers or os.cpu_count() or 1
     if recipe is not None:
         # past the dataset's own train samples, and past what earlier epochs of this run saw
@@ -102,15 +102,18 @@ def datasets(cfg: TrainConfig, m: dict, recipe: dict | None, first_epoch: int,
                                       stop=PROBE_START + cfg.train_eval_samples,
                                       batch_size=EVAL_BATCH, workers=0, training=False)
     probe_ds = probe_ds.unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH).cache()
-    return train_ds, val_ds, probe_ds
+    return tuple(inp.adapt(ds, m, frame) for ds in (train_ds, val_ds, probe_ds))
 
 
-def run_config(cfg: TrainConfig, m: dict, charset: Charset, recipe: dict | None, shape,
+def run_config(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shape,
                strategy, cluster: dict | None, command: str) -> dict:
-    """config.json: everything `eval`, `predict` and `export` need besides model.keras."""
+    """config.json: everything `eval`, `predict` and `export` need besides model.keras.
+    `data_format`: the training data's charset and image size where they differ from the
+    model's (a run started from another: a subset charset, resized images)."""
     length = m["length"]
     return {"config_version": CONFIG_VERSION,
-            "charset": charset.to_json(), "image": m["image"],
+            "charset": frame["charset"], "image": frame["image"],
+            "data_format": {"charset": m["charset"], "image": m["image"]},
             "input": {"format": "uint8 RGB [B,H,W,3] at the image size",
                       "version": INPUT_VERSION},
             "model_shape": list(shape), "max_length": length[1], "length": list(length),
@@ -153,15 +156,36 @@ def metric_fn(model, arch: str, charset: Charset):
     return measure
 
 
-def compiled_model(cfg: TrainConfig, m: dict, charset: Charset, total_steps: int, state: dict,
+def init_weights(model, cfg: TrainConfig) -> None:
+    """Weights of the run `cfg.init_from`: all of them, or all but the output layer (new_head,
+    left as built: the layers correspond in order, the model being built from the same arch)."""
+    path = os.path.join(cfg.init_from, "model.keras")
+    if not cfg.new_head:
+        with warnings.catch_warnings():  # its optimizer state is left behind, on purpose
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optim")
+            model.load_weights(path)
+        return
+    import captchalab.core.layers  # noqa: F401  (registers Preprocess for deserialisation)
+
+    source = keras.models.load_model(path, compile=False)
+    for new, old in zip(model.layers, source.layers, strict=True):
+        if new.name != "logits":
+            new.set_weights(old.get_weights())
+
+
+def compiled_model(cfg: TrainConfig, m: dict, frame: dict, total_steps: int, state: dict,
                    strategy):
     """The model of `cfg`, compiled with Adam (cosine decay over `total_steps` unless a time
-    budget drives the rate); weights and optimizer state from the run's last checkpoint."""
+    budget drives the rate); weights and optimizer state from the run's last checkpoint, or
+    else from `init_from`; the first `freeze` conv blocks not trained."""
+    charset = Charset.from_json(frame["charset"])
     with strategy.scope():
-        model = build_model(cfg.arch, (m["image"]["height"], m["image"]["width"]), cfg.downscale,
+        model = build_model(cfg.arch, (frame["image"]["height"], frame["image"]["width"]),
+                            cfg.downscale,
                             charset.num_classes, tuple(m["length"]), augment=cfg.augment,
                             seed=cfg.seed, dropout=cfg.dropout, jitter=cfg.jitter,
                             resample=cfg.resample)
+        freeze_blocks(model, cfg.freeze)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
               if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_for(cfg.arch),
@@ -170,9 +194,7 @@ def compiled_model(cfg: TrainConfig, m: dict, charset: Charset, total_steps: int
             model.optimizer.build(model.trainable_variables)
             model.load_weights(os.path.join(cfg.out, CKPT_DIR, state["checkpoint"]))
         elif cfg.init_from:  # a new run from another run's weights (checked in train.train)
-            with warnings.catch_warnings():  # its optimizer state is left behind, on purpose
-                warnings.filterwarnings("ignore", message="Skipping variable loading for optim")
-                model.load_weights(os.path.join(cfg.init_from, "model.keras"))
+            init_weights(model, cfg)
     return model
 
 
@@ -184,7 +206,7 @@ def _cluster_failed(cluster: dict, state: dict, e: Exception) -> RunFailed:
                      f"(epoch {state['epoch']})")
 
 
-def run(cfg: TrainConfig, m: dict, recipe: dict | None, shape, state: dict, cluster: dict | None,
+def run(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shape, state: dict, cluster: dict | None,
         t_start: float, command: str = "", verbose: int = 1, extra=()) -> dict:
     """Fit the model of `cfg` and write the run directory; returns the best epoch's row."""
     strategy = configure_devices(cfg.cpu_devices, cluster)
@@ -192,14 +214,15 @@ def run(cfg: TrainConfig, m: dict, recipe: dict | None, shape, state: dict, clus
         keras.mixed_precision.set_global_policy(
             "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16")
     try:
-        return _run(cfg, m, recipe, shape, state, cluster, t_start, command, verbose, extra,
-                    strategy)
+        return _run(cfg, m, frame, recipe, shape, state, cluster, t_start, command, verbose,
+                    extra, strategy)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _run(cfg, m, recipe, shape, state, cluster, t_start, command, verbose, extra, strategy):
-    charset = Charset.from_json(m["charset"])
+def _run(cfg, m, frame, recipe, shape, state, cluster, t_start, command, verbose, extra,
+         strategy):
+    charset = Charset.from_json(frame["charset"])
     if recipe is not None:
         steps_per_epoch = max(1, cfg.epoch_samples // cfg.batch_size)
     else:
@@ -213,19 +236,19 @@ def _run(cfg, m, recipe, shape, state, cluster, t_start, command, verbose, extra
     worker, n_workers = (cluster["index"], cluster["workers"]) if cluster else (0, 1)
 
     keras.utils.set_random_seed(cfg.seed + first_epoch)  # a resumed run draws new shuffles
-    model = compiled_model(cfg, m, charset, total_steps, state, strategy)
+    model = compiled_model(cfg, m, frame, total_steps, state, strategy)
     if chief:
         for tmp in glob.glob(os.path.join(cfg.out, "**", "tmp-*"), recursive=True):
             os.remove(tmp)  # half-written files of a killed run
 
-    train_ds, val_ds, probe_ds = datasets(cfg, m, recipe, first_epoch, steps_per_epoch, worker,
+    train_ds, val_ds, probe_ds = datasets(cfg, m, frame, recipe, first_epoch, steps_per_epoch, worker,
                                           n_workers)
     if cluster:
         train_ds = inp.already_split(train_ds)  # the global batch: each worker its own shards
         multi_worker_fit_fixes(model, strategy, train_ds)
     if chief and not state["history"]:
         with open(os.path.join(cfg.out, "config.json"), "w") as f:
-            json.dump(run_config(cfg, m, charset, recipe, shape, strategy, cluster, command), f, indent=2)
+            json.dump(run_config(cfg, m, frame, recipe, shape, strategy, cluster, command), f, indent=2)
 
     run_state = RunState(cfg.out, state, t_start, cfg.patience, chief,
                          report_budget=cfg.time_budget if verbose else 0.0)

@@ -88,6 +88,17 @@ def _trunk(x, filters, pools):
     return x
 
 
+def freeze_blocks(model, n: int) -> None:
+    """Leave the first `n` conv blocks (from the input) untrained: their convolution and batch
+    normalisation (which then keeps its moving statistics and runs in inference mode)."""
+    from keras import layers
+
+    convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, layers.Conv2D)]
+    for i in convs[:n]:
+        model.layers[i].trainable = False
+        model.layers[i + 1].trainable = False  # its BatchNormalization (see _trunk)
+
+
 RESAMPLE = ("fold", "box")  # Preprocess resample modes, the default first
 
 

@@ -53,10 +53,13 @@ def resume_config(out: str, data: str | None) -> TrainConfig:
                          "start a new run to train further", param="resume")
     if data:
         m = sh.read_manifest(data)
+        # the data it was trained on (data_format: runs started from another may differ from
+        # the model's own charset and size)
+        trained_on = {**stored, **stored.get("data_format", {})}
         for what, get in (("charset", lambda d: d["charset"]["chars"]),
                           ("label length", lambda d: d["length"]),
                           ("image size", lambda d: (d["image"]["width"], d["image"]["height"]))):
-            have, want = get(m), get(stored)
+            have, want = get(m), get(trained_on)
             if have != want:
                 raise UsageError(f"resume: {data} has {what} {have!r} but {out} was trained on "
                                  f"{want!r}", param="resume")

@@ -10,7 +10,7 @@ import time
 from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.train.config import TrainConfig, check_options
-from captchalab.train.models import check_data, model_shape
+from captchalab.train.models import ARCHS, check_data, model_shape
 from captchalab.train.rundir import CKPT_DIR, prepare_run_dir, read_state
 
 
@@ -96,7 +96,8 @@ ARCH_SETTINGS = ("arch", "downscale", "resample")
 
 def init_source(cfg: TrainConfig, m: dict) -> dict | None:
     """The config.json of the run `cfg.init_from` names, checked against the new run: same
-    architecture settings, charset, image size (and length for `heads`). None without one."""
+    architecture settings; the data's charset within the run's (or `new_head`); the same image
+    size (or `resize`); the same length for `heads`. None without one."""
     if not cfg.init_from:
         return None
     from captchalab.core.runconfig import read_run_config
@@ -111,20 +112,40 @@ def init_source(cfg: TrainConfig, m: dict) -> dict | None:
             raise UsageError(f"init_from {cfg.init_from} was trained with {key} {theirs[key]}, "
                              f"this run has {getattr(cfg, key)}; give --{key} {theirs[key]}",
                              param="init_from")
-    if src["charset"]["chars"] != m["charset"]["chars"]:
-        raise UsageError(f"init_from {cfg.init_from} reads charset {src['charset']['chars']!r}; "
-                         f"the data has {m['charset']['chars']!r} (the output layer is kept, so "
-                         "they must be the same)", param="init_from")
+    extra = "".join(c for c in m["charset"]["chars"] if c not in src["charset"]["chars"])
+    if extra and not cfg.new_head:
+        raise UsageError(f"init_from {cfg.init_from} cannot output {extra!r} of the data's "
+                         f"charset (it reads {src['charset']['chars']!r}); give --new-head to "
+                         "train a new output layer for the data's charset", param="init_from")
     size, theirs_size = (m["image"]["width"], m["image"]["height"]), (src["image"]["width"],
                                                                        src["image"]["height"])
-    if size != theirs_size:
+    if size != theirs_size and not cfg.resize:
         raise UsageError(f"init_from {cfg.init_from} reads {theirs_size[0]}x{theirs_size[1]} "
-                         f"images; the data is {size[0]}x{size[1]} (resize it: `captchalab "
-                         f"import --size {theirs_size[0]}x{theirs_size[1]}`)", param="init_from")
+                         f"images; the data is {size[0]}x{size[1]} (give --resize to resize it "
+                         f"while training, or `captchalab import --size "
+                         f"{theirs_size[0]}x{theirs_size[1]}`)", param="init_from")
     if cfg.arch == "heads" and list(src["length"]) != list(m["length"]):
         raise UsageError(f"init_from {cfg.init_from}: heads read exactly {src['length']} "
                          f"characters; the data has lengths {m['length']}", param="init_from")
+    n_blocks = len(ARCHS[cfg.arch].filters)
+    if cfg.freeze > n_blocks:
+        raise UsageError(f"freeze: {cfg.freeze}; arch {cfg.arch} has {n_blocks} conv blocks",
+                         param="freeze")
     return src
+
+
+def model_frame(cfg: TrainConfig, m: dict, resume: bool) -> dict:
+    """What the model reads and writes, {"charset", "image"}: the data's own; with init_from
+    the source run's charset (unless new_head) and image size; on resume the run's own."""
+    from captchalab.core.runconfig import read_run_config
+
+    if resume:
+        stored = read_run_config(cfg.out)
+        return {"charset": stored["charset"], "image": stored["image"]}
+    src = init_source(cfg, m)
+    if src is None:
+        return {"charset": m["charset"], "image": m["image"]}
+    return {"charset": m["charset"] if cfg.new_head else src["charset"], "image": src["image"]}
 
 
 def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = False,
@@ -137,11 +158,10 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     t_start = time.perf_counter()
     check_options(cfg)
     m, recipe = data_source(cfg)
-    shape = model_shape((m["image"]["height"], m["image"]["width"]), cfg.downscale,
+    frame = model_frame(cfg, m, resume)
+    shape = model_shape((frame["image"]["height"], frame["image"]["width"]), cfg.downscale,
                         cfg.resample)
     check_data(cfg.arch, shape, tuple(m["length"]))  # refuse before anything is written
-    if not resume:
-        init_source(cfg, m)
     cluster = cluster_role()
     if cluster:
         _check_cluster(cfg, m, recipe, cluster)
@@ -153,5 +173,5 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
                              "(or --resume it, on every worker)", param="out")
     from captchalab.train import loop
 
-    return loop.run(cfg, m, recipe, shape, read_state(cfg.out), cluster, t_start, command,
+    return loop.run(cfg, m, frame, recipe, shape, read_state(cfg.out), cluster, t_start, command,
                     verbose, list(callbacks))
