@@ -33,6 +33,9 @@ def record_hashes(data_dir, split):
     return out
 
 
+# a run written by commit 0ce7b0d (arch small, 0-9a-z, 160x60)
+FIXTURE_RUN = os.path.join(os.path.dirname(__file__), "fixtures", "0ce7b0d", "run")
+
 SMALL = ["--train", 60, "--val", 20, "--test", 20, "--shard-size", 25, "-q"]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from captchalab.eval.predictor import load_keras_model
-from conftest import ENV, cli
+from conftest import ENV, FIXTURE_RUN, cli
 
 TINY = ["--arch", "small", "--batch-size", 16, "-q"]
 
@@ -315,9 +315,6 @@ def test_a_model_learns_a_tiny_task(tmp_path):
     assert state["top"] >= 0.9, state["history"]
 
 
-FIXTURE_RUN = os.path.join(os.path.dirname(__file__), "fixtures", "0ce7b0d", "run")
-
-
 def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
     """--init-from builds the model with the source run's weights, adopts its architecture, and
     records where it started in config.json."""
@@ -438,3 +435,51 @@ def test_init_from_refuses_a_mismatch(tmp_path, gen_args, train_args, msg):
             check=False)
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_fit_style_gen_and_init_from_end_to_end(tmp_path):
+    """The adaptation path through the CLI on a tiny scale: a folder of someone's captchas
+    (here light text on a dark background at 200x70) -> fit-style -> gen with the fitted style
+    (its size included) -> a run started from another run on it, with --resize."""
+    from captchalab.gen import shards as sh
+
+    site = tmp_path / "site"
+    cli("gen", "--out", site, "--test", 24, "--size", "200x70", "--bg", "20-40", "--fg", "200-230",
+        "--seed", 3, "-q", "--workers", 1)
+    cli("export", site, "--png", tmp_path / "png")
+    style = tmp_path / "site.toml"
+    p = cli("fit-style", tmp_path / "png" / "test", "--out", style, "--samples", 20)
+    assert "not fitted: the font" in p.stdout and (tmp_path / "site.png").is_file()
+    keys = __import__("tomllib").loads(style.read_text())
+    assert keys["size"] == "200x70"
+    assert keys["bg"][0] <= 40 and keys["bg"][1] <= 80  # dark background
+    assert keys["fg"][0] >= 150  # light text
+    cli("gen", "--out", tmp_path / "fitted", "--style-file", style, "--train", 64, "--val", 16,
+        "-q", "--workers", 1)
+    m = sh.read_manifest(str(tmp_path / "fitted"))
+    assert (m["image"]["width"], m["image"]["height"]) == (200, 70)
+    cli("train", "--data", tmp_path / "fitted", "--out", tmp_path / "ft", "--init-from",
+        FIXTURE_RUN, "--resize", "--steps", 2, "--batch-size", 16, "-q")
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["image"]["width"] == 160
+
+
+@pytest.mark.parametrize("setup,msg", [
+    ("empty", "holds no images"),
+    ("mixed", "images of mixed sizes (2 at 160x60, 1 at 100x40)"),
+    ("exists", "exists; give --overwrite"),
+])
+def test_fit_style_bad_input(tmp_path, setup, msg):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    if setup != "empty":
+        for i, size in enumerate([(160, 60), (160, 60), (100, 40)][:3 if setup == "mixed" else 2]):
+            Image.new("RGB", size, "white").save(folder / f"{i}.png")
+    out = tmp_path / "s.toml"
+    if setup == "exists":
+        out.write_text("# mine\n")
+    p = cli("fit-style", folder, "--out", out, check=False)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s.png").exists()
+    assert setup != "exists" or out.read_text() == "# mine\n"

@@ -9,6 +9,7 @@ import sys
 import click
 
 from captchalab.core.errors import DataError, RunFailed, UsageError
+from captchalab.core.runconfig import resolve_run
 from captchalab.gen.recipe import GenRequest as _GEN  # defaults
 from captchalab.gen.style import KNOBS
 from captchalab.train.config import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
@@ -118,7 +119,7 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
     from captchalab.gen.generate import generate
     from captchalab.gen.recipe import GenRequest, build_recipe
     from captchalab.gen.shards import read_manifest
-    from captchalab.gen.style import resolve_style
+    from captchalab.gen.style import resolve_style, style_file_size
 
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; give one")
@@ -142,6 +143,8 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
         if mix is not None:
             overrides["mix"] = mix
         resolved = resolve_style(style, style_file, overrides)
+        if ctx.get_parameter_source("size") != click.core.ParameterSource.COMMANDLINE:
+            size = style_file_size(style_file) or size
         req = GenRequest(charset=charset, length=length, size=size, style=resolved,
                          style_name=style, counts={"train": train, "val": val, "test": test},
                          seed=seed, shard_size=shard_size)
@@ -229,7 +232,7 @@ def fonts():
               help="Dataset export: folder for SPLIT/INDEX_LABEL.png files and labels.csv.")
 @click.option("--split", "splits", multiple=True, help="Splits to export.  [default: all]")
 @click.option("--model", "run_dir", type=click.Path(),
-              help="Model export: run folder written by `captchalab train`.")
+              help="Model export: run folder written by `captchalab train`, or `pretrained`.")
 @click.option("--format", "fmt", default="savedmodel", show_default=True,
               help="Model format: savedmodel, tflite or onnx (onnx needs captchalab[onnx]).")
 @click.option("--out", "out", type=click.Path(),
@@ -244,7 +247,7 @@ def export_(data_dir, png_dir, splits, run_dir, fmt, out, overwrite):
                              "(--model RUN --format F), not both")
         from captchalab.eval.export import export_model
 
-        path = export_model(run_dir, fmt, out, overwrite)
+        path = export_model(resolve_run(run_dir), fmt, out, overwrite)
         click.echo(f"wrote {path} (+ captchalab.json: charset and decoding)")
         return
     if not data_dir or not png_dir:
@@ -253,6 +256,41 @@ def export_(data_dir, png_dir, splits, run_dir, fmt, out, overwrite):
 
     n = export_png(data_dir, png_dir, splits or None)
     click.echo(f"wrote {n} images and labels.csv to {png_dir}")
+
+
+@cli.command("fit-style")
+@click.argument("folder", type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Style file to write (TOML; use it with gen --style-file).")
+@click.option("--fonts", help="Font file or folder the captchas use (the font cannot be fitted).  "
+              "[default: builtin, dejavu, stix and the pool]")
+@click.option("--sheet", type=click.Path(),
+              help="Contact sheet, real beside rendered.  [default: OUT with .png]")
+@click.option("--samples", default=200, show_default=True, type=click.IntRange(20),
+              help="Renderings compared with the folder.")
+@click.option("--overwrite", is_flag=True, help="Replace --out and the sheet.")
+def fit_style_(folder, out, fonts, sheet, samples, overwrite):
+    """Write a style file whose renderings resemble a folder of captchas (labelled or not)."""
+    from captchalab.core.storage import write_atomic
+    from captchalab.gen.fitstyle import UNFITTED, contact_sheet, fit_style, to_toml
+
+    sheet = sheet or os.path.splitext(out)[0] + ".png"
+    for path in (out, sheet):
+        if os.path.exists(path) and not overwrite:
+            raise UsageError(f"{path} exists; give --overwrite to replace it", param="out")
+    fit = fit_style(folder, fonts=fonts, samples=samples)
+    header = (f"fitted by `captchalab fit-style` from {fit.count} images in {folder}\n"
+              f"distance real vs rendered: {fit.distance['mean']:.3f} (library default style: "
+              f"{fit.baseline['mean']:.3f}); standardised mean difference of image statistics\n"
+              f"not fitted: {'; '.join(UNFITTED)}")
+    write_atomic(out, to_toml(fit.keys, header))
+    contact_sheet(fit, sheet)
+    worst = sorted((k for k in fit.distance if k != "mean"), key=lambda k: -fit.distance[k])[:3]
+    click.echo(f"wrote {out} and {sheet}: {fit.count} images, {fit.keys['size']}")
+    click.echo(f"distance real vs rendered {fit.distance['mean']:.3f} (library default style "
+               f"{fit.baseline['mean']:.3f}); largest: "
+               + ", ".join(f"{k} {fit.distance[k]:.2f}" for k in worst))
+    click.echo(f"not fitted: {'; '.join(UNFITTED)}")
 
 
 @cli.command("import")
@@ -387,7 +425,8 @@ def train(ctx, data, out, resume, quiet, **opts):
 
 @cli.command("eval")
 @click.option("--model", "run_dir", required=True, type=click.Path(),
-              help="Run folder written by `captchalab train`.")
+              help="Run folder written by `captchalab train`, or `pretrained` (the model shipped "
+              "with captchalab).")
 @click.option("--data", type=click.Path(), help="Dataset folder (scores --split).")
 @click.option("--images", type=click.Path(),
               help="Folder of labelled images instead (labels.csv, LABEL.png or NAME_LABEL.png).")
@@ -412,7 +451,7 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
 
     if images is None and skip_bad:
         raise UsageError("--skip-bad applies to --images only")
-    report, files = evaluate(run_dir, data=data, images=images, split=split,
+    report, files = evaluate(resolve_run(run_dir), data=data, images=images, split=split,
                              beam_width=beam_width, tta=tta, out=out, resize=resize,
                              skip_bad=skip_bad)
     if as_json:
@@ -423,8 +462,9 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
 
 
 @cli.command()
-@click.option("--model", "run_dir", required=True, type=click.Path(),
-              help="Run folder written by `captchalab train`.")
+@click.option("--model", "run_dir", type=click.Path(),
+              help="Run folder written by `captchalab train`.  [default: pretrained, the model "
+              "shipped with captchalab]")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--min-confidence", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Answer only readings at least this confident; others print REJECTED "
@@ -455,7 +495,7 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
                 f.write(sys.stdin.buffer.read())
         else:
             paths = expand_paths(images)
-        rec = load(run_dir)
+        rec = load(resolve_run(run_dir))
         preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
                                         skip_bad=skip_bad, tta=tta,
                                         warn=lambda m: click.echo(m, err=True))
@@ -474,7 +514,8 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
 
 @cli.command()
 @click.option("--model", "runs", multiple=True, required=True, type=click.Path(),
-              help="Run folder written by `captchalab train` (repeat to compare models).")
+              help="Run folder written by `captchalab train`, or `pretrained` (repeat to compare "
+              "models).")
 @click.option("--sweep", "sweeps", multiple=True, metavar="NAME=V1,V2,…",
               help="Vary one thing: a style knob (rotate, noise-dots, …) or fonts, length, "
                    "charset, size. Repeatable.")
@@ -503,8 +544,8 @@ def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, 
     sevs = parse_severities(severities)
     if not parsed and not names:
         raise UsageError("nothing to measure: give --sweep NAME=V1,V2,… and/or --corruptions")
-    r = study(list(runs), sweeps=parsed, corruptions=names, severities=sevs, samples=samples,
-              out=out, baseline=baseline, base_data=base_data, workers=workers, tta=tta,
+    r = study([resolve_run(r) for r in runs], sweeps=parsed, corruptions=names, severities=sevs, samples=samples,
+              out=out, baseline=baseline and resolve_run(baseline), base_data=base_data, workers=workers, tta=tta,
               echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     for name, s in r["summary"].items():
         line = f"{name}: clean sequence accuracy {s['clean_seq_acc']:.4f}"

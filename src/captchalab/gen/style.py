@@ -306,7 +306,8 @@ def preset(name: str) -> Style:
 
 
 def load_style_file(path: str) -> dict:
-    """Read a TOML or JSON style file: knob keys and optionally `preset = "hard"`."""
+    """Read a TOML or JSON style file: knob keys, optionally `preset = "hard"` and
+    `size = "WxH"` (used by gen unless --size is given)."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -330,10 +331,20 @@ def load_style_file(path: str) -> dict:
     return data
 
 
+def style_file_size(file: str | None) -> str | None:
+    """The image size a style file asks for (`size = "WxH"`, as fit-style writes), or None."""
+    size = load_style_file(file).get("size") if file else None
+    if size is not None and not isinstance(size, str):
+        raise UsageError(f"style_file: {file}: size must be a string like \"160x60\"",
+                         param="style_file")
+    return size
+
+
 def resolve_style(name: str = "default", file: str | None = None,
                   overrides: dict | None = None) -> Style:
     """Preset, then style file, then command-line knobs: later ones win."""
     file_data = load_style_file(file) if file else {}
+    file_data.pop("size", None)  # a recipe key (see style_file_size), not a style knob
     name = file_data.pop("preset", name) if file else name
     style = preset(name)
     if file_data:

@@ -1,0 +1,258 @@
+"""`captchalab fit-style FOLDER`: a style file whose renderings resemble a folder of captchas.
+
+Each image is measured with simple statistics that a style knob controls: background and text
+colours (border pixels; pixels far from the background), the text block's size and place, pixel
+noise, sharpness and small specks. The knobs are set to the ranges those measurements span,
+then text size and blur are matched by rendering: the text block is scaled until rendered text
+is as wide and tall as the real text (the library's arcs and dots belong to the block it places,
+so the scale cannot be read off directly), and the blur is the one whose renderings are as sharp
+as the real images.
+What this cannot see (the font, strike-through lines and arcs) is reported, not guessed.
+
+The similarity figure is a standardised mean difference (Cohen's d) over the same statistics:
+for each one, |mean(real) - mean(rendered)| / pooled sd, averaged. It is cheap, needs no trained network, and
+each term says which property differs; 0 is a perfect match of the averages, and about 1 means
+the sets differ by a typical image-to-image spread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from captchalab.core.errors import UsageError
+from captchalab.core.plot import pyplot
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+STATS = ("bg_luma", "fg_luma", "contrast", "text_w", "text_h", "text_x", "text_y", "noise",
+         "sharpness", "specks", "ink")
+BLURS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.2)  # blur sigmas tried when matching the sharpness
+UNFITTED = ("the font (give --fonts FOLDER with the site's fonts; default: the pool's 58 "
+            "families)", "strike-through lines and arcs", "glyph rotation and warping")
+
+
+def image_paths(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder} is not a folder; give a folder of captcha images",
+                         param="folder")
+    paths = sorted(os.path.join(root, n) for root, _, names in os.walk(folder) for n in names
+                   if n.lower().endswith(IMAGE_EXTS))
+    if not paths:
+        raise UsageError(f"{folder} holds no images ({', '.join(IMAGE_EXTS)})", param="folder")
+    return paths
+
+
+def load_images(paths: list[str]) -> list[np.ndarray]:
+    """uint8 RGB arrays, all of one size (else refused, counting the sizes found)."""
+    from captchalab.core.images import open_rgb
+
+    images = [np.asarray(open_rgb(p)) for p in paths]
+    sizes: dict[tuple[int, int], int] = {}
+    for a in images:
+        sizes[(a.shape[1], a.shape[0])] = sizes.get((a.shape[1], a.shape[0]), 0) + 1
+    if len(sizes) > 1:
+        found = ", ".join(f"{n} at {w}x{h}" for (w, h), n in sorted(sizes.items(),
+                                                                      key=lambda kv: -kv[1]))
+        raise UsageError(f"images of mixed sizes ({found}); fit-style needs one size: move the "
+                         "others out, or resize them first", param="folder")
+    return images
+
+
+def _luma(rgb) -> np.ndarray:
+    return np.asarray(rgb, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def measure(a: np.ndarray) -> dict:
+    """The statistics of one uint8 RGB image (see the module docstring)."""
+    import cv2
+
+    h, w, _ = a.shape
+    f = a.astype(np.float32)
+    border = np.concatenate([f[:2].reshape(-1, 3), f[-2:].reshape(-1, 3),
+                             f[:, :2].reshape(-1, 3), f[:, -2:].reshape(-1, 3)])
+    bg = np.median(border, axis=0)
+    dist = np.linalg.norm(f - bg, axis=-1)
+    d8 = np.clip(dist / max(float(dist.max()), 1.0) * 255, 0, 255).astype(np.uint8)
+    thr, _ = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = d8 > max(thr, 40 * 255 / max(float(dist.max()), 1.0))  # at least 40 levels apart
+    if mask.sum() < 10:
+        mask = d8 >= np.percentile(d8, 90)
+    fg = np.median(f[mask], axis=0)
+    n, labels, st, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = [i for i in range(1, n) if st[i, cv2.CC_STAT_AREA] <= 12]
+    text = mask.copy()
+    for i in small:
+        text[labels == i] = False
+    ys, xs = np.nonzero(text if text.any() else mask)
+    x0, x1 = np.percentile(xs, [2, 98])
+    y0, y1 = np.percentile(ys, [3, 97])
+    tw, th = (x1 - x0 + 1) / w, (y1 - y0 + 1) / h
+    grey = _luma(a)
+    resid = grey - cv2.medianBlur(grey.astype(np.uint8), 3).astype(np.float32)
+    quiet = ~cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    noise = float(np.std(resid[quiet])) if quiet.sum() > 50 else 0.0
+    contrast = abs(float(_luma(fg) - _luma(bg)))
+    lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F))
+    sharp = float(np.percentile(lap[mask], 90)) / max(contrast, 1.0) if mask.any() else 0.0
+    return {"bg": bg, "fg": fg, "bg_luma": float(_luma(bg)), "fg_luma": float(_luma(fg)),
+            "contrast": contrast, "text_w": tw, "text_h": th,
+            "text_x": x0 / max(w - (x1 - x0 + 1), 1), "text_y": y0 / max(h - (y1 - y0 + 1), 1),
+            "noise": noise, "sharpness": sharp, "specks": float(len(small)),
+            "ink": float(mask.mean())}
+
+
+def _span(values, lo_q=10, hi_q=90, lo=None, hi=None, digits=2):
+    v = np.percentile(np.asarray(values, np.float64), [lo_q, hi_q])
+    if lo is not None:
+        v = np.maximum(v, lo)
+    if hi is not None:
+        v = np.minimum(v, hi)
+    return [round(float(v[0]), digits), round(float(v[1]), digits)]
+
+
+def fit_knobs(stats: list[dict], size: tuple[int, int]) -> dict:
+    """Style keys spanning what `stats` measured (blur left at 0: see choose_blur)."""
+    w, h = size
+
+    def colour(key):
+        """A channel range centred on the median luminance, as wide as the channels spread
+        (channels are drawn independently in one range: the hue is not fitted, the grey
+        level the model sees is)."""
+        rgb = np.array([s[key] for s in stats])
+        lo, hi = np.percentile(rgb.ravel(), [5, 95])
+        mid, half = float(np.median(_luma(rgb))), max((hi - lo) / 2, 8.0)
+        mid = min(max(mid, half), 255 - half)
+        return [int(round(mid - half)), int(round(mid + half))]
+
+    scale = [max(s["text_w"], s["text_h"]) for s in stats]
+    noise = _span([s["noise"] for s in stats], lo=0, hi=60, digits=1)
+    specks = [s["specks"] for s in stats]
+    return {
+        "preset": "default",
+        "size": f"{w}x{h}",
+        "fonts": ["builtin", "dejavu", "stix", "pool"],
+        "bg": colour("bg"),
+        "fg": colour("fg"),
+        "min_contrast": int(max(0, np.percentile([s["contrast"] for s in stats], 10) - 10)),
+        "text_scale": _span(scale, lo=0.2, hi=1),
+        "text_x": _span([s["text_x"] for s in stats], lo=0, hi=1),
+        "text_y": _span([s["text_y"] for s in stats], lo=0, hi=1),
+        "noise_dots": [int(v) for v in _span(specks, lo=0, hi=10000, digits=0)],
+        "noise_dot_width": [1, 2],
+        "noise_curves": [0, 1],
+        "tilt": [-5.0, 5.0],
+        "noise": noise,
+        "blur": 0.0,
+    }
+
+
+def distance(real: list[dict], rendered: list[dict]) -> dict:
+    """Standardised mean difference per statistic, and their mean under "mean"."""
+    out = {}
+    for k in STATS:
+        r = np.array([s[k] for s in real])
+        g = np.array([s[k] for s in rendered])
+        sd = float(np.sqrt((r.var() + g.var()) / 2)) or max(abs(float(r.mean())) * 0.1, 1e-3)
+        out[k] = round(abs(float(r.mean()) - float(g.mean())) / sd, 3)
+    out["mean"] = round(float(np.mean([out[k] for k in STATS])), 3)
+    return out
+
+
+def render_style(keys: dict, count: int, seed: int = 0) -> list[np.ndarray]:
+    """`count` images of the style in `keys` (a style file's table), rendered in-process."""
+    from captchalab.gen.recipe import GenRequest, build_recipe
+    from captchalab.gen.stream import stream_samples
+    from captchalab.gen.style import resolve_style
+
+    table = {k: v for k, v in keys.items() if k not in ("preset", "size")}
+    style = resolve_style(keys.get("preset", "default"), None, table)
+    recipe = build_recipe(GenRequest(size=keys["size"], style=style, style_name="fitted",
+                                     counts={"train": 1}, seed=seed), warn=lambda _m: None)
+    return [img for img, _ in stream_samples(recipe, "train", 0, workers=0, stop=count)]
+
+
+def match_scale(keys: dict, real: list[dict], count: int, rounds: int = 2) -> list[float]:
+    """text_scale rescaled until the rendered text's size (the larger of its width and height
+    fractions, median) matches the real images'."""
+    target = float(np.median([max(s["text_w"], s["text_h"]) for s in real]))
+    scale = list(keys["text_scale"])
+    for _ in range(rounds):
+        imgs = render_style({**keys, "text_scale": scale}, count)
+        got = float(np.median([max(m["text_w"], m["text_h"]) for m in map(measure, imgs)]))
+        k = target / max(got, 1e-3)
+        scale = [round(float(np.clip(v * k, 0.2, 1.0)), 2) for v in scale]
+    return scale
+
+
+def choose_blur(keys: dict, real: list[dict], count: int) -> dict:
+    """{"smooth", "blur"}: the library's smoothing off, or on with a blur from BLURS, whichever
+    renders closest to the real images' sharpness."""
+    target = float(np.median([s["sharpness"] for s in real]))
+    best, gap = {}, float("inf")
+    for cand in [{"smooth": False, "blur": 0.0}] + [{"smooth": True, "blur": b} for b in BLURS]:
+        imgs = render_style({**keys, **cand}, count)
+        got = float(np.median([measure(a)["sharpness"] for a in imgs]))
+        if abs(got - target) < gap:
+            best, gap = cand, abs(got - target)
+    return best
+
+
+@dataclass
+class Fit:
+    keys: dict  # the style file's table
+    distance: dict  # real vs rendered with the fitted style
+    baseline: dict  # real vs the library's default style at the same size
+    count: int  # images measured
+    real: list  # a few real images, for the sheet
+    rendered: list  # as many rendered ones
+
+
+def fit_style(folder: str, fonts: str | None = None, samples: int = 200) -> Fit:
+    paths = image_paths(folder)
+    images = load_images(paths)
+    h, w = images[0].shape[:2]
+    real = [measure(a) for a in images]
+    keys = fit_knobs(real, (w, h))
+    if fonts:
+        keys["fonts"] = [fonts]
+    probe = min(samples, 60)
+    keys["text_scale"] = match_scale(keys, real, probe)
+    keys.update(choose_blur(keys, real, probe))
+    rendered = render_style(keys, samples, seed=1)
+    default = render_style({"preset": "default", "size": f"{w}x{h}"}, samples, seed=1)
+    return Fit(keys, distance(real, [measure(a) for a in rendered]),
+               distance(real, [measure(a) for a in default]), len(images), images[:8],
+               rendered[:8])
+
+
+def to_toml(keys: dict, header: str) -> str:
+    """A flat TOML table (strings, numbers and lists of them), `header` as comments."""
+    import json
+
+    lines = [f"# {line}" for line in header.splitlines()]
+    for k, v in keys.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def contact_sheet(fit: Fit, out: str) -> None:
+    """Real images (left) beside renderings of the fitted style (right), one pair per row."""
+    plt = pyplot()
+    n = max(len(fit.real), 1)
+    h, w = fit.real[0].shape[:2]
+    fig, axes = plt.subplots(n, 2, figsize=(2 * w / 50, n * (h / 50 + 0.25)), squeeze=False)
+    for i in range(n):
+        for j, (imgs, title) in enumerate(((fit.real, "real"), (fit.rendered, "rendered"))):
+            ax = axes[i, j]
+            ax.axis("off")
+            if i < len(imgs):
+                ax.imshow(imgs[i])
+            if i == 0:
+                ax.set_title(title, fontsize=10)
+    fig.suptitle(f"fitted style: distance {fit.distance['mean']:.2f} "
+                 f"(library default {fit.baseline['mean']:.2f})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
