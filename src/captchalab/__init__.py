@@ -5,11 +5,13 @@ from captchalab.core import __version__
 __all__ = ["__version__", "load"]
 
 
-def load(run_dir):
+def load(run_dir=None):
     """The trained model in `run_dir`, ready to read captchas: `load(run).predict(images)`.
+    Without `run_dir` (or with "pretrained"): the generalist model shipped with captchalab.
 
     See captchalab.eval.predictor.Recognizer. TensorFlow loads on this call, not on import.
     """
+    from captchalab.core.runconfig import resolve_run
     from captchalab.eval.predictor import load as _load
 
-    return _load(run_dir)
+    return _load(resolve_run(run_dir))

@@ -17,6 +17,37 @@ INPUT_VERSION = 2  # the model takes uint8 RGB at the dataset's size (config "in
 _V1_TRAIN = {"jitter": 0, "resample": "box"}
 
 
+PRETRAINED = "pretrained"  # the name that stands for the model shipped with captchalab
+# where it lives (src/captchalab/pretrained/model/, written by `make pretrained`)
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "pretrained", "model")
+
+
+def resolve_run(run_dir: str | os.PathLike | None) -> str:
+    """The run folder a `--model` names: None or "pretrained" stand for the shipped model
+    (unless a folder named "pretrained" is there)."""
+    if run_dir is not None and (str(run_dir) != PRETRAINED or os.path.exists(PRETRAINED)):
+        return str(run_dir)
+    if not os.path.isfile(os.path.join(PRETRAINED_DIR, "model.keras")):
+        raise UsageError(f"the pretrained model is not in this installation ({PRETRAINED_DIR}); "
+                         "rebuild it with `make pretrained`, or give a run folder", param="model")
+    return PRETRAINED_DIR
+
+
+def run_name(run_dir: str) -> str:
+    """A run's short name in reports: its folder's name, "pretrained" for the shipped model."""
+    if os.path.abspath(run_dir) == PRETRAINED_DIR:
+        return PRETRAINED
+    return os.path.basename(os.path.normpath(run_dir))
+
+
+def output_home(run_dir: str) -> str:
+    """Where reports about `run_dir` go by default: the run folder, or ./captchalab-pretrained
+    for the shipped model (its folder belongs to the installation)."""
+    same = os.path.abspath(run_dir) == PRETRAINED_DIR
+    return "captchalab-pretrained" if same else run_dir
+
+
 def migrate(config: dict, run_dir: str) -> dict:
     """`config` as this version reads it; refuses runs it cannot read (naming `run_dir`)."""
     version = config.get("config_version", 1)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from captchalab.core.errors import UsageError
+from captchalab.core.runconfig import output_home
 from captchalab.gen import shards as sh
 
 BATCH = 256
@@ -153,7 +154,7 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
     else:
         count, what, samples = folder_source(images, config, run_dir, resize, skip_bad, warn)
     name = os.path.basename(os.path.normpath(path)) + (f"-{split}" if data is not None else "")
-    out = out or os.path.join(run_dir, "eval", name)
+    out = out or os.path.join(output_home(run_dir), "eval", name)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"out {out} is a file; give a folder for the report", param="out")
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out,

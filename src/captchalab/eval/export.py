@@ -12,6 +12,7 @@ import os
 import shutil
 
 from captchalab.core.errors import UsageError
+from captchalab.core.runconfig import output_home
 
 FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
 
@@ -36,7 +37,7 @@ def export_model(run_dir: str, fmt: str, out: str | None = None, overwrite: bool
     if fmt not in FORMATS:
         raise UsageError(f"format: unknown '{fmt}'{suggest(fmt, FORMATS)} "
                          f"(allowed: {', '.join(FORMATS)})", param="format")
-    out = out or os.path.join(run_dir, "export", fmt)
+    out = out or os.path.join(output_home(run_dir), "export", fmt)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
         raise UsageError(f"out {out} exists and is not empty; give a new folder or --overwrite",
                          param="out")

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from captchalab.core.errors import UsageError, suggest
+from captchalab.core.runconfig import run_name
 from captchalab.core.storage import write_atomic
 from captchalab.gen.style import KNOBS
 
@@ -125,7 +126,7 @@ def score(recognizer, images: np.ndarray, truths: list[str], tta: bool = False) 
 
 
 def _names(runs: list[str]) -> list[str]:
-    base = [os.path.basename(os.path.normpath(r)) for r in runs]
+    base = [run_name(r) for r in runs]
     return base if len(set(base)) == len(base) else [os.path.normpath(r) for r in runs]
 
 
