@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo
 
-.PHONY: setup demo test test-slow lint bench-gen bench-engines bench-input bench-infer bench-tta bench-gpu bench-transfer pretrained clean
+.PHONY: setup demo test test-slow lint bench-gen bench-engines bench-input bench-infer bench-tta bench-gpu bench-transfer bench-adapt pretrained clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench-infer: $(STAMP)
 bench-transfer: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
 	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m))
+
+# Label-efficiency study, ~70 minutes: accuracy on two foreign generators against N labels
+bench-adapt: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
+	$(BIN)/python bench/adapt.py $(ADAPT_ARGS)
 
 # ~32 minutes: gen + train under 5, 10 and 15 minute budgets, scored on a test split
 bench-tta: $(STAMP)

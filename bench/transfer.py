@@ -106,13 +106,14 @@ OWN = {"captchalab-default": [], "captchalab-universal": ["--style", "universal"
        "held-out-fonts": ["--fonts", "held-out"]}
 
 
-def foreign_set(name, n, folder):
-    """n labelled PNGs (INDEX_LABEL.png) of a foreign generator, scaled to 160x60."""
+def foreign_set(name, n, folder, tag="transfer"):
+    """n labelled PNGs (INDEX_LABEL.png) of a foreign generator, scaled to 160x60; `tag` seeds
+    them (other tags give other captchas: bench/adapt.py's training pools)."""
     os.makedirs(folder, exist_ok=True)
     for i in range(n):
-        rng = random.Random(f"transfer|{name}|{i}")
+        rng = random.Random(f"{tag}|{name}|{i}")
         text = "".join(rng.choice(CHARS) for _ in range(4))
-        random.seed(f"transfer|{name}|{i}|render")  # the generators draw from `random`
+        random.seed(f"{tag}|{name}|{i}|render")  # the generators draw from `random`
         im = FOREIGN[name](text, rng).convert("RGB").resize(SIZE, Image.Resampling.BILINEAR)
         im.save(os.path.join(folder, f"{i:05d}_{text}.png"))
 

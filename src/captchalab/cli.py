@@ -365,7 +365,8 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--gen-workers", default=_TRAIN.gen_workers, show_default=True, type=click.IntRange(0),
               help="With --on-the-fly: render processes (0 = all cores).")
 @click.option("--init-from", "init_from", type=click.Path(),
-              help="Start from this run's weights (fine-tuning); its --arch, --downscale and "
+              help="Start from this run's weights (fine-tuning; `pretrained`: the shipped "
+              "model); its --arch, --downscale and "
               "--resample are used unless given. The data's charset must be the run's or a "
               "subset (or give --new-head), its image size the run's (or give --resize).")
 @click.option("--new-head", is_flag=True,
@@ -394,7 +395,7 @@ def train(ctx, data, out, resume, quiet, **opts):
     else:
         opts["style"] = opts["style"] or ""
         opts["mix"] = opts["mix"] or ""
-        opts["init_from"] = opts["init_from"] or ""
+        opts["init_from"] = resolve_run(opts["init_from"]) if opts["init_from"] else ""
         if opts["init_from"]:  # the source run's architecture unless given
             from captchalab.core.runconfig import read_run_config
             from captchalab.train.train import ARCH_SETTINGS

@@ -1,0 +1,194 @@
+"""Label-efficiency study: from a folder of someone's captchas to a model that reads them.
+
+For each foreign generator (standing in for "a site's captchas"; the `transfer` extra) and each
+number N of labelled captchas of it, full-sequence accuracy on 1 000 of its captchas (the
+transfer bench's set) for three arms:
+
+  scratch     `train` on the N labels alone, from random weights
+  pretrained  the shipped model as is (N = 0), then `train --init-from pretrained` on the N
+  fitted      `fit-style` on 100 unlabelled captchas of the generator, `gen` 20 000 samples of
+              the fitted style, `train --init-from pretrained` on them (N = 0), then fine-tuned
+              on the N (labels are what is scarce; unlabelled captchas are free to collect)
+
+Of the N labels, a fifth (at least 10) is the run's val split and the rest its train split, as a
+user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
+seconds of compute that arm took all told (the fitted arm includes fitting, generating and
+pretraining). Printed, and written as OUT/adapt.json and OUT/adapt.png.
+
+    python bench/adapt.py                      # ~70 minutes on 2 cores
+    python bench/adapt.py --labels 0,100 --generator wheezy-captcha
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from transfer import EXTRA, FOREIGN, foreign_set, load_set, score  # noqa: E402
+
+ARMS = ("scratch", "pretrained", "fitted")
+
+
+def cli(*args):
+    """Run `captchalab ARGS` (quietly); returns the seconds it took."""
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "captchalab", *map(str, args)],
+                       capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"captchalab {' '.join(map(str, args))} failed:\n{p.stderr[-2000:]}")
+    return time.perf_counter() - t
+
+
+def labelled_data(pool: str, n: int, work: str) -> tuple[str, float]:
+    """The first n captchas of `pool` as a dataset: a fifth (>= 10) val, the rest train."""
+    names = sorted(f for f in os.listdir(pool) if f.endswith(".png"))[:n]
+    n_val = max(10, n // 5)
+    folder = os.path.join(work, f"labels-{n}")
+    shutil.rmtree(folder, ignore_errors=True)
+    for i, name in enumerate(names):
+        split = "val" if i < n_val else "train"
+        os.makedirs(os.path.join(folder, split), exist_ok=True)
+        shutil.copyfile(os.path.join(pool, name), os.path.join(folder, split, name))
+    data = folder + "-data"
+    shutil.rmtree(data, ignore_errors=True)
+    return data, cli("import", folder, "--out", data, "--charset", "0-9a-z")
+
+
+def train(data, out, budget, init=None, lr=None):
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["train", "--data", data, "--out", out, "--time-budget", budget, "-q"]
+    if init:
+        args += ["--init-from", init, "--lr", lr or "1e-3"]
+    return cli(*args)
+
+
+def accuracy(run, test) -> dict:
+    import captchalab
+
+    labels, images, _ = test
+    preds = [p.text for p in captchalab.load(run).predict(list(images))]
+    return score(labels, preds)
+
+
+def study(name, a, test, work) -> dict:
+    """{arm: {N: cell}} for generator `name`."""
+    pool = os.path.join(work, "pool")
+    if not os.path.isdir(pool) or len(os.listdir(pool)) != max(a.labels + [a.unlabelled]):
+        shutil.rmtree(pool, ignore_errors=True)
+        foreign_set(name, max(a.labels + [a.unlabelled]), pool, tag="adapt")
+    out = {arm: {} for arm in ARMS}
+    out["pretrained"][0] = {**accuracy(a.base, test), "seconds": 0.0}
+    # fitted: style from unlabelled captchas, then pretraining on renderings of it
+    unl = os.path.join(work, "unlabelled")
+    shutil.rmtree(unl, ignore_errors=True)
+    os.makedirs(unl)
+    for f in sorted(os.listdir(pool))[:a.unlabelled]:
+        shutil.copyfile(os.path.join(pool, f), os.path.join(unl, f"{f.split('_')[0]}.png"))
+    style = os.path.join(work, "fitted.toml")
+    t = cli("fit-style", unl, "--out", style, "--overwrite")
+    fdata = os.path.join(work, "fitted-data")
+    t += cli("gen", "--out", fdata, "--style-file", style, "--train", a.fitted_samples,
+             "--val", 500, "--overwrite", "-q")
+    fitted = os.path.join(work, "fitted-run")
+    t += train(fdata, fitted, a.pretrain_budget, init=a.base)
+    fitted_cost = t
+    out["fitted"][0] = {**accuracy(fitted, test), "seconds": round(t, 1)}
+    print(f"{name} N=0: pretrained {out['pretrained'][0]['seq_acc']:.3f}, fitted "
+          f"{out['fitted'][0]['seq_acc']:.3f} ({t:.0f} s)", flush=True)
+    for n in [n for n in a.labels if n > 0]:
+        data, t_import = labelled_data(pool, n, work)
+        for arm, init, budget in (("scratch", None, a.scratch_budget),
+                                  ("pretrained", a.base, a.finetune_budget),
+                                  ("fitted", fitted, a.finetune_budget)):
+            run = os.path.join(work, f"{arm}-{n}")
+            t = t_import + train(data, run, budget, init=init)
+            t += fitted_cost if arm == "fitted" else 0.0
+            out[arm][n] = {**accuracy(run, test), "seconds": round(t, 1)}
+        print(f"{name} N={n}: " + ", ".join(f"{arm} {out[arm][n]['seq_acc']:.3f}"
+                                            for arm in ARMS), flush=True)
+    return out
+
+
+def plot(results, samples, path):
+    from captchalab.core.plot import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(max(7.0, 5.5 * len(results)), 4.2),
+                             squeeze=False)
+    for ax, (name, arms) in zip(axes[0], results.items(), strict=True):
+        for arm, cells in arms.items():
+            ns = sorted(cells, key=int)
+            x = [max(int(n), 10) for n in ns]  # N = 0 drawn at 10 on the log axis
+            acc = [cells[n]["seq_acc"] for n in ns]
+            lo = [a - cells[n]["seq_acc_ci95"][0] for a, n in zip(acc, ns, strict=True)]
+            hi = [cells[n]["seq_acc_ci95"][1] - a for a, n in zip(acc, ns, strict=True)]
+            ax.errorbar(x, acc, yerr=[lo, hi], marker="o", capsize=2, label=arm)
+        ax.set_xscale("log")
+        ticks = sorted({max(int(n), 10) for c in arms.values() for n in c})
+        ax.set_xticks(ticks, ["0" if t == 10 else str(t) for t in ticks])
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("labelled captchas N (0 drawn at the left)")
+        ax.set_ylabel("full-sequence accuracy")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Accuracy against labels ({samples} test captchas each, 95 % intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--generator", action="append", choices=sorted(FOREIGN),
+                    help="foreign generator (repeat)  [default: wheezy-captcha, claptcha]")
+    ap.add_argument("--labels", default="0,50,100,250,500,1000,2000",
+                    help="numbers N of labelled captchas")
+    ap.add_argument("--base", default="pretrained", help="run the pretrained arms start from")
+    ap.add_argument("--samples", type=int, default=1000, help="test captchas per generator")
+    ap.add_argument("--unlabelled", type=int, default=100, help="captchas fit-style sees")
+    ap.add_argument("--fitted-samples", type=int, default=20000)
+    ap.add_argument("--pretrain-budget", default="4m")
+    ap.add_argument("--finetune-budget", default="60s")
+    ap.add_argument("--scratch-budget", default="90s")
+    ap.add_argument("--out", default="bench/out/adapt")
+    ap.add_argument("--sets", default="bench/out/transfer/sets",
+                    help="where the test sets are (shared with bench/transfer.py)")
+    a = ap.parse_args()
+    a.labels = sorted({int(n) for n in a.labels.split(",")})
+    try:
+        for mod in ("claptcha", "wheezy.captcha", "multicolorcaptcha"):
+            __import__(mod)
+    except ImportError as e:
+        sys.exit(f"error: {e.name} is missing; the adapt bench needs its extra: {EXTRA}")
+    from captchalab.core.runconfig import resolve_run
+
+    a.base = resolve_run(a.base)
+    results = {}
+    for name in a.generator or ["wheezy-captcha", "claptcha"]:
+        test_dir = os.path.join(a.sets, f"{name}-{a.samples}")
+        if not os.path.isdir(test_dir) or len(os.listdir(test_dir)) != a.samples:
+            foreign_set(name, a.samples, test_dir)
+        results[name] = study(name, a, load_set(test_dir), os.path.join(a.out, name))
+    print(f"\nfull-sequence accuracy (95 % interval) [seconds], {a.samples} test captchas")
+    for name, arms in results.items():
+        print(name)
+        for arm, cells in arms.items():
+            print(f"  {arm:11s}" + "".join(
+                f"  N={n}: {c['seq_acc']:.3f} ({c['seq_acc_ci95'][0]:.3f}-"
+                f"{c['seq_acc_ci95'][1]:.3f}) [{c['seconds']:.0f}]" for n, c in cells.items()))
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "adapt.json"), "w") as f:
+        json.dump({"settings": {k: v for k, v in vars(a).items()}, "results": results}, f,
+                  indent=2)
+    plot(results, a.samples, os.path.join(a.out, "adapt.png"))
+    print(f"wrote {a.out}/adapt.json and adapt.png")
+
+
+if __name__ == "__main__":
+    main()
