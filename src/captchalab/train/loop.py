@@ -158,7 +158,8 @@ def metric_fn(model, arch: str, charset: Charset):
 
 def init_weights(model, cfg: TrainConfig) -> None:
     """Weights of the run `cfg.init_from`: all of them, or all but the output layer (new_head,
-    left as built: the layers correspond in order, the model being built from the same arch)."""
+    left as built: the layers with weights correspond in order, both models being built from
+    the same arch)."""
     path = os.path.join(cfg.init_from, "model.keras")
     if not cfg.new_head:
         with warnings.catch_warnings():  # its optimizer state is left behind, on purpose
@@ -168,9 +169,12 @@ def init_weights(model, cfg: TrainConfig) -> None:
     import captchalab.core.layers  # noqa: F401  (registers Preprocess for deserialisation)
 
     source = keras.models.load_model(path, compile=False)
-    for new, old in zip(model.layers, source.layers, strict=True):
-        if new.name != "logits":
-            new.set_weights(old.get_weights())
+
+    def weighted(m):  # jitter and augmentation layers (options of either run) hold no weights
+        return [layer for layer in m.layers if layer.weights and layer.name != "logits"]
+
+    for new, old in zip(weighted(model), weighted(source), strict=True):
+        new.set_weights(old.get_weights())
 
 
 def compiled_model(cfg: TrainConfig, m: dict, frame: dict, total_steps: int, state: dict,
