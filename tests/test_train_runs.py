@@ -437,6 +437,7 @@ def test_init_from_refuses_a_mismatch(tmp_path, gen_args, train_args, msg):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # ~25 s: fits, renders and trains
 def test_fit_style_gen_and_init_from_end_to_end(tmp_path):
     """The adaptation path through the CLI on a tiny scale: a folder of someone's captchas
     (here light text on a dark background at 200x70) -> fit-style -> gen with the fitted style
