@@ -349,6 +349,7 @@ def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
     (["--arch", "crnn"], "trained with arch small"),
     (["--init-from-bad"], "no config.json"),
     (["--freeze", "4"], "--freeze: 4; arch small has 3 conv blocks"),
+    (["--resume"], "--init-from cannot change them"),
 ])
 def test_init_from_bad_input(tmp_path, small_dataset, extra, msg):
     src = str(tmp_path) if extra == ["--init-from-bad"] else FIXTURE_RUN
