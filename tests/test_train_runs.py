@@ -349,7 +349,7 @@ def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
     (["--arch", "crnn"], "trained with arch small"),
     (["--init-from-bad"], "no config.json"),
     (["--freeze", "4"], "--freeze: 4; arch small has 3 conv blocks"),
-    (["--resume"], "--init-from cannot change them"),
+    (["--resume"], "--init-from, --epochs cannot change them"),
 ])
 def test_init_from_bad_input(tmp_path, small_dataset, extra, msg):
     src = str(tmp_path) if extra == ["--init-from-bad"] else FIXTURE_RUN
@@ -360,6 +360,7 @@ def test_init_from_bad_input(tmp_path, small_dataset, extra, msg):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # ~20 s: renders and trains
 def test_init_from_a_subset_charset_resized_and_frozen(tmp_path):
     """Data with a subset of the run's charset and another image size: the output layer is
     kept (labels re-numbered into the run's charset), images are resized to the run's size, and
@@ -422,6 +423,7 @@ def test_init_from_with_a_new_head(tmp_path):
     assert same and all(same)
 
 
+@pytest.mark.slow  # ~20 s: three datasets rendered
 @pytest.mark.parametrize("gen_args,train_args,msg", [
     (["--charset", "0-9A"], [], "cannot output 'A' of the data's charset"),
     (["--size", "200x75"], [], "give --resize"),
