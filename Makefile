@@ -50,7 +50,7 @@ bench-transfer: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
 	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m))
 
-# Label-efficiency study, ~70 minutes: accuracy on two foreign generators against N labels
+# Label-efficiency study, ~60 minutes: accuracy on two foreign generators against N labels
 bench-adapt: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
 	$(BIN)/python bench/adapt.py $(ADAPT_ARGS)

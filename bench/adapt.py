@@ -15,7 +15,7 @@ user would hold out some. Each cell: sequence accuracy with its 95 % Wilson inte
 seconds of compute that arm took all told (the fitted arm includes fitting, generating and
 pretraining). Printed, and written as OUT/adapt.json and OUT/adapt.png.
 
-    python bench/adapt.py                      # ~70 minutes on 2 cores
+    python bench/adapt.py                      # ~60 minutes on 2 cores
     python bench/adapt.py --labels 0,100 --generator wheezy-captcha
 """
 
