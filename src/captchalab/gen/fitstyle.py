@@ -24,8 +24,8 @@ import numpy as np
 
 from captchalab.core.errors import UsageError
 from captchalab.core.plot import pyplot
+from captchalab.gen.folders import IMAGE_EXTS
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 STATS = ("bg_luma", "fg_luma", "contrast", "text_w", "text_h", "text_x", "text_y", "noise",
          "sharpness", "specks", "ink")
 BLURS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.2)  # blur sigmas tried when matching the sharpness
@@ -162,14 +162,12 @@ def distance(real: list[dict], rendered: list[dict]) -> dict:
 
 def render_style(keys: dict, count: int, seed: int = 0) -> list[np.ndarray]:
     """`count` images of the style in `keys` (a style file's table), rendered in-process."""
-    from captchalab.gen.recipe import GenRequest, build_recipe
-    from captchalab.gen.stream import stream_samples
+    from captchalab.gen.stream import stream_recipe, stream_samples
     from captchalab.gen.style import resolve_style
 
     table = {k: v for k, v in keys.items() if k not in ("preset", "size")}
     style = resolve_style(keys.get("preset", "default"), None, table)
-    recipe = build_recipe(GenRequest(size=keys["size"], style=style, style_name="fitted",
-                                     counts={"train": 1}, seed=seed), warn=lambda _m: None)
+    recipe = stream_recipe(size=keys["size"], style=style, seed=seed)
     return [img for img, _ in stream_samples(recipe, "train", 0, workers=0, stop=count)]
 
 
