@@ -15,8 +15,23 @@ from captchalab.gen.style import KNOBS
 from captchalab.train.config import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
 from captchalab.train.models import RESAMPLE
 
+AUDIO_KNOB_HELP = {  # gen --kind audio (gen.audio.AUDIO_KNOBS; kept here so --help loads no numpy)
+    "speed": "Speed factor of each character's recording (library 0.9-1.2).",
+    "level": "Loudness factor of each character (library 0.8-1.2).",
+    "gap": "Seconds of babble before each character (library 1-3).",
+    "babble_speed": "Speed factor of each babble piece (library 0.8-1.6).",
+    "babble_level": "Loudness of the babble (library 0.2-0.6; 0 = none).",
+    "babble_gap": "Pause between babble pieces, s (library 0-0.1).",
+    "floor": "White-noise floor, peak-to-peak in 8-bit steps (library 4).",
+    "snr": "Added noise at this signal-to-noise ratio, dB (100 = none).",
+    "pink": "Probability that the added noise is pink rather than white.",
+    "bandpass": "Probability of a telephone band-pass (300-3400 Hz).",
+    "reverb": "Reverberation time RT60 of a synthetic room, s (0 = dry).",
+}
+IMAGE_ONLY = ("size", "fonts", "font_sizes", "smooth", "mix", *KNOBS)
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
-                  "style", "style_file", "smooth", "seed", "shard_size", "mix", *KNOBS)
+                  "style", "style_file", "smooth", "seed", "shard_size", "mix", *KNOBS, "kind",
+                  "voices", *AUDIO_KNOB_HELP)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -64,6 +79,9 @@ def _command_line() -> str:
 
 
 def _knob_options(f):
+    for name, text in reversed(list(AUDIO_KNOB_HELP.items())):
+        f = click.option(f"--{name.replace('_', '-')}", name, metavar="V|LO-HI",
+                         help=f"Audio: {text}")(f)
     for name, knob in reversed(list(KNOBS.items())):
         f = click.option(f"--{name.replace('_', '-')}", name, metavar="V|LO-HI",
                          help=f"{knob.help}.")(f)
@@ -75,12 +93,18 @@ def _knob_options(f):
 @click.option("--train", type=int, help="Samples in the train split.")
 @click.option("--val", type=int, help="Samples in the val split.")
 @click.option("--test", type=int, help="Samples in the test split.")
+@click.option("--kind", type=click.Choice(["image", "audio"]), default="image", show_default=True,
+              help="Image captchas (ImageCaptcha) or audio captchas (AudioCaptcha, 8 kHz WAV).")
 @click.option("--charset", default=_GEN.charset, show_default=True,
-              help="Characters: ranges and literals ('0-9A-Z', 'ABCDEF23') or digits/lower/upper/alnum/hex.")
-@click.option("--length", default=_GEN.length, show_default=True, help="Label length: N or MIN-MAX.")
+              help="Characters: ranges and literals ('0-9A-Z', 'ABCDEF23') or digits/lower/upper/alnum/hex.  [audio: 0-9]")
+@click.option("--length", default=_GEN.length, show_default=True, help="Label length: N or MIN-MAX.  [audio: 6]")
+@click.option("--voices", multiple=True, type=click.Path(),
+              help="Audio: a voice folder (one sub-folder of WAV files per character), or "
+                   "builtin (the library's 0-9, A-Z); repeatable.  [default: builtin]")
 @click.option("--size", default=_GEN.size, show_default=True, help="Image WIDTHxHEIGHT, px.")
 @click.option("--style", "style", default="default", show_default=True,
-              help="Preset: default (the library's own), easy, hard, varied.")
+              help="Preset: default (the library's own), easy, hard, varied, universal; "
+                   "audio: default, hard.")
 @click.option("--style-file", type=click.Path(), help="TOML or JSON of style keys (and `preset`).")
 @click.option("--fonts", help="Comma list: builtin, dejavu, dejavu-sans, dejavu-serif, "
               "dejavu-mono, stix, pool, held-out, a family (captchalab fonts), font files, "
@@ -107,9 +131,9 @@ def _knob_options(f):
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fonts, mix,
-        font_sizes, smooth, seed, shard_size, workers, engine, address, resume, overwrite, quiet,
-        **knobs):
+def gen(ctx, out, train, val, test, kind, charset, length, voices, size, style, style_file, fonts,
+        mix, font_sizes, smooth, seed, shard_size, workers, engine, address, resume, overwrite,
+        quiet, **knobs):
     """Render labelled captchas into sharded TFRecords plus dataset_info.json.
 
     Every sample is a pure function of (seed, split, index): the same command gives
@@ -132,7 +156,15 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
                          "original command")
     if resume and not given:
         recipe = _stored_recipe(read_manifest(out) if _has_manifest(out) else None, out)
+    elif kind == "audio":
+        recipe = _audio_recipe(ctx, given, train, val, test, charset, length, voices, style,
+                               style_file, seed, shard_size, knobs)
     else:
+        if voices or any(knobs.get(k) is not None for k in AUDIO_KNOB_HELP):
+            flag = "--voices" if voices else "--" + next(
+                k for k in AUDIO_KNOB_HELP if knobs.get(k) is not None).replace("_", "-")
+            raise UsageError(f"{flag} applies to audio captchas; add --kind audio")
+        knobs = {k: v for k, v in knobs.items() if k not in AUDIO_KNOB_HELP}
         overrides = {k: v for k, v in knobs.items() if v is not None}
         if fonts is not None:
             overrides["fonts"] = fonts
@@ -154,8 +186,31 @@ def gen(ctx, out, train, val, test, charset, length, size, style, style_file, fo
     rate = st.rendered / st.seconds if st.seconds > 0 else 0.0
     counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
     reused = f"; {st.reused_shards} shards kept from before" if st.reused_shards else ""
+    unit = "captchas" if m.get("kind") == "audio" else "img"
     click.echo(f"wrote {out}: {counts} ({st.rendered} rendered in {st.seconds:.1f} s, "
-               f"{rate:.0f} img/s{reused})")
+               f"{rate:.0f} {unit}/s{reused})")
+
+
+def _audio_recipe(ctx, given, train, val, test, charset, length, voices, style, style_file,
+                  seed, shard_size, knobs):
+    from captchalab.gen.audio import resolve_audio_style
+    from captchalab.gen.recipe import GenRequest, build_audio_recipe
+
+    wrong = [g for g in given if g in IMAGE_ONLY]
+    if wrong:
+        raise UsageError(f"--{wrong[0].replace('_', '-')} applies to image captchas, not "
+                         "--kind audio (audio options: --voices, --style default|hard, "
+                         f"--{', --'.join(k.replace('_', '-') for k in AUDIO_KNOB_HELP)})")
+    overrides = {k: knobs[k] for k in AUDIO_KNOB_HELP if knobs.get(k) is not None}
+    resolved = resolve_audio_style(style, style_file, overrides)
+    if "charset" not in given:
+        charset = "0-9"
+    if "length" not in given:
+        length = "6"
+    req = GenRequest(charset=charset, length=length, style_name=style,
+                     counts={"train": train, "val": val, "test": test}, seed=seed,
+                     shard_size=shard_size)
+    return build_audio_recipe(req, resolved, list(voices))
 
 
 def _has_manifest(out):
@@ -228,8 +283,9 @@ def fonts():
 
 @cli.command("export")
 @click.argument("data_dir", required=False, type=click.Path())
-@click.option("--png", "png_dir", type=click.Path(),
-              help="Dataset export: folder for SPLIT/INDEX_LABEL.png files and labels.csv.")
+@click.option("--png", "--wav", "png_dir", type=click.Path(),
+              help="Dataset export: folder for SPLIT/INDEX_LABEL.png (audio: .wav) files and "
+                   "labels.csv.")
 @click.option("--split", "splits", multiple=True, help="Splits to export.  [default: all]")
 @click.option("--model", "run_dir", type=click.Path(),
               help="Model export: run folder written by `captchalab train`, or `pretrained`.")
@@ -255,7 +311,13 @@ def export_(data_dir, png_dir, splits, run_dir, fmt, out, overwrite):
     from captchalab.gen.folders import export_png
 
     n = export_png(data_dir, png_dir, splits or None)
-    click.echo(f"wrote {n} images and labels.csv to {png_dir}")
+    what = "WAV files" if _kind_of(data_dir) == "audio" else "images"
+    click.echo(f"wrote {n} {what} and labels.csv to {png_dir}")
+
+
+def _kind_of(data_dir):
+    from captchalab.gen.shards import read_manifest
+    return read_manifest(data_dir).get("kind", "image")
 
 
 @cli.command("fit-style")
@@ -305,7 +367,8 @@ def fit_style_(folder, out, fonts, sheet, samples, overwrite):
               help="Records per shard.")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 def import_(folder, out, charset, size, split, shard_size, overwrite):
-    """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png) into shards."""
+    """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png), or of labelled
+    WAV files (mono, 8 kHz, 8 or 16 bit), into shards."""
     from captchalab.gen.folders import import_folder
 
     m = import_folder(folder, out, charset=charset, size=size, split=split,
@@ -485,7 +548,8 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
     import json
     import tempfile
 
-    from captchalab.eval.predictor import expand_paths, load
+    from captchalab.eval.predictor import expand_paths, load, read_config
+    from captchalab.gen.folders import AUDIO_EXTS
 
     if "-" in images and len(images) > 1:
         raise UsageError("predict -: reads one image from stdin; give '-' alone")
@@ -495,7 +559,9 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
             with open(paths[0], "wb") as f:
                 f.write(sys.stdin.buffer.read())
         else:
-            paths = expand_paths(images)
+            run = resolve_run(run_dir)
+            audio = read_config(run).get("data_kind") == "audio"
+            paths = expand_paths(images, AUDIO_EXTS if audio else None)
         rec = load(resolve_run(run_dir))
         preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
                                         skip_bad=skip_bad, tta=tta,

@@ -105,3 +105,90 @@ def augmenter(seed: int = 0):
         layers.RandomZoom(0.08, fill_mode="nearest", seed=seed + 1, dtype="float32"),
         layers.RandomContrast(0.3, value_range=(0.0, 1.0), seed=seed + 2, dtype="float32"),
     ], name="augment")
+
+
+# --- audio ----------------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="captchalab")
+class LogMel(keras.layers.Layer):
+    """Audio models' first layer: 8-bit unsigned PCM [B,N] (uint8, 128 = silence) and the true
+    length of each clip [B] -> log mel spectrogram [B,T,mels,1] float32, T = N // hop + 1.
+    Frames past a clip's length (the batch's padding) are set to the value of silence, so
+    padding looks the same whatever the batch. Always float32, also under mixed precision."""
+
+    FLOOR = 1e-4  # power added before the log: silence, and the value of padded frames
+
+    def __init__(self, rate: int = 8000, fft: int = 256, hop: int = 128, mels: int = 40, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.rate, self.fft, self.hop, self.mels = int(rate), int(fft), int(hop), int(mels)
+        self.mel = keras.layers.MelSpectrogram(
+            fft_length=self.fft, sequence_stride=self.hop, sampling_rate=self.rate,
+            num_mel_bins=self.mels, power_to_db=False, dtype="float32")
+
+    def build(self, pcm_shape, lengths_shape=None):
+        self.built = True  # no weights: the mel filters are computed from the config
+
+    def call(self, pcm, lengths):
+        x = (ops.cast(pcm, "float32") - 128.0) / 128.0
+        s = ops.transpose(self.mel(x), (0, 2, 1))  # [B, T, mels]
+        logs = ops.log(s + self.FLOOR)
+        valid = frame_mask(ops.shape(logs)[1], self.hop, lengths)
+        return ops.where(valid[..., None], logs, ops.log(self.FLOOR))[..., None]
+
+    def compute_output_shape(self, pcm_shape, lengths_shape=None):
+        b, n = pcm_shape
+        return (b, None if n is None else n // self.hop + 1, self.mels, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "fft": self.fft, "hop": self.hop,
+                "mels": self.mels}
+
+
+def frame_mask(t, stride: int, lengths):
+    """[B, t] bool: step i covers audio from sample i * stride on; valid when that is inside the
+    clip."""
+    return ops.arange(t)[None, :] * stride < ops.cast(lengths, "int32")[:, None]
+
+
+@keras.saving.register_keras_serializable(package="captchalab")
+class MaskSteps(keras.layers.Layer):
+    """Steps [B,T,C] and clip lengths [B] -> the steps with those past each clip's end zeroed
+    (one step = `stride` audio samples), and the [B,T] mask itself for recurrent layers."""
+
+    def __init__(self, stride: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+
+    def call(self, x, lengths):
+        valid = frame_mask(ops.shape(x)[1], self.stride, lengths)
+        return x * ops.cast(valid, x.dtype)[..., None], valid
+
+    def compute_output_shape(self, x_shape, lengths_shape=None):
+        return x_shape, x_shape[:2]
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package="captchalab")
+class BlankPadding(keras.layers.Layer):
+    """Logits [B,T,K+1] and clip lengths [B] -> the same logits, with every step past a clip's
+    end made a certain blank (class 0): a clip reads and scores the same whatever it was
+    padded to in its batch. float32 in and out."""
+
+    def __init__(self, stride: int, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+
+    def call(self, logits, lengths):
+        valid = frame_mask(ops.shape(logits)[1], self.stride, lengths)
+        blank = ops.one_hot(ops.zeros_like(lengths), ops.shape(logits)[-1]) * 30.0  # [B, K+1]
+        return ops.where(valid[..., None], logits, blank[:, None, :])
+
+    def compute_output_shape(self, logits_shape, lengths_shape=None):
+        return logits_shape
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}

@@ -78,7 +78,8 @@ def read_run_config(run_dir: str) -> dict:
     if not isinstance(config, dict):
         raise DataError(f"{path} is not a captchalab run config (a JSON {type(config).__name__})")
     config = migrate(config, run_dir)
-    for key, kind in REQUIRED.items():
+    required = AUDIO_REQUIRED if config.get("data_kind") == "audio" else REQUIRED
+    for key, kind in required.items():
         value = config
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
@@ -91,3 +92,4 @@ def read_run_config(run_dir: str) -> dict:
 # what eval, predict and export read from config.json, with its type
 REQUIRED = {"charset.chars": str, "image.width": int, "image.height": int, "arch": str,
             "max_length": int}
+AUDIO_REQUIRED = {"charset.chars": str, "audio.rate": int, "arch": str, "max_length": int}

@@ -17,16 +17,23 @@ BATCH = 256
 # down by when they vary; list-valued ones (font sizes, colours) are left out
 STYLE_KEYS = ("font", "rotate", "warp_dx", "warp_dy", "offset_dx", "offset_dy", "space_prob",
               "word_offset", "noise_dots", "noise_dot_width", "noise_curves", "fg_alpha")
+AUDIO_STYLE_KEYS = ("floor", "reverb", "bandpass", "snr", "pink")  # shards.AUDIO_STYLE_FEATURES
 
 
 def check_compatible(config: dict, manifest: dict, data_dir: str, run_dir: str,
                      resize: bool = False) -> None:
     """The data must use the model's charset (or a subset) and image size (or `resize`)."""
+    model_kind, data_kind = config.get("data_kind", "image"), manifest.get("kind", "image")
+    if model_kind != data_kind:
+        raise UsageError(f"{data_dir} holds {data_kind} captchas but the model in {run_dir} "
+                         f"reads {model_kind}")
     model_chars = config["charset"]["chars"]
     extra = "".join(c for c in manifest["charset"]["chars"] if c not in model_chars)
     if extra:
         raise UsageError(f"{data_dir} uses characters {extra!r} that the model in {run_dir} "
                          f"cannot output (its charset is {model_chars!r})")
+    if data_kind == "audio":
+        return
     have = (manifest["image"]["width"], manifest["image"]["height"])
     want = (config["image"]["width"], config["image"]["height"])
     if have != want and not resize:
@@ -45,6 +52,16 @@ def dataset_source(data_dir: str, split: str, config: dict, run_dir: str, resize
                          f"{', '.join(m['splits']) or 'no splits'}", param="split")
     check_compatible(config, m, data_dir, run_dir, resize)
     sh.check_shard_files(data_dir, m, split)  # before the model loads
+    if m.get("kind") == "audio":
+        from captchalab.gen.audio import parse_wav
+
+        def clips():
+            for r in sh.iter_split(data_dir, m, split):
+                yield (parse_wav(r["audio/wav"], f"{split}:{r['sample/index']}"),
+                       r["label/text"], f"{split}:{r['sample/index']}",
+                       {k: r.get(f"style/{k}") for k in AUDIO_STYLE_KEYS})
+
+        return m["splits"][split]["count"], f"{split} split", clips()
     size = (config["image"]["width"], config["image"]["height"]) if resize else None
 
     def samples():
@@ -62,12 +79,13 @@ def folder_source(folder: str, config: dict, run_dir: str, resize: bool, skip_ba
     skipped with a warning when `skip_bad`; images of another size need `resize`.
     """
     from captchalab.core.charset import Charset
-    from captchalab.eval.predictor import read_file
-    from captchalab.gen.folders import list_labelled
+    from captchalab.eval.predictor import read_clip, read_file
+    from captchalab.gen.folders import AUDIO_EXTS, list_labelled
 
     charset = Charset.from_json(config["charset"])
-    size = (config["image"]["width"], config["image"]["height"])
-    items = list_labelled(folder)
+    audio = config.get("data_kind") == "audio"
+    size = None if audio else (config["image"]["width"], config["image"]["height"])
+    items = list_labelled(folder, exts=AUDIO_EXTS) if audio else list_labelled(folder)
     for path, label, _ in items:
         bad = charset.missing(label)
         if bad:
@@ -76,11 +94,12 @@ def folder_source(folder: str, config: dict, run_dir: str, resize: bool, skip_ba
 
     def samples():
         for path, label, _ in items:
-            rgb = read_file(path, size, run_dir, resize, skip_bad, warn)
-            if rgb is not None:
-                yield rgb, label, os.path.relpath(path, folder), {}
+            x = (read_clip(path, skip_bad, warn) if audio
+                 else read_file(path, size, run_dir, resize, skip_bad, warn))
+            if x is not None:
+                yield x, label, os.path.relpath(path, folder), {}
 
-    return len(items), "labelled images", samples()
+    return len(items), "labelled WAV files" if audio else "labelled images", samples()
 
 
 def _warn(msg: str) -> None:
@@ -94,18 +113,22 @@ def read_all(recognizer, samples, count: int, beam_width: int, tta: bool, with_s
     as (confidence, sample number, image)."""
     from tqdm import tqdm
 
+    from captchalab.eval.predictor import AUDIO_BATCH
     from captchalab.eval.report import GALLERY
+    from captchalab.gen.audio import spectrogram_image
 
     truths, preds, confs, names = [], [], [], []
-    meta = {k: [] for k in STYLE_KEYS} if with_style else {}
+    audio = recognizer.data_kind == "audio"
+    meta = {k: [] for k in (AUDIO_STYLE_KEYS if audio else STYLE_KEYS)} if with_style else {}
+    size = AUDIO_BATCH if audio else BATCH
     worst = []  # (confidence, sample number, image) of errors, pruned to the GALLERY most confident
     batch = []
 
     def flush():
-        texts, conf = recognizer.read(np.stack([b[0] for b in batch]), beam_width, tta)
-        for (rgb, truth, nm, mt), text, c in zip(batch, texts, conf, strict=True):
-            if text != truth:
-                worst.append((float(c), len(truths), rgb))
+        texts, conf = recognizer.read(recognizer.batch([b[0] for b in batch]), beam_width, tta)
+        for (x, truth, nm, mt), text, c in zip(batch, texts, conf, strict=True):
+            if text != truth:  # audio: its spectrogram goes into the gallery
+                worst.append((float(c), len(truths), spectrogram_image(x) if audio else x))
             truths.append(truth)
             preds.append(text)
             confs.append(float(c))
@@ -116,11 +139,11 @@ def read_all(recognizer, samples, count: int, beam_width: int, tta: bool, with_s
         del worst[GALLERY:]
         batch.clear()
 
-    with tqdm(total=count, unit="img", desc="eval", disable=None if progress else True,
-              file=sys.stderr) as bar:
+    with tqdm(total=count, unit="clip" if audio else "img", desc="eval",
+              disable=None if progress else True, file=sys.stderr) as bar:
         for s in samples:
             batch.append(s)
-            if len(batch) == BATCH:
+            if len(batch) == size:
                 bar.update(len(batch))
                 flush()
         if batch:
@@ -193,17 +216,27 @@ def calibrate_run(run_dir: str, data_dir: str, split: str = "val", resize: bool 
     from captchalab.eval.predictor import load, read_config
 
     count, _, samples = dataset_source(data_dir, split, read_config(run_dir), run_dir, resize)
+    from captchalab.eval.predictor import AUDIO_BATCH
+
     rec = load(run_dir)
     logits, truths = [], []
     batch = []
-    for rgb, truth, _, _ in samples:
-        batch.append(rgb)
+    size = AUDIO_BATCH if rec.data_kind == "audio" else BATCH
+    for x, truth, _, _ in samples:
+        batch.append(x)
         truths.append(truth)
-        if len(batch) == 256:
-            logits.append(rec.logits(np.stack(batch)))
+        if len(batch) == size:
+            logits.append(rec.logits(rec.batch(batch)))
             batch = []
     if batch:
-        logits.append(rec.logits(np.stack(batch)))
+        logits.append(rec.logits(rec.batch(batch)))
+    if rec.data_kind == "audio":  # clips of different lengths: pad the steps with blanks
+        t = max(lg.shape[1] for lg in logits)
+        blank = np.zeros((1, 1, logits[0].shape[2]), np.float32)
+        blank[..., 0] = 30.0
+        logits = [np.concatenate([lg, np.broadcast_to(blank, (len(lg), t - lg.shape[1],
+                                                             lg.shape[2]))], axis=1)
+                  for lg in logits]
     logits = np.concatenate(logits)
     texts, _ = rec.decode(logits)
     correct = np.array([t == p for t, p in zip(truths, texts, strict=True)])

@@ -18,12 +18,20 @@ FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model
 
 
 def _sidecar(rec) -> dict:
-    w, h = rec.size
     greedy = ("per time step take the argmax, merge repeats, drop id 0 (blank)"
               if rec.kind == "ctc" else "per character position take the argmax")
+    if rec.data_kind == "audio":
+        inputs = {"audio": {"dtype": "uint8", "shape": [None, None],
+                            "what": "8-bit unsigned PCM, mono, 8 kHz (a WAV's samples); pad a "
+                                    "batch with 128 (silence)"},
+                  "audio_length": {"dtype": "int32", "shape": [None],
+                                   "what": "samples in each clip before padding"}}
+    else:
+        w, h = rec.size
+        inputs = {"dtype": "uint8", "shape": [None, h, w, 3], "colour": "RGB"}
     return {"format": "captchalab.export/1", "run": os.path.abspath(rec.run_dir),
-            "arch": rec.config["arch"], "kind": rec.kind,
-            "input": {"dtype": "uint8", "shape": [None, h, w, 3], "colour": "RGB"},
+            "arch": rec.config["arch"], "kind": rec.kind, "data_kind": rec.data_kind,
+            "input": inputs,
             "output": {"name": "logits", "dtype": "float32",
                        "shape": [None, rec.model.output_shape[1], rec.model.output_shape[2]]},
             "charset": rec.charset.chars, "ids": "id i (1..K) is charset[i-1]; 0 is the CTC blank",
@@ -47,8 +55,11 @@ def export_model(run_dir: str, fmt: str, out: str | None = None, overwrite: bool
         if importlib.util.find_spec("tf2onnx") is None:
             raise UsageError("format onnx needs tf2onnx: pip install 'captchalab[onnx]'",
                              param="format")
-    from captchalab.eval.predictor import load
+    from captchalab.eval.predictor import load, read_config
 
+    if fmt == "onnx" and read_config(run_dir).get("data_kind") == "audio":
+        raise UsageError("format onnx: audio models compute an STFT, which tf2onnx does not "
+                         "convert; export savedmodel or tflite", param="format")
     rec = load(run_dir)
     tmp = out.rstrip("/") + ".tmp-export"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -114,8 +125,8 @@ def _onnx(rec, path: str, workdir: str) -> None:
 
 
 def load_exported(path: str):
-    """A callable uint8 [N,H,W,3] -> logits for an exported model file or folder (for tests and
-    for checking an export against the Keras model)."""
+    """A callable uint8 [N,H,W,3] (audio: {"audio", "audio_length"}) -> logits for an exported
+    model file or folder (for tests and for checking an export against the Keras model)."""
     import numpy as np
     import tensorflow as tf
 
@@ -125,6 +136,9 @@ def load_exported(path: str):
         interp = Interpreter(model_path=path)
 
         def run_tflite(x):
+            if isinstance(x, dict):  # audio: the signature runner takes the inputs by name
+                runner = interp.get_signature_runner()
+                return next(iter(runner(**x).values()))
             inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
             interp.resize_tensor_input(inp["index"], x.shape)
             interp.allocate_tensors()
@@ -139,4 +153,9 @@ def load_exported(path: str):
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: x})[0]
     loaded = tf.saved_model.load(path)
-    return lambda x: np.asarray(loaded.serve(tf.constant(x)))
+
+    def serve(x):
+        if isinstance(x, dict):
+            return np.asarray(loaded.serve({k: tf.constant(v) for k, v in x.items()}))
+        return np.asarray(loaded.serve(tf.constant(x)))
+    return serve

@@ -125,12 +125,22 @@ class Recognizer:
         self.model = load_keras_model(run_dir)
         self.charset = Charset.from_json(self.config["charset"])
         self.kind = self.config.get("kind", "ctc")
-        self.size = (self.config["image"]["width"], self.config["image"]["height"])
+        self.data_kind = self.config.get("data_kind", "image")
         from captchalab.eval.calibration import read_temperature
 
         # confidence calibration fitted after training (calibration.json); 1.0 = none
         self.temperature = read_temperature(run_dir)
         import tensorflow as tf
+
+        if self.data_kind == "audio":
+            self.size = None
+            self._forward = tf.function(
+                lambda x: self.model(x, training=False), reduce_retracing=True,
+                input_signature=[{"audio": tf.TensorSpec([None, None], tf.uint8),
+                                  "audio_length": tf.TensorSpec([None], tf.int32)}])
+            self._forward_one = None
+            return
+        self.size = (self.config["image"]["width"], self.config["image"]["height"])
 
         w, h = self.size
         self._forward = tf.function(
@@ -143,12 +153,38 @@ class Recognizer:
             input_signature=[tf.TensorSpec([1, h, w, 3], tf.uint8)])
 
     def __repr__(self) -> str:
+        if self.size is None:
+            return (f"Recognizer({self.run_dir!r}, arch={self.config['arch']}, audio "
+                    f"{self.config['audio']['rate']} Hz, charset={self.charset.chars!r})")
         w, h = self.size
         return (f"Recognizer({self.run_dir!r}, arch={self.config['arch']}, {w}x{h}, "
                 f"charset={self.charset.chars!r})")
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 RGB [N,H,W,3] at the model's size -> logits [N,T,K+1] (float32)."""
+    def batch(self, items) -> np.ndarray | dict:
+        """The model's input for a list of decoded items: images stacked [N,H,W,3]; audio clips
+        (uint8 PCM) padded with silence to the longest, with their lengths."""
+        if self.data_kind != "audio":
+            return np.stack(items)
+        n = max(len(a) for a in items)
+        pcm = np.full((len(items), n), 128, np.uint8)
+        for i, a in enumerate(items):
+            pcm[i, :len(a)] = a
+        return {"audio": pcm, "audio_length": np.array([len(a) for a in items], np.int32)}
+
+    def decode_item(self, item, name: str, resize: bool = False):
+        """One image or clip as the model reads it: uint8 RGB [H,W,3] at the model's size, or
+        uint8 PCM [N] (a WAV path or bytes, or an array: uint8 PCM, or float in [-1, 1])."""
+        if self.data_kind == "audio":
+            return to_pcm(item, name)
+        a = to_rgb(item, self.size if resize else None, name)
+        self.check_size(a, name)
+        return a
+
+    def logits(self, batch) -> np.ndarray:
+        """uint8 RGB [N,H,W,3] at the model's size (or an audio batch, see `batch`) -> logits
+        [N,T,K+1] (float32)."""
+        if isinstance(batch, dict):
+            return self._forward(batch).numpy()
         if len(batch) == 1 and self._forward_one is not None:
             try:
                 return self._forward_one(batch).numpy()
@@ -167,6 +203,9 @@ class Recognizer:
         the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2) and
         combine the views (`core.ctc.decode_views`); costs that many forward passes.
         Confidences are scaled by the run's fitted temperature either way."""
+        if tta and self.data_kind == "audio":
+            raise UsageError("tta shifts images across the downscale grid; it does not apply "
+                             "to audio models", param="tta")
         if not tta:  # confidence: p(text), scaled by the fitted temperature
             from captchalab.eval.calibration import sequence_confidence
 
@@ -196,17 +235,15 @@ class Recognizer:
         from PIL import Image
 
         single = (isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image))
-                  or (isinstance(images, np.ndarray) and images.ndim <= 3))
+                  or (isinstance(images, np.ndarray)
+                      and images.ndim <= (1 if self.data_kind == "audio" else 3)))
         items = [images] if single else list(images)
         out: list[Prediction] = []
         for lo in range(0, len(items), batch_size):
             chunk = items[lo:lo + batch_size]
-            arrays = []
-            for i, im in enumerate(chunk, start=lo):
-                a = to_rgb(im, self.size if resize else None, _name(im, i))
-                self.check_size(a, _name(im, i))
-                arrays.append(a)
-            texts, conf = self.read(np.stack(arrays), beam_width, tta)
+            arrays = [self.decode_item(im, _name(im, i), resize)
+                      for i, im in enumerate(chunk, start=lo)]
+            texts, conf = self.read(self.batch(arrays), beam_width, tta)
             out.extend(Prediction(t, float(c)) for t, c in zip(texts, conf, strict=True))
         return out[0] if single else out
 
@@ -218,14 +255,17 @@ class Recognizer:
         preds, kept, arrays, names = [], [], [], []
 
         def flush():
-            texts, conf = self.read(np.stack(arrays), beam_width, tta)
+            texts, conf = self.read(self.batch(arrays), beam_width, tta)
             preds.extend(Prediction(t, float(c)) for t, c in zip(texts, conf, strict=True))
             kept.extend(names)
             arrays.clear()
             names.clear()
 
+        if self.data_kind == "audio":
+            batch_size = min(batch_size, AUDIO_BATCH)
         for path in paths:
-            a = read_file(path, self.size, self.run_dir, resize, skip_bad, warn)
+            a = (read_clip(path, skip_bad, warn) if self.data_kind == "audio"
+                 else read_file(path, self.size, self.run_dir, resize, skip_bad, warn))
             if a is None:
                 continue
             arrays.append(a)
@@ -235,21 +275,63 @@ class Recognizer:
         if arrays:
             flush()
         if not preds:
-            raise UsageError("none of the given files is a readable image")
+            raise UsageError(f"none of the given files is a readable "
+                             f"{'WAV file' if self.data_kind == 'audio' else 'image'}")
         return preds, kept
 
 
-def expand_paths(paths) -> list[str]:
-    """Files as given, folders replaced by the image files inside them (sorted, recursive)."""
+AUDIO_BATCH = 32  # clips per forward pass (~20 s each)
+
+
+def to_pcm(item, name: str = "clip") -> np.ndarray:
+    """One clip (WAV path or bytes, or an array) -> uint8 8-bit unsigned PCM at 8 kHz.
+    Arrays: uint8 PCM as is, int16 PCM, or float in [-1, 1]; 1-D (mono)."""
+    from captchalab.gen.audio import parse_wav, read_pcm8
+
+    if isinstance(item, (str, os.PathLike)):
+        return read_pcm8(str(item))
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return parse_wav(bytes(item), name)
+    a = np.asarray(item)
+    if a.ndim != 1 or a.size == 0:
+        raise UsageError(f"{name}: array of shape {a.shape}; give mono audio as a 1-D array")
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.int16:
+        return ((a.astype(np.int32) >> 8) + 128).astype(np.uint8)
+    if a.dtype.kind == "f":
+        if a.min() < -1 or a.max() > 1:
+            raise UsageError(f"{name}: float audio must lie in [-1, 1]")
+        return np.clip(np.round(a * 128 + 128), 0, 255).astype(np.uint8)
+    raise UsageError(f"{name}: audio of type {a.dtype}; give uint8 PCM, int16 PCM or float "
+                     "in [-1, 1]")
+
+
+def read_clip(path, skip_bad: bool, warn):
+    """A WAV file as uint8 PCM, or None when unreadable and `skip_bad` (a `warn` line says so)."""
+    try:
+        return to_pcm(path, str(path))
+    except UsageError as e:
+        if not skip_bad:
+            raise UsageError(f"{e} (--skip-bad skips such files)") from None
+        warn(f"warning: skipped {e}")
+        return None
+
+
+def expand_paths(paths, exts=None) -> list[str]:
+    """Files as given, folders replaced by the image files (or files ending in `exts`) inside
+    them (sorted, recursive)."""
     from captchalab.gen.folders import IMAGE_EXTS
 
+    exts = exts or IMAGE_EXTS
     out = []
     for p in paths:
         if os.path.isdir(p):
             found = sorted(os.path.join(root, n) for root, _, files in os.walk(p)
-                           for n in files if n.lower().endswith(IMAGE_EXTS))
+                           for n in files if n.lower().endswith(exts))
             if not found:
-                raise UsageError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTS)})")
+                what = "WAV files" if exts == (".wav",) else "images"
+                raise UsageError(f"{p}: folder holds no {what} ({', '.join(exts)})")
             out.extend(found)
         elif os.path.exists(p):
             out.append(str(p))

@@ -22,6 +22,7 @@ from captchalab.core.storage import write_atomic
 
 SCHEMA = "captchalab.eval.report/1"
 TOP_CONFUSIONS = 20  # character pairs listed in the report
+AUDIO_GALLERY = 12  # spectrograms, one per row
 GALLERY = 24  # worst errors drawn in errors.png
 ERRORS_LISTED = 1000  # errors listed in report.json, most confident first
 STYLE_BINS = 5  # numeric style values with many distinct values are split into quantile bins
@@ -245,11 +246,15 @@ def plot_confusions(report: dict, path: str) -> None:
 def plot_gallery(items: list[tuple[np.ndarray, dict]], path: str, title: str) -> None:
     """Grid of error images captioned truth -> prediction (confidence)."""
     plt = pyplot()
-    cols = min(4, max(1, len(items)))
-    rows = max(1, -(-len(items) // cols))
     h, w = items[0][0].shape[:2] if items else (60, 160)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * (w / 55 + 0.2), rows * (h / 55 + 0.55)),
-                             squeeze=False)
+    if w > 3 * h:  # spectrograms of audio clips: one per row
+        rows, cols = max(1, len(items)), 1
+        size = (10, rows * (10 * h / w + 0.5) + 0.4)
+    else:
+        cols = min(4, max(1, len(items)))
+        rows = max(1, -(-len(items) // cols))
+        size = (cols * (w / 55 + 0.2), rows * (h / 55 + 0.55))
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (img, e) in zip(axes.flat, items, strict=False):
@@ -259,7 +264,7 @@ def plot_gallery(items: list[tuple[np.ndarray, dict]], path: str, title: str) ->
     if not items:
         axes.flat[0].text(0.5, 0.5, "no errors", ha="center", va="center", fontsize=14)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -297,9 +302,11 @@ def write_report(report: dict, out_dir: str, gallery: list[tuple[np.ndarray, dic
     report["files"] = files
     plot_confusions(report, os.path.join(out_dir, files["confusions"]))
     plot_calibration(report, os.path.join(out_dir, files["calibration"]))
-    plot_gallery(gallery, os.path.join(out_dir, files["errors"]),
-                 f"Most confident errors ({min(len(gallery), GALLERY)} of "
-                 f"{report['errors_total']}): truth → prediction (confidence)")
+    wide = bool(gallery) and gallery[0][0].shape[1] > 3 * gallery[0][0].shape[0]
+    shown = min(len(gallery), AUDIO_GALLERY if wide else GALLERY)
+    plot_gallery(gallery[:shown], os.path.join(out_dir, files["errors"]),
+                 f"Most confident errors ({shown} of {report['errors_total']}): truth → "
+                 "prediction (confidence)" + (": spectrograms, 0-4 kHz" if wide else ""))
     with open(os.path.join(out_dir, files["markdown"]), "w") as f:
         f.write(markdown(report))
     write_atomic(os.path.join(out_dir, files["json"]),

@@ -29,7 +29,9 @@ def style_features(sample, style: Style) -> dict:
     return feats
 
 
-def render_record(renderer: Renderer, split: str, index: int) -> bytes:
+def render_record(renderer, split: str, index: int) -> bytes:
+    if not isinstance(renderer, Renderer):  # audio: the renderer encodes its own records
+        return renderer.record(split, index)
     s = renderer.render(split, index)
     w, h = renderer.size
     return sh.encode_record(
@@ -44,11 +46,16 @@ _worker_renderer: tuple[Recipe, Renderer] | None = None
 _worker_counter = None
 
 
-def renderer_for(recipe: Recipe) -> Renderer:
-    """This process's renderer for `recipe`, built once per recipe."""
+def renderer_for(recipe: Recipe):
+    """This process's renderer for `recipe` (a Renderer, or an AudioRenderer for audio), built
+    once per recipe."""
     global _worker_renderer
     if _worker_renderer is None or _worker_renderer[0] != recipe:
-        _worker_renderer = (recipe, Renderer.from_recipe(recipe))
+        if recipe.kind == "audio":
+            from captchalab.gen.audio import AudioRenderer
+            _worker_renderer = (recipe, AudioRenderer.from_recipe(recipe))
+        else:
+            _worker_renderer = (recipe, Renderer.from_recipe(recipe))
     return _worker_renderer[1]
 
 

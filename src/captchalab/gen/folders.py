@@ -25,7 +25,8 @@ def _empty_or_new(path: str, option: str) -> None:
 
 
 def export_png(data_dir: str, png_dir: str, splits=None) -> int:
-    """Write SPLIT/INDEX_LABEL.png (INDEX.png when the label has characters unsafe in file names),
+    """Write SPLIT/INDEX_LABEL.png (INDEX.png when the label has characters unsafe in file names;
+    .wav files for an audio dataset),
     labels.csv (file,label,split) and SPLIT/metadata.csv (file_name,label: the Hugging Face
     imagefolder layout). Everything is written to a temporary folder beside `png_dir` and
     renamed into place, so a damaged shard leaves nothing half-exported. Returns the number of
@@ -59,9 +60,10 @@ def _write_pngs(data_dir: str, m: dict, splits: list[str], out: str) -> list[tup
             stem = f"{rec['sample/index']:07d}"
             if not (set(text) & UNSAFE_IN_NAMES):
                 stem += f"_{text}"
-            rel = f"{split}/{stem}.png"
+            audio = "audio/wav" in rec  # audio datasets: the WAV files as stored
+            rel = f"{split}/{stem}.{'wav' if audio else 'png'}"
             with open(os.path.join(out, rel), "wb") as f:
-                f.write(rec["image/png"])
+                f.write(rec["audio/wav"] if audio else rec["image/png"])
             rows.append((rel, text, split))
     with open(os.path.join(out, "labels.csv"), "w", newline="") as f:
         csv.writer(f).writerows([["file", "label", "split"], *rows])
@@ -109,9 +111,13 @@ def _read_labels_csv(csv_path: str, folder: str, default_split: str) -> list[tup
     return items
 
 
-def list_labelled(folder: str, default_split: str = "test") -> list[tuple[str, str, str]]:
-    """(path, label, split) for every labelled image: from labels.csv when present, else from
-    file names (a train/val/test subfolder sets the split)."""
+AUDIO_EXTS = (".wav",)
+
+
+def list_labelled(folder: str, default_split: str = "test",
+                  exts: tuple[str, ...] = IMAGE_EXTS) -> list[tuple[str, str, str]]:
+    """(path, label, split) for every labelled image (or file of `exts`, e.g. AUDIO_EXTS): from
+    labels.csv when present, else from file names (a train/val/test subfolder sets the split)."""
     if not os.path.isdir(folder):
         what = "does not exist" if not os.path.exists(folder) else "is not a folder"
         raise UsageError(f"{folder} {what}; give a folder of labelled images")
@@ -125,11 +131,12 @@ def list_labelled(folder: str, default_split: str = "test") -> list[tuple[str, s
             sub = os.path.relpath(root, folder).split(os.sep)[0]
             split = sub if sub in SPLIT_NAMES else default_split
             for name in sorted(files):
-                if name.lower().endswith(IMAGE_EXTS):
+                if name.lower().endswith(exts):
                     p = os.path.join(root, name)
                     items.append((p, label_from_name(p), split))
     if not items:
-        raise UsageError(f"{folder} holds no labelled images (*.png, *.jpg …, or labels.csv)")
+        what = "WAV files (*.wav" if exts == AUDIO_EXTS else "images (*.png, *.jpg …"
+        raise UsageError(f"{folder} holds no labelled {what}, or labels.csv)")
     for p, label, _ in items:
         if not label:
             raise UsageError(f"{p}: empty label; name files LABEL.png or NAME_LABEL.png")
@@ -196,7 +203,8 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
     if shard_size <= 0:
         raise UsageError(f"shard_size: {shard_size}; must be a positive number of records",
                          param="shard_size")
-    items = list_labelled(folder, split)
+    audio = _is_audio_folder(folder)
+    items = list_labelled(folder, split, exts=AUDIO_EXTS if audio else IMAGE_EXTS)
     labels = [lab for _, lab, _ in items]
     for p, lab, _ in items:
         if any(c.isspace() for c in lab):
@@ -207,6 +215,10 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         bad = cs.missing(lab)
         if bad:
             raise UsageError(f"{p}: label {lab!r} has {bad!r}, not in --charset {cs.chars!r}")
+    if audio:
+        if size:
+            raise UsageError("--size resizes images; these are WAV files", param="size")
+        return _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command)
     target = parse_size(size) if size else None
     images = _load_all(items, target)
     w, h = images[0].size
@@ -237,6 +249,68 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         "features": {**sh.CORE_FEATURES, **sh.IMPORT_FEATURES},
         "versions": versions(),
         "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    sh.write_manifest(out, manifest)
+    return manifest
+
+
+def _is_audio_folder(folder: str) -> bool:
+    """Whether a labelled folder holds WAV files (and no images)."""
+    if not os.path.isdir(folder):
+        return False
+    names = [n.lower() for _, _, files in os.walk(folder) for n in files]
+    csv_path = os.path.join(folder, "labels.csv")
+    if os.path.exists(csv_path):
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            names = [(r[0] if r else "").lower() for r in csv.reader(f)][1:]
+    return any(n.endswith(AUDIO_EXTS) for n in names) and not any(n.endswith(IMAGE_EXTS)
+                                                                   for n in names)
+
+
+def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command) -> dict:
+    """Labelled WAV files (mono, 8 kHz, 8 or 16 bit) -> an audio dataset; each clip is stored as
+    the library writes WAV files (8-bit unsigned), so imported and generated records match."""
+    import math
+
+    from captchalab.gen.audio import RATE, read_pcm8, wav_bytes
+    from captchalab.gen.generate import clear_dataset, prepare_out_dir
+    from captchalab.gen.recipe import versions
+
+    clips = [read_pcm8(p) for p, _, _ in items]  # every file checked before anything is written
+    prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)
+    os.makedirs(out, exist_ok=True)
+    clear_dataset(out)
+    splits = {}
+    for s in SPLIT_NAMES:
+        members = [(p, lab, c) for (p, lab, sp), c in zip(items, clips, strict=True) if sp == s]
+        if not members:
+            continue
+        n = math.ceil(len(members) / shard_size)
+        entries = []
+        for i in range(n):
+            with sh.ShardWriter(out, sh.shard_name(s, i, n)) as wr:
+                for index in range(i * shard_size, min(len(members), (i + 1) * shard_size)):
+                    p, lab, pcm = members[index]
+                    wr.write(sh.encode_audio_record(
+                        text=lab, ids=cs.encode(lab), split=s, index=index, seed=-1,
+                        extra={"audio/wav": wav_bytes(pcm), "audio/samples": len(pcm),
+                               "audio/rate": RATE, "source/file": os.path.relpath(p, folder)}))
+                entries.append(wr.commit())
+        splits[s] = {"count": len(members), "shards": entries}
+    lengths = [len(lab) for lab in labels]
+    manifest = {
+        "format": sh.FORMAT, "format_version": sh.FORMAT_VERSION, "complete": True,
+        "source": "imported", "kind": "audio",
+        "origin": {"folder": os.path.abspath(folder), "files": len(items)},
+        "charset": cs.to_json(), "length": [min(lengths), max(lengths)],
+        "style_name": None, "style": None, "voices": [], "seed": None,
+        "shard_size": shard_size, "counts": {s: v["count"] for s, v in splits.items()},
+        "audio": {"rate": RATE, "channels": 1, "sample_width": 1, "encoding": "wav"},
+        "split_rule": "as given by labels.csv or subfolders; imported labels may repeat across splits",
+        "splits": splits,
+        "features": {**sh.AUDIO_CORE_FEATURES, **sh.IMPORT_FEATURES},
+        "versions": versions(), "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     sh.write_manifest(out, manifest)

@@ -13,9 +13,12 @@ from captchalab.core import storage
 from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.gen.engines import default_workers, run_local
-from captchalab.gen.recipe import RECIPE_KEYS, Recipe, plan_shards, versions
+from captchalab.gen.recipe import Recipe, plan_shards, versions
 from captchalab.gen.render import COMPOSE_RULE, MIX_RULE, SEED_RULE, SPLIT_RULE, split_pools
 from captchalab.gen.style import Style
+
+AUDIO_RULE = ("; audio: numpy's default_rng seeded from stream 'noise' draws the noise floor, "
+              "and from stream 'effects' the reverb, band-pass and added noise")
 
 
 class GenStats(NamedTuple):
@@ -79,8 +82,8 @@ def generate(recipe: Recipe, out_dir: str, *, workers: int | None = None, resume
         ray_engine.require_ray()
     stored = prepare_out_dir(out_dir, resume, overwrite)
     if stored is not None:
-        for key in RECIPE_KEYS:
-            if stored.get(key) != recipe.to_json()[key]:
+        for key in recipe.to_json():
+            if stored.get(key, "image" if key == "kind" else None) != recipe.to_json()[key]:
                 raise UsageError(
                     f"resume: {key} differs from the interrupted run ({stored.get(key)!r} then, "
                     f"{recipe.to_json()[key]!r} now); give --resume with only --out to continue it",
@@ -173,6 +176,20 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
             "label_pool": pools[split],
             "label_pool_exact": exact,
             "shards": [results[nm] for nm in names if nm in results] if complete else [],
+        }
+    if recipe.kind == "audio":
+        from captchalab.gen.audio import RATE
+        return {
+            "format": sh.FORMAT, "format_version": sh.FORMAT_VERSION, "complete": complete,
+            "source": "generated", **recipe.to_json(),
+            "audio": {"rate": RATE, "channels": 1, "sample_width": 1, "encoding": "wav"},
+            "seed_rule": SEED_RULE.replace("'render' replaces captcha.image.secrets",
+                                           "'render' replaces captcha.audio.secrets")
+            + AUDIO_RULE,
+            "split_rule": SPLIT_RULE, "splits": splits,
+            "features": {**sh.AUDIO_CORE_FEATURES, **sh.AUDIO_STYLE_FEATURES},
+            "versions": versions(), "command": command,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     w, h = recipe.size
     style = Style.from_json(recipe.style)

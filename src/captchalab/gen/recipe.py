@@ -100,8 +100,15 @@ class Recipe:
     seed: int
     shard_size: int
     counts: dict  # split -> samples, in SPLITS order
+    kind: str = "image"  # or "audio": then size and fonts are unused, voices say what speaks
+    voices: tuple[dict, ...] = ()  # audio: Voice.to_json(): name, path, chars, files, sha256
 
     def to_json(self) -> dict:
+        if self.kind == "audio":
+            return {"kind": "audio", "charset": self.charset, "length": list(self.length),
+                    "style_name": self.style_name, "style": self.style,
+                    "voices": list(self.voices), "seed": self.seed,
+                    "shard_size": self.shard_size, "counts": dict(self.counts)}
         return {"charset": self.charset, "length": list(self.length), "size": list(self.size),
                 "style_name": self.style_name, "style": self.style, "fonts": list(self.fonts),
                 "seed": self.seed, "shard_size": self.shard_size, "counts": dict(self.counts)}
@@ -109,11 +116,71 @@ class Recipe:
     @classmethod
     def from_json(cls, d: dict) -> Recipe:
         """From a manifest (or any dict with the recipe's keys)."""
+        if d.get("kind") == "audio":
+            return cls(d["charset"], tuple(d["length"]), (0, 0), d["style_name"], d["style"], (),
+                       d["seed"], d["shard_size"], dict(d["counts"]), "audio",
+                       tuple(d["voices"]))
         return cls(d["charset"], tuple(d["length"]), tuple(d["size"]), d["style_name"],
                    d["style"], tuple(d["fonts"]), d["seed"], d["shard_size"], dict(d["counts"]))
 
 
-RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
+RECIPE_KEYS = tuple(f.name for f in fields(Recipe) if f.name not in ("kind", "voices"))
+AUDIO_RECIPE_KEYS = ("kind", "charset", "length", "style_name", "style", "voices", "seed",
+                     "shard_size", "counts")
+
+
+def recipe_keys(m: dict) -> tuple[str, ...]:
+    """The keys that hold the recipe in manifest `m` (by its kind)."""
+    return AUDIO_RECIPE_KEYS if m.get("kind") == "audio" else RECIPE_KEYS
+
+
+def check_counts(req: GenRequest) -> dict:
+    counts = {s: n for s, n in (req.counts or {}).items() if n is not None}
+    for split, n in counts.items():
+        if n > MAX_SAMPLES:
+            raise UsageError(f"--{split}: {n}; at most {MAX_SAMPLES:,} samples per split")
+        if n <= 0:
+            raise UsageError(f"--{split}: {n}; a split count must be a positive number of samples "
+                             "(leave the option out to skip the split)")
+    if not counts:
+        raise UsageError("no samples asked for; give --train N, --val N and/or --test N")
+    if req.shard_size <= 0:
+        raise UsageError(f"shard_size: {req.shard_size}; must be a positive number of records",
+                         param="shard_size")
+    if req.seed < 0 or req.seed >= 2**63:
+        raise UsageError(f"seed: {req.seed}; must be between 0 and 2^63-1", param="seed")
+    return counts
+
+
+def check_label_space(chars: str, length, seed: int, counts: dict, length_text: str,
+                      warn) -> None:
+    pools, exact = split_pools(chars, length, seed)
+    space = label_space(chars, length)
+    for split, n in counts.items():
+        if pools[split] == 0:
+            raise UsageError(
+                f"the label space is too small for the splits: charset {chars!r} with "
+                f"length {length_text} has {space} labels and none falls in {split}'s share "
+                "(labels are kept disjoint across splits); use a longer length or a larger charset")
+        if n > pools[split]:
+            warn(f"note: {split} asks for {n} samples but its share of the label space holds "
+                 f"{'' if exact else 'about '}{pools[split]} distinct labels; labels repeat "
+                 "within the split (never across splits)")
+
+
+def build_audio_recipe(req: GenRequest, style, voices, warn=None) -> Recipe:
+    """An audio recipe: `style` an AudioStyle, `voices` voice folder specs (builtin or paths)."""
+    from captchalab.gen.audio import resolve_voices
+
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    charset = Charset.parse(req.charset)
+    length = parse_length(req.length)
+    counts = check_counts(req)
+    found = resolve_voices(voices, charset.chars)
+    check_label_space(charset.chars, length, req.seed, counts, req.length, warn)
+    return Recipe(charset.to_json(), length, (0, 0), req.style_name, style.to_json(), (),
+                  req.seed, req.shard_size, {s: counts[s] for s in SPLITS if s in counts},
+                  "audio", tuple(v.to_json() for v in found))
 
 
 def build_recipe(req: GenRequest, warn=None) -> Recipe:
@@ -127,21 +194,7 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
     charset = Charset.parse(req.charset)
     length = parse_length(req.length)
     size = parse_size(req.size)
-    counts = {s: n for s, n in (req.counts or {}).items() if n is not None}
-    for split, n in counts.items():
-        if n > MAX_SAMPLES:
-            raise UsageError(f"--{split}: {n}; at most {MAX_SAMPLES:,} samples per split "
-                             "(~8.5 TB at 160x60)")
-        if n <= 0:
-            raise UsageError(f"--{split}: {n}; a split count must be a positive number of samples "
-                             "(leave the option out to skip the split)")
-    if not counts:
-        raise UsageError("no samples asked for; give --train N, --val N and/or --test N")
-    if req.shard_size <= 0:
-        raise UsageError(f"shard_size: {req.shard_size}; must be a positive number of records",
-                         param="shard_size")
-    if req.seed < 0 or req.seed >= 2**63:
-        raise UsageError(f"seed: {req.seed}; must be between 0 and 2^63-1", param="seed")
+    counts = check_counts(req)
     held = held_out_paths()
     fonts = []  # the style's own fonts, then the mixed-in style's, marked "mix"
     for mixed, st in enumerate([req.style] + ([req.style.mix] if req.style.mix else [])):
@@ -156,18 +209,7 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
             check_text_fits(found, st, size, length, charset.chars)
         fonts += [{**f.to_json(), "mix": True} if mixed else f.to_json() for f in found]
 
-    pools, exact = split_pools(charset.chars, length, req.seed)
-    space = label_space(charset.chars, length)
-    for split, n in counts.items():
-        if pools[split] == 0:
-            raise UsageError(
-                f"the label space is too small for the splits: charset {charset.chars!r} with "
-                f"length {req.length} has {space} labels and none falls in {split}'s share "
-                "(labels are kept disjoint across splits); use a longer length or a larger charset")
-        if n > pools[split]:
-            warn(f"note: {split} asks for {n} samples but its share of the label space holds "
-                 f"{'' if exact else 'about '}{pools[split]} distinct labels; labels repeat "
-                 "within the split (never across splits)")
+    check_label_space(charset.chars, length, req.seed, counts, req.length, warn)
     return Recipe(charset.to_json(), length, size, req.style_name, req.style.to_json(),
                   tuple(fonts), req.seed, req.shard_size,
                   {s: counts[s] for s in SPLITS if s in counts})

@@ -48,6 +48,21 @@ def split_of(seed: int, text: str) -> str:
     return next(s for s, (lo, hi) in SPLIT_SHARES.items() if lo <= u < hi)
 
 
+def draw_label(seed: int, split: str, index: int, chars: str, length, rng=None) -> str:
+    """The label of sample (seed, split, index): from stream 'label', redrawn until it falls in
+    the split's share of the label space (SPLIT_RULE). Images and audio share this rule."""
+    rng = rng or random.Random(0)
+    rng.seed(derive_seed(seed, split, index, "label"))
+    lo, hi = length
+    lo_u, hi_u = SPLIT_SHARES[split]
+    for _ in range(100_000):
+        n = lo + rng.randrange(hi - lo + 1)
+        text = "".join(rng.choice(chars) for _ in range(n))
+        if lo_u <= label_share(seed, text) < hi_u:
+            return text
+    raise RuntimeError(f"no label for {split} after 100000 draws; check the label space")
+
+
 class SeededSecrets:
     """The three functions captcha.image calls on `secrets`, backed by a seeded generator."""
 
@@ -104,16 +119,7 @@ class Renderer:
                    [bool(f.get("mix")) for f in recipe.fonts])
 
     def label(self, split: str, index: int) -> str:
-        rng = self._label_rng
-        rng.seed(derive_seed(self.seed, split, index, "label"))
-        lo, hi = self.length
-        lo_u, hi_u = SPLIT_SHARES[split]
-        for _ in range(100_000):
-            n = lo + rng.randrange(hi - lo + 1)
-            text = "".join(rng.choice(self.chars) for _ in range(n))
-            if lo_u <= label_share(self.seed, text) < hi_u:
-                return text
-        raise RuntimeError(f"no label for {split} after 100000 draws; check the label space")
+        return draw_label(self.seed, split, index, self.chars, self.length, self._label_rng)
 
     def _captcha(self, font: int, style: Style, mixed: bool):
         cap = self._captchas.get((font, mixed))

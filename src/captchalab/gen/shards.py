@@ -122,18 +122,51 @@ def encode_record(*, png: bytes, width: int, height: int, text: str, ids, split:
     return encode_example(feats)
 
 
+AUDIO_CORE_FEATURES = {
+    "audio/wav": "bytes: WAV, 8-bit unsigned PCM, mono, 8 kHz, 44-byte header (as the captcha "
+                 "library writes it)",
+    "audio/samples": "int64: audio samples (frames) in the WAV",
+    "audio/rate": "int64: sample rate, Hz",
+    **{k: v for k, v in CORE_FEATURES.items() if not k.startswith("image/")},
+}
+AUDIO_STYLE_FEATURES = {
+    "style/speed": "float list: speed factor of each character",
+    "style/level": "float list: loudness factor of each character",
+    "style/gap": "float list: babble before each character, s",
+    "style/floor": "int64: noise floor, 8-bit steps",
+    "style/reverb": "float: RT60 of the room, s (0: dry)",
+    "style/bandpass": "int64: 1 if through the telephone band-pass",
+    "style/snr": "float: SNR of the added noise, dB (100: none)",
+    "style/pink": "int64: 1 if the added noise is pink",
+}
+
+
+def encode_audio_record(*, text: str, ids, split: str, index: int, seed: int,
+                        extra: dict) -> bytes:
+    """An audio record: extra holds audio/wav, audio/samples, audio/rate and style/*."""
+    return encode_example({"label/text": text, "label/ids": list(ids), "label/length": len(text),
+                           "sample/split": split, "sample/index": index, "sample/seed": seed,
+                           **extra})
+
+
+LIST_FEATURES = ("label/ids", "style/font_sizes", "style/bg", "style/fg", "style/speed",
+                 "style/level", "style/gap")
+BYTES_FEATURES = ("image/png", "audio/wav")
+
+
 def decode_record(data: bytes) -> dict:
     """Serialized record -> plain dict (scalars unwrapped, bytes labels decoded to str)."""
     raw = decode_example(data)
     out = {}
     for k, v in raw.items():
-        if k in ("label/ids", "style/font_sizes", "style/bg", "style/fg"):
+        if k in LIST_FEATURES:
             out[k] = list(v)
         elif len(v) == 1:
-            out[k] = v[0].decode() if isinstance(v[0], bytes) and k != "image/png" else v[0]
+            out[k] = v[0].decode() if isinstance(v[0], bytes) and k not in BYTES_FEATURES else v[0]
         else:
             out[k] = v
-    missing = [k for k in CORE_FEATURES if k not in out]
+    core = AUDIO_CORE_FEATURES if "audio/wav" in out else CORE_FEATURES
+    missing = [k for k in core if k not in out]
     if missing:
         raise ValueError(f"missing features {missing}")
     return out
@@ -215,7 +248,7 @@ def write_json_atomic(path: str, data: dict) -> None:
 def write_manifest(data_dir: str, manifest: Manifest) -> None:
     """Write the manifest; a complete dataset first gets its TFDS metadata in tfds/, so the
     manifest (the commit mark) is written last."""
-    if manifest["complete"]:
+    if manifest["complete"] and manifest.get("kind", "image") == "image":  # TFDS: images only
         tfds_dir = storage.join(data_dir, TFDS_DIR)
         storage.makedirs(tfds_dir)
         info, features = tfds_metadata(manifest)
@@ -293,9 +326,14 @@ def _manifest_problem(m: dict) -> str | None:
 
     checks = [("charset.chars", lambda: m["charset"]["chars"], str),
               ("length", lambda: m["length"], list),
-              ("image.width", lambda: m["image"]["width"], int),
-              ("image.height", lambda: m["image"]["height"], int),
               ("splits", lambda: m["splits"], dict)]
+    if m.get("kind", "image") == "audio":
+        checks.append(("audio.rate", lambda: m["audio"]["rate"], int))
+    elif m.get("kind", "image") == "image":
+        checks += [("image.width", lambda: m["image"]["width"], int),
+                   ("image.height", lambda: m["image"]["height"], int)]
+    else:
+        return f"kind is {m.get('kind')!r} (allowed: image, audio)"
     for name, get, kind in checks:
         try:
             if bad(get(), kind):

@@ -32,7 +32,11 @@ def _render_chunk(recipe: Recipe, split: str, start: int, n: int, encoded: bool)
     out = []
     for index in range(start, start + n):
         s = r.render(split, index)
-        out.append((png_bytes(s.image) if encoded else np.asarray(s.image), s.text))
+        if recipe.kind == "audio":
+            from captchalab.gen.audio import wav_bytes
+            out.append((wav_bytes(s.pcm) if encoded else s.pcm, s.text))
+        else:
+            out.append((png_bytes(s.image) if encoded else np.asarray(s.image), s.text))
     return out
 
 

@@ -179,9 +179,10 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def parse_range(name: str, value, source: str = "option") -> tuple:
-    """Parse a knob value: a number, "lo-hi", or a [lo, hi] list, checked against its bounds."""
-    knob = KNOBS[name]
+def parse_range(name: str, value, source: str = "option", knobs: dict | None = None) -> tuple:
+    """Parse a knob value: a number, "lo-hi", or a [lo, hi] list, checked against its bounds.
+    knobs: the table `name` belongs to (default: the image knobs, KNOBS)."""
+    knob = (knobs or KNOBS)[name]
     label, param = (name, name) if source == "option" else (f"{source} key '{name}'", None)
     allowed = f"a number or range lo-hi within {_fmt(knob.lo)}..{_fmt(knob.hi)} ({knob.help})"
     try:

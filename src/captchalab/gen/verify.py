@@ -95,8 +95,26 @@ def _check_record(rec, split, index, charset, m) -> str | None:
     lo, hi = m["length"]
     if not lo <= len(text) <= hi:
         return f"label {text!r} has length {len(text)}, outside {lo}-{hi}"
+    if m.get("kind") == "audio":
+        return _check_audio(rec, m)
     if (rec["image/width"], rec["image/height"]) != (m["image"]["width"], m["image"]["height"]):
         return f"image is {rec['image/width']}x{rec['image/height']}, manifest says otherwise"
     if not rec["image/png"].startswith(b"\x89PNG\r\n\x1a\n"):
         return "image is not a PNG"
+    return None
+
+
+def _check_audio(rec, m) -> str | None:
+    from captchalab.gen.audio import WAV_HEADER_BYTES, parse_wav
+
+    if "audio/wav" not in rec:
+        return "record holds no audio/wav, though the manifest says kind audio"
+    try:
+        pcm = parse_wav(rec["audio/wav"], "record")
+    except Exception as e:  # noqa: BLE001 - any header problem is damage
+        return f"audio is not a readable WAV ({e})"
+    if rec["audio/rate"] != m["audio"]["rate"]:
+        return f"audio at {rec['audio/rate']} Hz, manifest says {m['audio']['rate']}"
+    if len(pcm) != rec["audio/samples"] or len(rec["audio/wav"]) < WAV_HEADER_BYTES + len(pcm):
+        return f"audio holds {len(pcm)} samples, the record says {rec['audio/samples']}"
     return None

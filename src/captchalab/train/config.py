@@ -14,7 +14,7 @@ from captchalab.train.models import RESAMPLE
 class TrainConfig:
     data: str = ""  # dataset folder made by `captchalab gen` / `import`
     out: str = ""  # run directory
-    arch: str = "crnn-conv"  # see train.models.ARCHS
+    arch: str = "auto"  # see train.models.ARCHS, AUDIO_ARCHS; auto: crnn-conv or audio-conv
     epochs: int = 20  # passes over the train split (on the fly: of epoch_samples)
     steps: int = 0  # optimizer steps in all; overrides epochs when > 0
     time_budget: float = 0.0  # seconds of training; overrides epochs/steps when > 0

@@ -62,6 +62,43 @@ def _batched(ds, fn, batch_size, training):
     return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training))
 
 
+WAV_HEADER = 44  # bytes before the samples in the WAV files captchalab writes (gen.audio)
+SILENCE = 128  # 8-bit unsigned PCM zero: the value audio batches are padded with
+
+
+def parse_audio_record(raw, max_len: int):
+    """One serialized audio record -> ({"audio": uint8 PCM [N], "audio_length": N}, ids)."""
+    ex = tf.io.parse_single_example(raw, {
+        "audio/wav": tf.io.FixedLenFeature([], tf.string),
+        "audio/samples": tf.io.FixedLenFeature([], tf.int64),
+        "label/ids": tf.io.VarLenFeature(tf.int64)})
+    n = tf.cast(ex["audio/samples"], tf.int32)
+    pcm = tf.io.decode_raw(tf.strings.substr(ex["audio/wav"], WAV_HEADER, n), tf.uint8)
+    ids = tf.cast(tf.sparse.to_dense(ex["label/ids"]), tf.int32)
+    ids = tf.pad(ids, [[0, max_len - tf.shape(ids)[0]]])
+    ids.set_shape([max_len])
+    return {"audio": pcm, "audio_length": n}, ids
+
+
+def audio_batches(ds, batch_size: int, training: bool, max_len: int):
+    """Parsed audio elements -> batches padded with silence to their longest clip."""
+    return _finish(ds.padded_batch(
+        batch_size, padded_shapes=({"audio": [None], "audio_length": []}, [max_len]),
+        padding_values=({"audio": tf.constant(SILENCE, tf.uint8), "audio_length": 0}, 0),
+        drop_remainder=training))
+
+
+def rebatch(ds, take: int, batch_size: int):
+    """The first `take` elements of a batched dataset, in batches of `batch_size` (audio: padded
+    again to each new batch's longest clip)."""
+    ds = ds.unbatch().take(take)
+    x_spec = ds.element_spec[0]
+    if isinstance(x_spec, dict):
+        return ds.padded_batch(batch_size, padding_values=(
+            {"audio": tf.constant(SILENCE, tf.uint8), "audio_length": 0}, 0))
+    return ds.batch(batch_size)
+
+
 def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
                   training: bool, seed: int = 0, cache: bool = False,
                   shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
@@ -75,14 +112,24 @@ def shard_dataset(data_dir: str, manifest: dict, split: str, *, batch_size: int,
     `shard=(i, n)`: read only files i, i+n, i+2n, … (worker i of n in multi-worker training).
     """
     paths = sh.shard_paths(data_dir, manifest, split)[shard[0]::shard[1]]
-    hw = (manifest["image"]["height"], manifest["image"]["width"])
-    parse = make_batch_parser(hw, manifest["length"][1])
 
     def records(files, deterministic):
         return files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
     files = tf.data.Dataset.from_tensor_slices(paths)
+    if manifest.get("kind") == "audio":  # records of ~120 KB, parsed one by one
+        max_len = manifest["length"][1]
+        if training:
+            files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+            recs = records(files, False).shuffle(1024, seed=seed)
+        else:
+            recs = records(files, True)
+        ds = recs.map(lambda r: parse_audio_record(r, max_len),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        return audio_batches(ds, batch_size, training, max_len)
+    hw = (manifest["image"]["height"], manifest["image"]["width"])
+    parse = make_batch_parser(hw, manifest["length"][1])
     if training and cache:
         # decode the split once into memory (a finite pass; a tf.data .cache() left half-read
         # when training stops made the process take ~15 s to exit)
@@ -104,9 +151,12 @@ def adapt(ds: tf.data.Dataset, m: dict, frame: dict) -> tf.data.Dataset:
     model's charset (the data's is a subset), images resized (bilinear) to the model's size.
     Unchanged when the data already matches."""
     have, want = Charset.from_json(m["charset"]), Charset.from_json(frame["charset"])
-    size = (frame["image"]["height"], frame["image"]["width"])
     remap = have.chars != want.chars
-    resize = size != (m["image"]["height"], m["image"]["width"])
+    if "image" not in frame:  # audio: one format, nothing to resize
+        size, resize = None, False
+    else:
+        size = (frame["image"]["height"], frame["image"]["width"])
+        resize = size != (m["image"]["height"], m["image"]["width"])
     if not remap and not resize:
         return ds
     table = tf.constant([0] + [want.chars.index(c) + 1 for c in have.chars], tf.int32)
@@ -138,6 +188,17 @@ def stream_dataset(recipe: dict, split: str, *, start: int, batch_size: int, wor
 
     charset = Charset.from_json(recipe.charset)
     max_len = recipe.length[1]
+    if recipe.kind == "audio":
+        def clips():
+            for pcm, text in stream_samples(recipe, split, start, workers, stop=stop):
+                ids = np.zeros(max_len, np.int32)
+                ids[:len(text)] = charset.encode(text)
+                yield {"audio": pcm, "audio_length": np.int32(len(pcm))}, ids
+
+        ds = tf.data.Dataset.from_generator(clips, output_signature=(
+            {"audio": tf.TensorSpec((None,), tf.uint8), "audio_length": tf.TensorSpec((), tf.int32)},
+            tf.TensorSpec((max_len,), tf.int32)))
+        return audio_batches(ds, batch_size, training, max_len)
     w, h = recipe.size
 
     def samples():

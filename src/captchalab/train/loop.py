@@ -26,10 +26,21 @@ from captchalab.gen.fonts import file_sha256  # noqa: E402
 from captchalab.train import input as inp  # noqa: E402
 from captchalab.train.callbacks import RunState, TimeBudget, ValMetrics  # noqa: E402
 from captchalab.train.config import TrainConfig  # noqa: E402
-from captchalab.train.models import build_model, freeze_blocks, kind, loss_for  # noqa: E402
+from captchalab.train.models import (  # noqa: E402
+    build_audio_model,
+    build_model,
+    freeze_blocks,
+    kind,
+    loss_for,
+)
 from captchalab.train.rundir import CKPT_DIR, plot_history  # noqa: E402
 
 EVAL_BATCH = 256  # images per prediction batch when measuring accuracy
+AUDIO_EVAL_BATCH = 32  # audio clips per batch (~20 s each: a batch of 256 needs ~8 GB)
+
+
+def eval_batch(m: dict) -> int:
+    return AUDIO_EVAL_BATCH if m.get("kind") == "audio" else EVAL_BATCH
 PROBE_START = 10**12  # on the fly: train-accuracy samples come from this index on
 WORKER_STRIDE = 10**10  # on the fly, several workers: worker w renders from index w * this on
 
@@ -90,18 +101,19 @@ def datasets(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, first_
                                      training=True, seed=cfg.seed, cache=cfg.cache,
                                      shard=(worker, n_workers))
     if cfg.data:
-        val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=EVAL_BATCH, training=False)
+        val_ds = inp.shard_dataset(cfg.data, m, "val", batch_size=eval_batch(m), training=False)
     else:  # rendered once, kept in memory
         val_ds = inp.stream_dataset(recipe, "val", start=0, stop=cfg.val_samples,
-                                    batch_size=EVAL_BATCH, workers=workers,
+                                    batch_size=eval_batch(m), workers=workers,
                                     training=False).cache()
     if recipe is None:  # a fixed subset of train, read in a fixed order
-        probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=EVAL_BATCH, training=False)
+        probe_ds = inp.shard_dataset(cfg.data, m, "train", batch_size=eval_batch(m),
+                                     training=False)
     else:  # a fixed slice of the stream's split, far past any index training reaches
         probe_ds = inp.stream_dataset(recipe, "train", start=PROBE_START,
                                       stop=PROBE_START + cfg.train_eval_samples,
-                                      batch_size=EVAL_BATCH, workers=0, training=False)
-    probe_ds = probe_ds.unbatch().take(cfg.train_eval_samples).batch(EVAL_BATCH).cache()
+                                      batch_size=eval_batch(m), workers=0, training=False)
+    probe_ds = inp.rebatch(probe_ds, cfg.train_eval_samples, eval_batch(m)).cache()
     return tuple(inp.adapt(ds, m, frame) for ds in (train_ds, val_ds, probe_ds))
 
 
@@ -111,12 +123,20 @@ def run_config(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shap
     `data_format`: the training data's charset and image size where they differ from the
     model's (a run started from another: a subset charset, resized images)."""
     length = m["length"]
-    return {"config_version": CONFIG_VERSION,
-            "charset": frame["charset"], "image": frame["image"],
-            "data_format": {"charset": m["charset"], "image": m["image"]},
-            "input": {"format": "uint8 RGB [B,H,W,3] at the image size",
-                      "version": INPUT_VERSION},
-            "model_shape": list(shape), "max_length": length[1], "length": list(length),
+    if m.get("kind") == "audio":
+        from captchalab.train.models import AUDIO_FRONT, audio_stride
+        what = {"data_kind": "audio", "audio": frame["audio"],
+                "data_format": {"charset": m["charset"], "audio": m["audio"]},
+                "input": {"format": "uint8 PCM [B,N] at 8 kHz (8-bit unsigned, padded with 128) "
+                                    "and clip lengths [B] int32", "version": INPUT_VERSION},
+                "front_end": {**AUDIO_FRONT, "stride": audio_stride(cfg.arch)}}
+    else:
+        what = {"data_kind": "image", "image": frame["image"],
+                "data_format": {"charset": m["charset"], "image": m["image"]},
+                "input": {"format": "uint8 RGB [B,H,W,3] at the image size",
+                          "version": INPUT_VERSION}, "model_shape": list(shape)}
+    return {"config_version": CONFIG_VERSION, "charset": frame["charset"], **what,
+            "max_length": length[1], "length": list(length),
             "arch": cfg.arch, "kind": kind(cfg.arch), "train": asdict(cfg),
             "dataset": os.path.abspath(cfg.data) if cfg.data else None,
             "init_from": ({"run": os.path.abspath(cfg.init_from),
@@ -184,11 +204,15 @@ def compiled_model(cfg: TrainConfig, m: dict, frame: dict, total_steps: int, sta
     else from `init_from`; the first `freeze` conv blocks not trained."""
     charset = Charset.from_json(frame["charset"])
     with strategy.scope():
-        model = build_model(cfg.arch, (frame["image"]["height"], frame["image"]["width"]),
-                            cfg.downscale,
-                            charset.num_classes, tuple(m["length"]), augment=cfg.augment,
-                            seed=cfg.seed, dropout=cfg.dropout, jitter=cfg.jitter,
-                            resample=cfg.resample)
+        if "audio" in frame:
+            model = build_audio_model(cfg.arch, charset.num_classes, dropout=cfg.dropout,
+                                      seed=cfg.seed)
+        else:
+            model = build_model(cfg.arch, (frame["image"]["height"], frame["image"]["width"]),
+                                cfg.downscale,
+                                charset.num_classes, tuple(m["length"]), augment=cfg.augment,
+                                seed=cfg.seed, dropout=cfg.dropout, jitter=cfg.jitter,
+                                resample=cfg.resample)
         freeze_blocks(model, cfg.freeze)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
               if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)

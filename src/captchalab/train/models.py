@@ -36,15 +36,46 @@ ARCHS = {
 }
 
 
+# Audio: the model's first layer turns 8 kHz PCM into a log mel spectrogram (32 mels, 16 ms
+# frames); the conv blocks pool (time, mel), so one output step covers 16 frames (256 ms).
+# Coarse steps are what make CTC learn here: at 64 ms steps (~290 per 18 s clip, 6 labels) the
+# loss sat on the all-blank plateau for 6 minutes; at 256 ms one batch was learnt by heart in
+# 150 steps (docs/audio.md). `audio-fine` keeps 128 ms steps for densely spoken captchas.
+AUDIO_ARCHS = {
+    "audio-conv": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (4, 2)), 128, 0, "ctc",
+                           "log-mel CNN + 2 temporal convolutions (width 5), 256 ms steps: "
+                           "the audio default"),
+    "audio-crnn": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (4, 2)), 128, 1, "ctc",
+                           "log-mel CNN + 1 bidirectional GRU over the unpadded steps"),
+    "audio-fine": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (2, 2)), 128, 0, "ctc",
+                           "audio-conv at 128 ms steps, for captchas with short gaps"),
+}
+AUTO = "auto"  # --arch default: crnn-conv for images, audio-conv for audio
+
+
+def resolve_arch(arch: str, data_kind: str) -> str:
+    """The arch a run uses: `auto` picks the kind's default; an arch of the other kind is
+    refused."""
+    if arch == AUTO:
+        return "audio-conv" if data_kind == "audio" else "crnn-conv"
+    check_arch(arch)
+    if (arch in AUDIO_ARCHS) != (data_kind == "audio"):
+        allowed = AUDIO_ARCHS if data_kind == "audio" else ARCHS
+        raise UsageError(f"arch: {arch} reads {'audio' if arch in AUDIO_ARCHS else 'images'}; "
+                         f"the data is {data_kind} (allowed: {', '.join(allowed)})", param="arch")
+    return arch
+
+
 def check_arch(arch: str) -> None:
-    if arch not in ARCHS:
-        raise UsageError(f"arch: unknown '{arch}'{suggest(arch, ARCHS)} "
-                         f"(allowed: {', '.join(ARCHS)})", param="arch")
+    if arch not in ARCHS and arch not in AUDIO_ARCHS and arch != AUTO:
+        names = [*ARCHS, *AUDIO_ARCHS]
+        raise UsageError(f"arch: unknown '{arch}'{suggest(arch, names)} "
+                         f"(allowed: {AUTO}, {', '.join(names)})", param="arch")
 
 
 def kind(arch: str) -> str:
     """'ctc' (logits [B,T,K+1], CTC loss) or 'heads' (logits [B,L,K+1], cross-entropy)."""
-    return ARCHS[arch].kind
+    return (ARCHS.get(arch) or AUDIO_ARCHS[arch]).kind
 
 
 def time_steps(arch: str, width: int) -> int:
@@ -159,6 +190,53 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
             x = layers.ReLU()(x)
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inp, logits, name=arch)
+
+
+AUDIO_FRONT = {"rate": 8000, "fft": 256, "hop": 128, "mels": 32}
+
+
+def audio_stride(arch: str) -> int:
+    """Audio samples per output step of an audio `arch`."""
+    t = AUDIO_FRONT["hop"]
+    for pt, _ in AUDIO_ARCHS[arch].pools:
+        t *= pt
+    return t
+
+
+def build_audio_model(arch: str, num_classes: int, dropout: float = 0.0, seed: int = 0):
+    """(uint8 PCM [B,N] at 8 kHz, clip lengths [B]) -> float32 logits [B,T,num_classes], one step
+    per `audio_stride(arch)` samples, class 0 the blank. The log mel spectrogram is the model's
+    first layer (`LogMel`), so nothing outside the model prepares audio; steps past a clip's
+    end are zeroed and masked from the GRU."""
+    import keras
+    from keras import layers
+
+    from captchalab.core.layers import BlankPadding, LogMel, MaskSteps
+
+    filters, pools, units, rnn_layers, _, _ = AUDIO_ARCHS[arch]
+    pcm = keras.Input((None,), dtype="uint8", name="audio")
+    lengths = keras.Input((), dtype="int32", name="audio_length")
+    x = LogMel(**AUDIO_FRONT, name="logmel")(pcm, lengths)
+    x = _trunk(x, filters, pools)
+    mels = AUDIO_FRONT["mels"]
+    for _, pm in pools:
+        mels //= pm
+    x = layers.Reshape((-1, mels * filters[-1]))(x)  # [B, T, mel bands x channels]
+    x = layers.Dense(units, activation="relu")(x)
+    if dropout:
+        x = layers.Dropout(dropout, seed=seed)(x)
+    mask_steps = MaskSteps(audio_stride(arch), name="mask")
+    x, mask = mask_steps(x, lengths)
+    for _ in range(rnn_layers):
+        x = layers.Bidirectional(layers.GRU(units, return_sequences=True))(x, mask=mask)
+    if not rnn_layers:
+        for _ in range(2):
+            x = layers.Conv1D(units, 5, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization(momentum=0.9)(x)
+            x = layers.ReLU()(x)
+    x = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    logits = BlankPadding(audio_stride(arch), name="blank_padding")(x, lengths)
+    return keras.Model({"audio": pcm, "audio_length": lengths}, logits, name=arch)
 
 
 def loss_for(arch: str):

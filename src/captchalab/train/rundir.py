@@ -58,7 +58,9 @@ def resume_config(out: str, data: str | None) -> TrainConfig:
         trained_on = {**stored, **stored.get("data_format", {})}
         for what, get in (("charset", lambda d: d["charset"]["chars"]),
                           ("label length", lambda d: d["length"]),
-                          ("image size", lambda d: (d["image"]["width"], d["image"]["height"]))):
+                          ("kind", lambda d: d.get("kind", d.get("data_kind", "image"))),
+                          ("image size", lambda d: (d["image"]["width"], d["image"]["height"])
+                           if "image" in d else None)):
             have, want = get(m), get(trained_on)
             if have != want:
                 raise UsageError(f"resume: {data} has {what} {have!r} but {out} was trained on "

@@ -10,7 +10,7 @@ import time
 from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.train.config import TrainConfig, check_options
-from captchalab.train.models import ARCHS, check_data, model_shape
+from captchalab.train.models import ARCHS, AUDIO_ARCHS, check_data, model_shape, resolve_arch
 from captchalab.train.rundir import CKPT_DIR, prepare_run_dir, read_state
 
 
@@ -112,13 +112,19 @@ def init_source(cfg: TrainConfig, m: dict) -> dict | None:
             raise UsageError(f"init_from {cfg.init_from} was trained with {key} {theirs[key]}, "
                              f"this run has {getattr(cfg, key)}; give --{key} {theirs[key]}",
                              param="init_from")
+    if src.get("data_kind", "image") != m.get("kind", "image"):
+        raise UsageError(f"init_from {cfg.init_from} reads {src.get('data_kind', 'image')}; "
+                         f"the data is {m.get('kind', 'image')}", param="init_from")
     extra = "".join(c for c in m["charset"]["chars"] if c not in src["charset"]["chars"])
     if extra and not cfg.new_head:
         raise UsageError(f"init_from {cfg.init_from} cannot output {extra!r} of the data's "
                          f"charset (it reads {src['charset']['chars']!r}); give --new-head to "
                          "train a new output layer for the data's charset", param="init_from")
-    size, theirs_size = (m["image"]["width"], m["image"]["height"]), (src["image"]["width"],
-                                                                       src["image"]["height"])
+    if m.get("kind") == "audio":
+        size = theirs_size = None
+    else:
+        size, theirs_size = ((m["image"]["width"], m["image"]["height"]),
+                             (src["image"]["width"], src["image"]["height"]))
     if size != theirs_size and not cfg.resize:
         raise UsageError(f"init_from {cfg.init_from} reads {theirs_size[0]}x{theirs_size[1]} "
                          f"images; the data is {size[0]}x{size[1]} (give --resize to resize it "
@@ -127,7 +133,7 @@ def init_source(cfg: TrainConfig, m: dict) -> dict | None:
     if cfg.arch == "heads" and list(src["length"]) != list(m["length"]):
         raise UsageError(f"init_from {cfg.init_from}: heads read exactly {src['length']} "
                          f"characters; the data has lengths {m['length']}", param="init_from")
-    n_blocks = len(ARCHS[cfg.arch].filters)
+    n_blocks = len((ARCHS.get(cfg.arch) or AUDIO_ARCHS[cfg.arch]).filters)
     if cfg.freeze > n_blocks:
         raise UsageError(f"freeze: {cfg.freeze}; arch {cfg.arch} has {n_blocks} conv blocks",
                          param="freeze")
@@ -139,13 +145,14 @@ def model_frame(cfg: TrainConfig, m: dict, resume: bool) -> dict:
     the source run's charset (unless new_head) and image size; on resume the run's own."""
     from captchalab.core.runconfig import read_run_config
 
+    key = "audio" if m.get("kind") == "audio" else "image"
     if resume:
         stored = read_run_config(cfg.out)
-        return {"charset": stored["charset"], "image": stored["image"]}
+        return {"charset": stored["charset"], key: stored[key]}
     src = init_source(cfg, m)
     if src is None:
-        return {"charset": m["charset"], "image": m["image"]}
-    return {"charset": m["charset"] if cfg.new_head else src["charset"], "image": src["image"]}
+        return {"charset": m["charset"], key: m[key]}
+    return {"charset": m["charset"] if cfg.new_head else src["charset"], key: src[key]}
 
 
 def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = False,
@@ -158,10 +165,17 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     t_start = time.perf_counter()
     check_options(cfg)
     m, recipe = data_source(cfg)
+    cfg.arch = resolve_arch(cfg.arch, m.get("kind", "image"))
     frame = model_frame(cfg, m, resume)
-    shape = model_shape((frame["image"]["height"], frame["image"]["width"]), cfg.downscale,
-                        cfg.resample)
-    check_data(cfg.arch, shape, tuple(m["length"]))  # refuse before anything is written
+    if m.get("kind") == "audio":
+        if cfg.cache:
+            raise UsageError("cache decodes images into memory; audio data is read from its "
+                             "shards (drop --cache)", param="cache")
+        shape = None
+    else:
+        shape = model_shape((frame["image"]["height"], frame["image"]["width"]), cfg.downscale,
+                            cfg.resample)
+        check_data(cfg.arch, shape, tuple(m["length"]))  # refuse before anything is written
     cluster = cluster_role()
     if cluster:
         _check_cluster(cfg, m, recipe, cluster)

@@ -1,0 +1,168 @@
+"""Audio captchas: time to accuracy from an empty folder, and inference speed (`make bench-audio`).
+
+For each target it runs, timed together: `captchalab gen --kind audio` of the train/val data,
+then `captchalab train --time-budget` (the target's budget minus the measured generation time
+and a start-up allowance). The test split (same seed, so its labels are disjoint from train's)
+is rendered separately and untimed: it is the yardstick, not part of the method. The best model
+(by val) is scored on it with `captchalab eval`.
+
+Targets (the library's built-in voices and default randomness):
+  digits  6 digits (the library's own default captcha), budget 10 minutes
+  alnum   0-9A-Z, length 4-6, budget 15 minutes
+Then: inference speed of the digits model, clips/s in batches of 32 on the 1 000 test clips;
+and, with --voices DIR (a voice folder never trained on), the digits model on 1 000 captchas
+spoken by it.
+
+Prints a table, writes bench/out/audio/results.json and a PNG of val sequence accuracy against
+wall-clock time since the empty folder.
+Usage: python bench/audio.py [--targets digits,alnum] [--voices DIR]
+"""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+TARGETS = {  # name: (charset, length, budget minutes, train samples, goal)
+    "digits": ("0-9", "6", 10, 12000, 0.995),
+    "alnum": ("0-9A-Z", "4-6", 15, 20000, 0.98),
+}
+
+
+def cli(*args, capture=False):
+    p = subprocess.run([sys.executable, "-m", "captchalab", *map(str, args)], check=True,
+                       env=ENV, capture_output=capture, text=True)
+    return p.stdout
+
+
+def run_target(name, args):
+    chars, length, budget, n_train, goal = TARGETS[name]
+    n_train = args.train or n_train
+    work = os.path.join(args.out, name)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    data, test, run = (os.path.join(work, x) for x in ("data", "test", "run"))
+    common = ["--kind", "audio", "--charset", chars, "--length", length, "-q"]
+    cli("gen", "--out", test, *common, "--test", args.test)  # the yardstick, untimed
+    t0 = time.time()
+    cli("gen", "--out", data, *common, "--train", n_train, "--val", args.val)
+    gen_s = time.time() - t0
+    left = budget * 60 * args.scale - gen_s - args.startup
+    cli("train", "--data", data, "--out", run, "--time-budget", f"{left:.0f}s", "-q")
+    total = time.time() - t0
+    rep = json.loads(cli("eval", "--model", run, "--data", test, "--split", "test", "--json",
+                         capture=True))
+    with open(os.path.join(run, "history.csv")) as f:
+        hist = [(gen_s + float(r["time"]), float(r["val_seq_acc"])) for r in csv.DictReader(f)]
+    s = rep["summary"]
+    return {"target": name, "charset": chars, "length": length, "budget_min": budget * args.scale,
+            "train_samples": n_train, "gen_s": round(gen_s, 1), "total_s": round(total, 1),
+            "test_samples": s["samples"], "seq_acc": s["seq_acc"],
+            "seq_acc_ci95": s.get("seq_acc_ci95"), "char_acc": s["char_acc"], "goal": goal,
+            "history": hist, "run": run, "test": test}
+
+
+def inference_speed(run, test, batch=32):
+
+    import captchalab
+    from captchalab.gen import shards as sh
+    from captchalab.gen.audio import parse_wav
+
+    m = sh.read_manifest(test)
+    clips = [parse_wav(r["audio/wav"], "clip") for r in sh.iter_split(test, m, "test")]
+    rec = captchalab.load(run)
+    rec.read(rec.batch(clips[:batch]))  # warm-up: tracing
+    t = time.perf_counter()
+    for lo in range(0, len(clips), batch):
+        rec.read(rec.batch(clips[lo:lo + batch]))
+    dt = time.perf_counter() - t
+    seconds = sum(len(c) for c in clips) / 8000
+    return {"clips": len(clips), "batch": batch, "clips_per_s": len(clips) / dt,
+            "audio_s_per_s": seconds / dt}
+
+
+def held_out(run, voices, args):
+    test = os.path.join(args.out, "heldout")
+    shutil.rmtree(test, ignore_errors=True)
+    cli("gen", "--out", test, "--kind", "audio", "--voices", voices, "--test", args.test, "-q")
+    rep = json.loads(cli("eval", "--model", run, "--data", test, "--json", capture=True))
+    return {"voices": voices, **{k: rep["summary"][k] for k in ("samples", "seq_acc", "char_acc")},
+            "seq_acc_ci95": rep["summary"].get("seq_acc_ci95")}
+
+
+def plot(results, path):
+    from captchalab.core.plot import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        t, acc = zip(*r["history"], strict=True)
+        line, = ax.plot([x / 60 for x in t], acc, marker="o", ms=3,
+                        label=f"{r['target']} ({r['charset']}, length {r['length']})")
+        ax.axhline(r["goal"], color=line.get_color(), ls=":", lw=1)
+        ax.plot([r["total_s"] / 60], [r["seq_acc"]], marker="*", ms=12, color=line.get_color())
+    ax.set_xlabel("minutes since the empty folder (gen + train)")
+    ax.set_ylabel("sequence accuracy")
+    ax.set_title("Audio captchas, 2 CPU cores: val per epoch (o), test at the end (*), goal (:)",
+                 fontsize=9)
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--targets", default="digits,alnum")
+    ap.add_argument("--train", type=int, default=0, help="train samples (default: per target)")
+    ap.add_argument("--val", type=int, default=500)
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
+    ap.add_argument("--startup", type=float, default=10.0,
+                    help="seconds kept back for start-up and exit of the train command")
+    ap.add_argument("--voices", help="a voice folder never trained on: score the digits model "
+                                     "on captchas it speaks")
+    ap.add_argument("--out", default="bench/out/audio")
+    ap.add_argument("--png", default="docs/img/audio-time-to-accuracy.png")
+    args = ap.parse_args()
+    names = [t for t in args.targets.split(",") if t]
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown:
+        sys.exit(f"error: unknown target {unknown[0]!r} (allowed: {', '.join(TARGETS)})")
+    os.makedirs(args.out, exist_ok=True)
+    results = [run_target(t, args) for t in names]
+    print(f"\n{'target':8} {'budget':>7} {'gen s':>6} {'total s':>8} {'seq acc':>8} "
+          f"{'95% CI':>15} {'char acc':>8} {'goal':>6}")
+    for r in results:
+        lo, hi = r["seq_acc_ci95"] or (float("nan"),) * 2
+        print(f"{r['target']:8} {r['budget_min']:>5.1f}m {r['gen_s']:>6.1f} {r['total_s']:>8.1f} "
+              f"{r['seq_acc']:>8.4f} {f'{lo:.4f}-{hi:.4f}':>15} {r['char_acc']:>8.4f} "
+              f"{r['goal']:>6.3f}")
+    out = {"results": results}
+    first = results[0]
+    out["inference"] = inference_speed(first["run"], first["test"])
+    print(f"inference ({first['target']} model, batches of {out['inference']['batch']}): "
+          f"{out['inference']['clips_per_s']:.0f} clips/s "
+          f"({out['inference']['audio_s_per_s']:.0f} s of audio per s)")
+    if args.voices:
+        out["held_out"] = held_out(first["run"], args.voices, args)
+        print(f"held-out voices {args.voices}: seq acc {out['held_out']['seq_acc']:.4f} on "
+              f"{out['held_out']['samples']}")
+    else:
+        print("held-out voices: not measured (give --voices DIR, a voice folder never trained on)")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
+    plot(results, args.png)
+    print(f"wrote {args.out}/results.json and {args.png}")
+
+
+if __name__ == "__main__":
+    main()

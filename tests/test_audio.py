@@ -1,0 +1,210 @@
+"""Audio captchas: the numpy renderer against the captcha library, gen/verify through the CLI,
+determinism, bad input, and the model's front end."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import wave
+
+import numpy as np
+import pytest
+
+from conftest import cli
+
+
+def run_cli(*args):
+    return cli(*args, check=False)
+
+
+def _lib():
+    import captcha.audio as ca
+    return ca
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ops_match_the_library_byte_for_byte(seed):
+    from captchalab.gen.audio import change_sound, change_speed, mix_wave
+
+    ca = _lib()
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        b = rng.integers(0, 256, rng.integers(1, 4000)).astype(np.uint8)
+        d = rng.integers(0, 256, rng.integers(1, 4000)).astype(np.uint8)
+        speed, level = rng.integers(50, 200) / 100, rng.integers(0, 200) / 100
+        assert change_speed(b, speed).tobytes() == bytes(ca.change_speed(bytearray(b), speed))
+        assert change_sound(b, level).tobytes() == bytes(ca.change_sound(bytearray(b), level))
+        assert mix_wave(b, d).tobytes() == bytes(ca.mix_wave(bytearray(b), bytearray(d)))
+
+
+def test_default_style_renders_what_the_library_renders():
+    """Same `secrets` draws and the same noise floor: create_wave_body's bytes exactly."""
+    from captchalab.gen.audio import AudioRenderer, AudioStyle
+    from captchalab.gen.render import SeededSecrets
+
+    ca = _lib()
+    r = AudioRenderer("0123456789", (6, 6), AudioStyle(), ["builtin"], 0)
+    lib = ca.AudioCaptcha()
+    lib._choices = list(r.choices)  # the library lists the folder unsorted; ours is sorted
+    lib._cache = {c: [bytearray(a.tobytes()) for a in v] for c, v in r.bank.items()}
+    for seed, text in [(1, "120597"), (2, "999999"), (3, "0")]:
+        secrets = SeededSecrets()
+        secrets.rng.seed(seed)
+
+        def floor(length, level=4, seed=seed):
+            return bytearray(r.floor_noise(length, level, np.random.default_rng(seed)).tobytes())
+
+        saved = ca.secrets, ca.create_noise
+        ca.secrets, ca.create_noise = secrets, floor
+        try:
+            want = bytes(lib.create_wave_body(text))
+        finally:
+            ca.secrets, ca.create_noise = saved
+        r._secrets.rng.seed(seed)
+        got, draws = r.body(text, np.random.default_rng(seed))
+        assert got.tobytes() == want
+        assert len(draws["speed"]) == len(text) and all(1 <= g <= 3 for g in draws["gap"])
+
+
+def _shard_hashes(d):
+    m = json.load(open(os.path.join(d, "dataset_info.json")))
+    return [e["sha256"] for s in m["splits"].values() for e in s["shards"]], m
+
+
+def _records(d):
+    from captchalab.gen import shards as sh
+    m = sh.read_manifest(d)
+    return {(r["sample/split"], r["sample/index"]): r for s in m["splits"]
+            for r in sh.iter_split(d, m, s)}
+
+
+def test_gen_audio_verifies_and_is_the_same_for_any_workers_and_shard_size(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--kind", "audio", "--train", "12", "--val", "4", "--length", "3-4", "-q"]
+    run_cli("gen", "--out", str(a), *common, "--workers", "1")
+    run_cli("gen", "--out", str(b), *common, "--workers", "2", "--shard-size", "5",
+            "--style", "hard")
+    r = run_cli("gen", "--out", str(tmp_path / "c"), *common, "--workers", "2",
+                "--shard-size", "5")
+    assert r.returncode == 0 and "captchas/s" in r.stdout
+    assert run_cli("verify", str(a)).returncode == 0
+    _, m = _shard_hashes(a)
+    assert m["kind"] == "audio" and m["audio"]["rate"] == 8000
+    assert m["voices"][0]["name"] == "builtin" and len(m["voices"][0]["sha256"]) == 64
+    ra, rc = _records(a), _records(tmp_path / "c")
+    assert ra.keys() == rc.keys() and all(ra[k] == rc[k] for k in ra)  # byte for byte
+    rec = ra[("train", 0)]
+    with wave.open(io.BytesIO(rec["audio/wav"])) as w:  # a WAV as the library writes it
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 1, 8000)
+        assert w.getnframes() == rec["audio/samples"]
+    assert set(rec["label/text"]) <= set("0123456789") and 3 <= len(rec["label/text"]) <= 4
+    hard = _records(b)[("train", 0)]
+    assert hard["label/text"] == rec["label/text"]  # labels do not depend on the style
+    assert hard["audio/wav"] != rec["audio/wav"]
+
+
+def test_verify_catches_a_damaged_audio_record(tmp_path):
+    from captchalab.gen import shards as sh
+    from captchalab.gen.tfrecord import encode_example
+
+    d = tmp_path / "d"
+    run_cli("gen", "--out", str(d), "--kind", "audio", "--train", "3", "--length", "2", "-q")
+    m = sh.read_manifest(str(d))
+    path = os.path.join(d, m["splits"]["train"]["shards"][0]["file"])
+    recs = list(sh.iter_shard(path))
+    recs[1]["audio/samples"] += 5  # claims more samples than the WAV holds
+    with sh.ShardWriter(str(d), os.path.basename(path)) as w:
+        for r in recs:
+            w.write(encode_example(r))
+        entry = w.commit()
+    m["splits"]["train"]["shards"][0] = entry  # a consistent manifest: only the record is wrong
+    sh.write_manifest(str(d), m)
+    r = run_cli("verify", str(d))
+    assert r.returncode == 1 and "samples" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--charset", "a-z"], "no voice for 'abcdefghijklmnopqrstuvwxyz'"),
+    (["--size", "100x40"], "--size applies to image captchas"),
+    (["--speed", "0.1"], "speed: '0.1' is out of range"),
+    (["--style", "harder"], "unknown audio style 'harder'"),
+    (["--voices", "nowhere"], "voices: nowhere is not a folder"),
+])
+def test_gen_audio_refuses_bad_options(tmp_path, args, message):
+    out = tmp_path / "out"
+    r = run_cli("gen", "--out", str(out), "--kind", "audio", "--train", "2", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_audio_knobs_need_kind_audio(tmp_path):
+    r = run_cli("gen", "--out", str(tmp_path / "o"), "--train", "2", "--gap", "1")
+    assert r.returncode == 2 and "--gap applies to audio captchas; add --kind audio" in r.stderr
+
+
+def _write_wav(path, channels=1, width=1, rate=8000, frames=800):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames * channels * width))
+
+
+def test_voice_folders(tmp_path):
+    """A folder in the library's layout is a voice; 16-bit mono is converted, stereo refused."""
+    v = tmp_path / "voice"
+    for c in "12":
+        _write_wav(v / c / "a.wav", width=2)
+    d = tmp_path / "d"
+    r = run_cli("gen", "--out", str(d), "--kind", "audio", "--charset", "12", "--length", "2",
+                "--voices", str(v), "--train", "2", "-q")
+    assert r.returncode == 0, r.stderr
+    voices = json.load(open(d / "dataset_info.json"))["voices"]
+    assert [x["name"] for x in voices] == ["voice"] and voices[0]["files"] == 2
+    r = run_cli("gen", "--out", str(d), "--kind", "audio", "--charset", "123", "--length", "2",
+                "--voices", str(v), "--train", "2", "--overwrite")
+    assert r.returncode == 2 and "no voice for '3'" in r.stderr
+    _write_wav(v / "2" / "b.wav", channels=2)
+    r = run_cli("gen", "--out", str(tmp_path / "e"), "--kind", "audio", "--charset", "12",
+                "--voices", str(v), "--train", "2")
+    assert r.returncode == 2 and "2 channels; expected mono PCM at 8000 Hz" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_cli("gen", "--out", str(tmp_path / "f"), "--kind", "audio", "--voices", str(empty),
+                "--train", "2")
+    assert r.returncode == 2 and "holds no voice" in r.stderr
+
+
+def test_a_clip_reads_the_same_however_it_is_padded():
+    """LogMel + BlankPadding: padding a clip with silence to a longer batch changes nothing in
+    its valid steps, and every padded step is a certain blank."""
+    from captchalab.core.tfimport import import_tensorflow
+
+    import_tensorflow()
+    from captchalab.gen.audio import AudioRenderer, AudioStyle
+    from captchalab.train.models import build_audio_model
+
+    model = build_audio_model("audio-conv", 11)
+    r = AudioRenderer("0123456789", (2, 2), AudioStyle(gap=(0.2, 0.4)), ["builtin"], 0)
+    pcm = r.render("train", 0).pcm
+    alone = np.asarray(model({"audio": pcm[None], "audio_length": np.array([len(pcm)])}))
+    padded = np.full((2, len(pcm) + 5000), 128, np.uint8)
+    padded[0, :len(pcm)] = pcm  # the second clip: 3000 samples of silence
+    both = np.asarray(model({"audio": padded, "audio_length": np.array([len(pcm), 3000])}))
+    t = alone.shape[1]
+    edge = 8  # steps whose receptive field reaches past the clip's end (zeros vs silence)
+    np.testing.assert_allclose(both[0, :t - edge], alone[0, :t - edge], atol=1e-4)
+    # past the end: blanks (the step the unpadded clip's pooling floors away may still read)
+    assert (both[0, t + 1:].argmax(-1) == 0).all() and (both[1, 2:].argmax(-1) == 0).all()
+
+
+def test_dataset_seed_rule_names_audio(tmp_path):
+    d = tmp_path / "d"
+    run_cli("gen", "--out", str(d), "--kind", "audio", "--train", "1", "--length", "1", "-q")
+    m = json.load(open(d / "dataset_info.json"))
+    assert "captcha.audio.secrets" in m["seed_rule"] and "'noise'" in m["seed_rule"]
+    assert hashlib.sha256(open(d / m["splits"]["train"]["shards"][0]["file"], "rb").read()
+                          ).hexdigest() == m["splits"]["train"]["shards"][0]["sha256"]
