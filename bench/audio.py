@@ -29,7 +29,7 @@ import time
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 TARGETS = {  # name: (charset, length, budget minutes, train samples, goal)
-    "digits": ("0-9", "6", 10, 12000, 0.995),
+    "digits": ("0-9", "6", 10, 20000, 0.995),
     "alnum": ("0-9A-Z", "4-6", 15, 20000, 0.98),
 }
 

@@ -172,9 +172,10 @@ def input_speed(pngs, ids, hw, batch: int, threads: int, seconds: float) -> floa
 
 def build(keras, m, charset, length, steps: int, lr: float, jit: bool):
     from captchalab.train.config import TrainConfig
-    from captchalab.train.models import build_model, loss_for
+    from captchalab.train.models import build_model, loss_for, resolve_arch
 
     d = TrainConfig()
+    d.arch = resolve_arch(d.arch, "image")
     model = build_model(d.arch, (m["image"]["height"], m["image"]["width"]), d.downscale,
                         charset.num_classes, length, seed=d.seed, jitter=d.jitter,
                         resample=d.resample)
@@ -312,7 +313,7 @@ def main():
     from captchalab.train.config import TrainConfig
 
     d = TrainConfig()
-    batch, lr = a.batch or d.batch_size, a.lr or d.lr
+    batch, lr = a.batch or d.batch_size or 64, a.lr or d.lr  # 0: the image default, 64
     sizes = sorted({batch, *(int(x) for x in a.batches.split(","))})
     jit = not a.no_jit
     os.makedirs(a.out, exist_ok=True)

@@ -208,3 +208,43 @@ def test_dataset_seed_rule_names_audio(tmp_path):
     assert "captcha.audio.secrets" in m["seed_rule"] and "'noise'" in m["seed_rule"]
     assert hashlib.sha256(open(d / m["splits"]["train"]["shards"][0]["file"], "rb").read()
                           ).hexdigest() == m["splits"]["train"]["shards"][0]["sha256"]
+
+
+@pytest.mark.slow
+def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
+    """A tiny audio run end to end: train, eval (data and a WAV folder), predict, import,
+    export to SavedModel and TFLite giving the Keras model's logits."""
+    from captchalab.eval.export import load_exported
+
+    d, run, wavs = tmp_path / "d", tmp_path / "run", tmp_path / "wavs"
+    cli("gen", "--out", d, "--kind", "audio", "--train", 64, "--val", 16, "--test", 16,
+        "--length", "2-3", "--gap", "0.5-1", "-q")
+    cli("train", "--data", d, "--out", run, "--epochs", 1, "-q")
+    config = json.load(open(run / "config.json"))
+    assert config["data_kind"] == "audio" and config["arch"] == "audio-conv"
+    assert config["train"]["batch_size"] == 32 and config["audio"]["rate"] == 8000
+    r = cli("eval", "--model", run, "--data", d, "--json")
+    assert json.loads(r.stdout)["summary"]["samples"] == 16
+    assert (run / "eval" / "d-test" / "errors.png").exists()
+    cli("export", d, "--wav", wavs, "--split", "test")
+    r = cli("eval", "--model", run, "--images", wavs / "test", "--json")
+    assert json.loads(r.stdout)["summary"]["samples"] == 16
+    r = cli("predict", "--model", run, wavs / "test", "--json")
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 16 and all(x["file"].endswith(".wav") for x in lines)
+    cli("import", wavs, "--out", tmp_path / "imported")
+    assert cli("verify", tmp_path / "imported").returncode == 0
+    # an image model refuses audio data, and an audio model image data
+    r = run_cli("train", "--data", d, "--out", tmp_path / "x", "--arch", "crnn-conv")
+    assert r.returncode == 2 and "crnn-conv reads images; the data is audio" in r.stderr
+
+    import captchalab
+    rec = captchalab.load(str(run))
+    clips = [rec.decode_item(str(p), str(p)) for p in sorted((wavs / "test").glob("*.wav"))[:3]]
+    batch = rec.batch(clips)
+    want = rec.logits(batch)
+    for fmt in ("savedmodel", "tflite"):
+        path = cli("export", "--model", run, "--format", fmt, "--out", tmp_path / fmt
+                   ).stdout.split()[1]
+        got = load_exported(path)(batch)
+        np.testing.assert_allclose(got, want, atol=1e-3)

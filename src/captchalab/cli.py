@@ -384,14 +384,17 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
               help="Run folder to write (new or empty), or to continue with --resume.")
 @click.option("--resume", is_flag=True,
               help="Continue --out from its last checkpoint with its stored settings.")
-@click.option("--arch", default=_TRAIN.arch, show_default=True, help="Model: crnn-conv, crnn, small, large, heads.")
+@click.option("--arch", default=_TRAIN.arch, show_default=True,
+              help="Model: crnn-conv, crnn, small, large, heads; audio: audio-conv, audio-crnn, "
+                   "audio-fine; auto: crnn-conv for images, audio-conv for audio.")
 @click.option("--epochs", default=_TRAIN.epochs, show_default=True, type=click.IntRange(1),
               help="Passes over train (on the fly: of --epoch-samples).")
 @click.option("--steps", default=_TRAIN.steps, show_default=True, type=click.IntRange(0),
               help="Optimizer steps in all (overrides --epochs when > 0).")
 @click.option("--time-budget", help="Train for this long (300, 90s, 5m, 1.5h) instead of "
               "--epochs; the cosine schedule then runs over time.")
-@click.option("--batch-size", default=_TRAIN.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=_TRAIN.batch_size, type=click.IntRange(0),
+              help="Samples per step.  [default: 64 images, 32 audio clips]")
 @click.option("--lr", default=_TRAIN.lr, show_default=True, type=float, help="Peak learning rate (Adam).")
 @click.option("--schedule", default=_TRAIN.schedule, show_default=True,
               type=click.Choice(["cosine", "constant"]), help="Learning-rate schedule.")

@@ -101,15 +101,29 @@ def _ctc_nll():
         jit_compile=True)
 
 
+BUCKET = 16  # time steps and label lengths are padded to a multiple of this
+
+
 def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
-    """log p(text | logits) under CTC (all alignments summed) for each row of logits [B,T,K+1]."""
-    b, t, _ = np.shape(logits)
+    """log p(text | logits) under CTC (all alignments summed) for each row of logits [B,T,K+1].
+
+    Steps are padded to a multiple of BUCKET with certain blanks (which change no likelihood)
+    and labels to a multiple of BUCKET, so the compiled recursion is reused across batches
+    whose T differs (audio clips of different lengths) instead of compiled again for each."""
+    logits = np.asarray(logits, np.float32)
+    b, t, k = logits.shape
+    pad_t = -t % BUCKET
+    if pad_t:
+        blank = np.zeros((b, pad_t, k), np.float32)
+        blank[..., BLANK_ID] = 30.0
+        logits = np.concatenate([logits, blank], axis=1)
     ids = [charset.encode(x) for x in texts]
-    target = np.zeros((b, max(1, max(map(len, ids)))), np.int32)
+    width = max(1, max(map(len, ids)))
+    target = np.zeros((b, width + (-width % BUCKET)), np.int32)
     for r, row in enumerate(ids):
         target[r, :len(row)] = row
-    loss = _ctc_nll()(target, np.asarray(logits, np.float32),
-                      np.array([len(r) for r in ids], np.int32), np.full((b,), t, np.int32))
+    loss = _ctc_nll()(target, logits, np.array([len(r) for r in ids], np.int32),
+                      np.full((b,), t + pad_t, np.int32))
     return -np.asarray(loss, np.float64)
 
 

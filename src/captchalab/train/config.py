@@ -18,7 +18,7 @@ class TrainConfig:
     epochs: int = 20  # passes over the train split (on the fly: of epoch_samples)
     steps: int = 0  # optimizer steps in all; overrides epochs when > 0
     time_budget: float = 0.0  # seconds of training; overrides epochs/steps when > 0
-    batch_size: int = 64  # images per step
+    batch_size: int = 0  # samples per step; 0: 64 images, or 32 audio clips
     lr: float = 3e-3  # peak learning rate (Adam)
     schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
     downscale: int = 2  # input at 1/downscale resolution (160x60 -> 80x30)
@@ -51,8 +51,9 @@ class TrainConfig:
 
 
 def check_options(cfg: TrainConfig) -> None:
-    if cfg.downscale < 1 or cfg.batch_size < 1:
-        raise UsageError("downscale and --batch-size must be >= 1", param="downscale")
+    if cfg.downscale < 1 or cfg.batch_size < 0:
+        raise UsageError("downscale must be >= 1 and --batch-size >= 0 (0: the default)",
+                         param="downscale")
     if not (0 < cfg.lr <= 1):  # also refuses nan
         raise UsageError(f"lr: {cfg.lr}; a learning rate > 0 and at most 1 (default 0.003)",
                          param="lr")
@@ -74,7 +75,7 @@ def check_options(cfg: TrainConfig) -> None:
     if cfg.freeze < 0:
         raise UsageError(f"freeze: {cfg.freeze}; a number of conv blocks, 0 (none) or more",
                          param="freeze")
-    if cfg.cpu_devices < 1 or cfg.epoch_samples < cfg.batch_size or cfg.val_samples < 1:
+    if cfg.cpu_devices < 1 or cfg.epoch_samples < (cfg.batch_size or 64) or cfg.val_samples < 1:
         raise UsageError("cpu_devices and --val-samples must be >= 1, --epoch-samples >= "
                          "--batch-size", param="cpu_devices")
 

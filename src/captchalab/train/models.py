@@ -36,18 +36,19 @@ ARCHS = {
 }
 
 
-# Audio: the model's first layer turns 8 kHz PCM into a log mel spectrogram (32 mels, 16 ms
-# frames); the conv blocks pool (time, mel), so one output step covers 16 frames (256 ms).
+# Audio: the model's first layer turns 8 kHz PCM into a log mel spectrogram (32 mels, 64 ms
+# windows every 32 ms); the conv blocks pool (time, mel), so one output step covers 8 frames
+# (256 ms).
 # Coarse steps are what make CTC learn here: at 64 ms steps (~290 per 18 s clip, 6 labels) the
 # loss sat on the all-blank plateau for 6 minutes; at 256 ms one batch was learnt by heart in
 # 150 steps (docs/audio.md). `audio-fine` keeps 128 ms steps for densely spoken captchas.
 AUDIO_ARCHS = {
-    "audio-conv": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (4, 2)), 128, 0, "ctc",
+    "audio-conv": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (2, 2)), 128, 0, "ctc",
                            "log-mel CNN + 2 temporal convolutions (width 5), 256 ms steps: "
                            "the audio default"),
-    "audio-crnn": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (4, 2)), 128, 1, "ctc",
+    "audio-crnn": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (2, 2)), 128, 1, "ctc",
                            "log-mel CNN + 1 bidirectional GRU over the unpadded steps"),
-    "audio-fine": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (2, 2)), 128, 0, "ctc",
+    "audio-fine": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (1, 2)), 128, 0, "ctc",
                            "audio-conv at 128 ms steps, for captchas with short gaps"),
 }
 AUTO = "auto"  # --arch default: crnn-conv for images, audio-conv for audio
@@ -192,7 +193,7 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     return keras.Model(inp, logits, name=arch)
 
 
-AUDIO_FRONT = {"rate": 8000, "fft": 256, "hop": 128, "mels": 32}
+AUDIO_FRONT = {"rate": 8000, "fft": 512, "hop": 256, "mels": 32}
 
 
 def audio_stride(arch: str) -> int:

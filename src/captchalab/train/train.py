@@ -166,6 +166,8 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     check_options(cfg)
     m, recipe = data_source(cfg)
     cfg.arch = resolve_arch(cfg.arch, m.get("kind", "image"))
+    if not cfg.batch_size:
+        cfg.batch_size = 32 if m.get("kind") == "audio" else 64
     frame = model_frame(cfg, m, resume)
     if m.get("kind") == "audio":
         if cfg.cache:
