@@ -234,9 +234,16 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
     assert len(lines) == 16 and all(x["file"].endswith(".wav") for x in lines)
     cli("import", wavs, "--out", tmp_path / "imported")
     assert cli("verify", tmp_path / "imported").returncode == 0
+    r = run_cli("robust", "--model", run, "--out", tmp_path / "study")
+    assert r.returncode == 2 and "reads audio; robust studies image models only" in r.stderr
+    cli("train", "--data", d, "--out", tmp_path / "fly", "--on-the-fly", "--epoch-samples", 32,
+        "--epochs", 1, "--gen-workers", 1, "-q")
     # an image model refuses audio data, and an audio model image data
     r = run_cli("train", "--data", d, "--out", tmp_path / "x", "--arch", "crnn-conv")
     assert r.returncode == 2 and "crnn-conv reads images; the data is audio" in r.stderr
+    cli("gen", "--out", tmp_path / "img", "--test", 4, "-q")
+    r = run_cli("eval", "--model", run, "--data", tmp_path / "img")
+    assert r.returncode == 2 and "holds image captchas but the model" in r.stderr
 
     import captchalab
     rec = captchalab.load(str(run))

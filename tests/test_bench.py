@@ -76,3 +76,19 @@ def test_bench_adapt_at_toy_size(tmp_path):
                    for c in arm.values())
     assert res["fitted"]["20"]["seconds"] > res["fitted"]["0"]["seconds"]  # pretraining counted
     assert (out / "adapt.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_bench_audio_at_toy_size(tmp_path):
+    """bench/audio.py: gen + train under a (scaled) budget, eval, inference speed, results.json
+    and the plot."""
+    out, png = tmp_path / "out", tmp_path / "tta.png"
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "audio.py"), *map(str, [
+        "--targets", "digits", "--train", 64, "--val", 16, "--test", 16, "--scale", 0.06,
+        "--startup", 5, "--out", out, "--png", png])], check=True, env=ENV, cwd=ROOT,
+        capture_output=True)
+    res = json.loads((out / "results.json").read_text())
+    (r,) = res["results"]
+    assert r["target"] == "digits" and r["test_samples"] == 16 and 0 <= r["seq_acc"] <= 1
+    assert r["history"] and res["inference"]["clips"] == 16 and res["inference"]["clips_per_s"] > 0
+    assert png.stat().st_size > 10_000

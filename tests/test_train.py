@@ -208,7 +208,7 @@ def test_tiny_training_run_through_the_cli(small_dataset, tmp_path):
 TRAIN_BAD = [
     (["--epochs", "0"], "--epochs"),
     (["--steps", "-1"], "--steps"),
-    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "-1"], "--batch-size"),
     (["--lr", "0"], "--lr: 0.0; a learning rate > 0 and at most 1"),
     (["--lr", "nan"], "--lr: nan"),
     (["--lr", "1e6"], "--lr: 1000000.0"),

@@ -4,6 +4,7 @@ training, `eval`, `predict` and exported models cannot disagree on how pixels ar
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights (PIL "L", tf.image.rgb_to_grayscale)
@@ -133,8 +134,9 @@ class LogMel(keras.layers.Layer):
         x = (ops.cast(pcm, "float32") - 128.0) / 128.0
         s = ops.transpose(self.mel(x), (0, 2, 1))  # [B, T, mels]
         logs = ops.log(s + self.FLOOR)
-        valid = frame_mask(ops.shape(logs)[1], self.hop, lengths)
-        return ops.where(valid[..., None], logs, ops.log(self.FLOOR))[..., None]
+        valid = frame_mask(ops.shape(logs)[1], self.hop, lengths)  # [B, T, 1]
+        floor = float(np.log(self.FLOOR))
+        return ops.expand_dims(valid * logs + (1.0 - valid) * floor, -1)
 
     def compute_output_shape(self, pcm_shape, lengths_shape=None):
         b, n = pcm_shape
@@ -146,9 +148,12 @@ class LogMel(keras.layers.Layer):
 
 
 def frame_mask(t, stride: int, lengths):
-    """[B, t] bool: step i covers audio from sample i * stride on; valid when that is inside the
-    clip."""
-    return ops.arange(t)[None, :] * stride < ops.cast(lengths, "int32")[:, None]
+    """[B, t, 1] float32, 1 where valid: step i covers audio from sample i * stride on, valid
+    when that is inside the clip. (Built with expand_dims on numbers: TFLite's builtin
+    StridedSlice cannot add an axis to a bool tensor.)"""
+    steps = ops.expand_dims(ops.arange(t) * stride, 0)  # [1, t]
+    ends = ops.expand_dims(ops.cast(lengths, "int32"), 1)  # [B, 1]
+    return ops.expand_dims(ops.cast(steps < ends, "float32"), -1)
 
 
 @keras.saving.register_keras_serializable(package="captchalab")
@@ -161,8 +166,8 @@ class MaskSteps(keras.layers.Layer):
         self.stride = int(stride)
 
     def call(self, x, lengths):
-        valid = frame_mask(ops.shape(x)[1], self.stride, lengths)
-        return x * ops.cast(valid, x.dtype)[..., None], valid
+        valid = frame_mask(ops.shape(x)[1], self.stride, lengths)  # [B, T, 1]
+        return x * ops.cast(valid, x.dtype), ops.squeeze(valid, -1) > 0.5
 
     def compute_output_shape(self, x_shape, lengths_shape=None):
         return x_shape, x_shape[:2]
@@ -183,9 +188,10 @@ class BlankPadding(keras.layers.Layer):
         self.stride = int(stride)
 
     def call(self, logits, lengths):
-        valid = frame_mask(ops.shape(logits)[1], self.stride, lengths)
-        blank = ops.one_hot(ops.zeros_like(lengths), ops.shape(logits)[-1]) * 30.0  # [B, K+1]
-        return ops.where(valid[..., None], logits, blank[:, None, :])
+        valid = frame_mask(ops.shape(logits)[1], self.stride, lengths)  # [B, T, 1]
+        k = ops.shape(logits)[-1]
+        blank = ops.expand_dims(ops.expand_dims(ops.one_hot(0, k) * 30.0, 0), 0)  # [1, 1, K+1]
+        return valid * logits + (1.0 - valid) * blank
 
     def compute_output_shape(self, logits_shape, lengths_shape=None):
         return logits_shape

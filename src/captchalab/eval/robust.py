@@ -147,6 +147,11 @@ def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, ou
             runs = [*runs, baseline]
         baseline = runs[[os.path.normpath(r) for r in runs].index(os.path.normpath(baseline))]
     configs = [read_config(r) for r in runs]
+    audio = [r for r, c in zip(runs, configs, strict=True) if c.get("data_kind") == "audio"]
+    if audio:
+        raise UsageError(f"model: {audio[0]} reads audio; robust studies image models only so "
+                         "far (score audio models with eval on `gen --kind audio` sets of the "
+                         "knob values to compare)", param="model")
     sizes = {(c["image"]["width"], c["image"]["height"]) for c in configs}
     if len(sizes) > 1:
         raise UsageError("model: the models read different image sizes "

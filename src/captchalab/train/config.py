@@ -75,7 +75,7 @@ def check_options(cfg: TrainConfig) -> None:
     if cfg.freeze < 0:
         raise UsageError(f"freeze: {cfg.freeze}; a number of conv blocks, 0 (none) or more",
                          param="freeze")
-    if cfg.cpu_devices < 1 or cfg.epoch_samples < (cfg.batch_size or 64) or cfg.val_samples < 1:
+    if cfg.cpu_devices < 1 or cfg.epoch_samples < cfg.batch_size or cfg.val_samples < 1:
         raise UsageError("cpu_devices and --val-samples must be >= 1, --epoch-samples >= "
                          "--batch-size", param="cpu_devices")
 

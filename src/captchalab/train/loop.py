@@ -143,9 +143,8 @@ def run_config(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shap
                            "config_sha256": file_sha256(os.path.join(cfg.init_from,
                                                                      "config.json"))}
                           if cfg.init_from else None),
-            "recipe": ({k: recipe.to_json()[k] for k in ("charset", "length", "size",
-                                                         "style_name", "style", "fonts", "seed")}
-                       if recipe is not None else None),
+            "recipe": ({k: v for k, v in recipe.to_json().items()
+                        if k not in ("shard_size", "counts")} if recipe is not None else None),
             "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
             "replicas": strategy.num_replicas_in_sync,
             "workers": cluster["workers"] if cluster else 1,

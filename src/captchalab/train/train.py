@@ -16,7 +16,7 @@ from captchalab.train.rundir import CKPT_DIR, prepare_run_dir, read_state
 
 def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
     """(meta with charset/length/image/splits, recipe to stream from or None)."""
-    from captchalab.gen.recipe import RECIPE_KEYS, Recipe
+    from captchalab.gen.recipe import Recipe, recipe_keys
 
     for key in ("style", "mix"):
         if getattr(cfg, key) and (not cfg.on_the_fly or cfg.data):
@@ -31,7 +31,7 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
                                  f"'captchalab gen --{split} N'", param="data")
             # a missing or truncated shard: refused before the run folder exists
             sh.check_shard_files(cfg.data, m, split)
-        if cfg.on_the_fly and not all(k in m for k in RECIPE_KEYS):
+        if cfg.on_the_fly and not all(k in m for k in recipe_keys(m)):
             raise UsageError(f"on_the_fly re-renders from the recipe of a generated dataset; "
                              f"{cfg.data} was imported and has none", param="on_the_fly")
         return m, (Recipe.from_json(m) if cfg.on_the_fly else None)
@@ -168,6 +168,7 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     cfg.arch = resolve_arch(cfg.arch, m.get("kind", "image"))
     if not cfg.batch_size:
         cfg.batch_size = 32 if m.get("kind") == "audio" else 64
+        check_options(cfg)  # --epoch-samples against the batch size now known
     frame = model_frame(cfg, m, resume)
     if m.get("kind") == "audio":
         if cfg.cache:
