@@ -17,8 +17,13 @@ from captchalab.gen.recipe import Recipe, plan_shards, versions
 from captchalab.gen.render import COMPOSE_RULE, MIX_RULE, SEED_RULE, SPLIT_RULE, split_pools
 from captchalab.gen.style import Style
 
-AUDIO_RULE = ("; audio: numpy's default_rng seeded from stream 'noise' draws the noise floor, "
-              "and from stream 'effects' the reverb, band-pass and added noise")
+AUDIO_SEED_RULE = (
+    "stream seed = first 8 bytes (big-endian) of blake2b('captchalab-v1|{seed}|{split}|{index}|"
+    "{stream}', digest_size=8). 'label' seeds a Python random.Random that draws the length and "
+    "characters; 'render' seeds the random.Random that replaces captcha.audio.secrets (voice, "
+    "speed, level, gap and babble choices, in the library's order); 'noise' seeds numpy's "
+    "default_rng for the noise floor (its level, then its samples); 'effects' seeds numpy's "
+    "default_rng for reverb, band-pass and added noise")
 
 
 class GenStats(NamedTuple):
@@ -183,9 +188,7 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
             "format": sh.FORMAT, "format_version": sh.FORMAT_VERSION, "complete": complete,
             "source": "generated", **recipe.to_json(),
             "audio": {"rate": RATE, "channels": 1, "sample_width": 1, "encoding": "wav"},
-            "seed_rule": SEED_RULE.replace("'render' replaces captcha.image.secrets",
-                                           "'render' replaces captcha.audio.secrets")
-            + AUDIO_RULE,
+            "seed_rule": AUDIO_SEED_RULE,
             "split_rule": SPLIT_RULE, "splits": splits,
             "features": {**sh.AUDIO_CORE_FEATURES, **sh.AUDIO_STYLE_FEATURES},
             "versions": versions(), "command": command,
