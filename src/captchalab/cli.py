@@ -556,16 +556,16 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
 
     if "-" in images and len(images) > 1:
         raise UsageError("predict -: reads one image from stdin; give '-' alone")
+    run = resolve_run(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         if images == ("-",):  # the bytes go through the same file checks as any image
             paths = [os.path.join(tmp, "stdin")]
             with open(paths[0], "wb") as f:
                 f.write(sys.stdin.buffer.read())
         else:
-            run = resolve_run(run_dir)
             audio = read_config(run).get("data_kind") == "audio"
             paths = expand_paths(images, AUDIO_EXTS if audio else None)
-        rec = load(resolve_run(run_dir))
+        rec = load(run)
         preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
                                         skip_bad=skip_bad, tta=tta,
                                         warn=lambda m: click.echo(m, err=True))

@@ -102,6 +102,19 @@ def _ctc_nll():
 
 
 BUCKET = 16  # time steps and label lengths are padded to a multiple of this
+BLANK_LOGIT = 30.0  # a step with this logit for the blank and 0 elsewhere is a certain blank
+
+
+def pad_blanks(logits, t: int) -> np.ndarray:
+    """Logits [B,T,K+1] made T=`t` steps long with certain blanks, which change neither the
+    greedy reading nor any CTC likelihood (clips of different lengths, compiled shapes)."""
+    logits = np.asarray(logits, np.float32)
+    b, have, k = logits.shape
+    if have >= t:
+        return logits
+    blank = np.zeros((b, t - have, k), np.float32)
+    blank[..., BLANK_ID] = BLANK_LOGIT
+    return np.concatenate([logits, blank], axis=1)
 
 
 def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
@@ -110,20 +123,15 @@ def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
     Steps are padded to a multiple of BUCKET with certain blanks (which change no likelihood)
     and labels to a multiple of BUCKET, so the compiled recursion is reused across batches
     whose T differs (audio clips of different lengths) instead of compiled again for each."""
-    logits = np.asarray(logits, np.float32)
-    b, t, k = logits.shape
-    pad_t = -t % BUCKET
-    if pad_t:
-        blank = np.zeros((b, pad_t, k), np.float32)
-        blank[..., BLANK_ID] = 30.0
-        logits = np.concatenate([logits, blank], axis=1)
+    b, t, _ = np.shape(logits)
+    logits = pad_blanks(logits, t + (-t % BUCKET))
     ids = [charset.encode(x) for x in texts]
     width = max(1, max(map(len, ids)))
     target = np.zeros((b, width + (-width % BUCKET)), np.int32)
     for r, row in enumerate(ids):
         target[r, :len(row)] = row
     loss = _ctc_nll()(target, logits, np.array([len(r) for r in ids], np.int32),
-                      np.full((b,), t + pad_t, np.int32))
+                      np.full((b,), logits.shape[1], np.int32))
     return -np.asarray(loss, np.float64)
 
 

@@ -7,6 +7,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from captchalab.core.charset import BLANK_ID
+from captchalab.core.ctc import BLANK_LOGIT
+
 GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights (PIL "L", tf.image.rgb_to_grayscale)
 
 
@@ -190,7 +193,7 @@ class BlankPadding(keras.layers.Layer):
     def call(self, logits, lengths):
         valid = frame_mask(ops.shape(logits)[1], self.stride, lengths)  # [B, T, 1]
         k = ops.shape(logits)[-1]
-        blank = ops.expand_dims(ops.expand_dims(ops.one_hot(0, k) * 30.0, 0), 0)  # [1, 1, K+1]
+        blank = ops.expand_dims(ops.expand_dims(ops.one_hot(BLANK_ID, k) * BLANK_LOGIT, 0), 0)
         return valid * logits + (1.0 - valid) * blank
 
     def compute_output_shape(self, logits_shape, lengths_shape=None):

@@ -210,14 +210,13 @@ def calibrate_run(run_dir: str, data_dir: str, split: str = "val", resize: bool 
     returns what was written (temperature, samples, ECE before and after)."""
     import json
 
+    from captchalab.core.ctc import pad_blanks
     from captchalab.core.metrics import calibration_error
     from captchalab.core.storage import write_atomic
     from captchalab.eval.calibration import FILE, fit_temperature, sequence_confidence
-    from captchalab.eval.predictor import load, read_config
+    from captchalab.eval.predictor import AUDIO_BATCH, load, read_config
 
     count, _, samples = dataset_source(data_dir, split, read_config(run_dir), run_dir, resize)
-    from captchalab.eval.predictor import AUDIO_BATCH
-
     rec = load(run_dir)
     logits, truths = [], []
     batch = []
@@ -230,14 +229,8 @@ def calibrate_run(run_dir: str, data_dir: str, split: str = "val", resize: bool 
             batch = []
     if batch:
         logits.append(rec.logits(rec.batch(batch)))
-    if rec.data_kind == "audio":  # clips of different lengths: pad the steps with blanks
-        t = max(lg.shape[1] for lg in logits)
-        blank = np.zeros((1, 1, logits[0].shape[2]), np.float32)
-        blank[..., 0] = 30.0
-        logits = [np.concatenate([lg, np.broadcast_to(blank, (len(lg), t - lg.shape[1],
-                                                             lg.shape[2]))], axis=1)
-                  for lg in logits]
-    logits = np.concatenate(logits)
+    t = max(lg.shape[1] for lg in logits)  # audio batches differ in steps
+    logits = np.concatenate([pad_blanks(lg, t) for lg in logits])
     texts, _ = rec.decode(logits)
     correct = np.array([t == p for t, p in zip(truths, texts, strict=True)])
     t = fit_temperature(rec.kind, logits, texts, rec.charset, correct)

@@ -166,16 +166,14 @@ def _load_all(items, target):
     return images
 
 
-def _write_splits(folder, out, items, images, cs, shard_size) -> dict:
-    """Shards of each split; returns the manifest's "splits" (count and shard entries)."""
+def _write_splits(out, items, payloads, shard_size, encode) -> dict:
+    """Shards of each split; returns the manifest's "splits" (count and shard entries).
+    `encode(path, label, payload, split, index)` makes one record."""
     import math
 
-    from captchalab.gen.render import png_bytes
-
-    w, h = images[0].size
     splits = {}
     for s in SPLIT_NAMES:
-        members = [(p, lab, im) for (p, lab, sp), im in zip(items, images, strict=True) if sp == s]
+        members = [(p, lab, x) for (p, lab, sp), x in zip(items, payloads, strict=True) if sp == s]
         if not members:
             continue
         n = math.ceil(len(members) / shard_size)
@@ -183,11 +181,7 @@ def _write_splits(folder, out, items, images, cs, shard_size) -> dict:
         for i in range(n):
             with sh.ShardWriter(out, sh.shard_name(s, i, n)) as wr:
                 for index in range(i * shard_size, min(len(members), (i + 1) * shard_size)):
-                    p, lab, im = members[index]
-                    wr.write(sh.encode_record(
-                        png=png_bytes(im), width=w, height=h, text=lab, ids=cs.encode(lab),
-                        split=s, index=index, seed=-1,
-                        extra={"source/file": os.path.relpath(p, folder)}))
+                    wr.write(encode(*members[index], s, index))
                 entries.append(wr.commit())
         splits[s] = {"count": len(members), "shards": entries}
     return splits
@@ -225,7 +219,14 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
     prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)
     os.makedirs(out, exist_ok=True)
     clear_dataset(out)
-    splits = _write_splits(folder, out, items, images, cs, shard_size)
+    from captchalab.gen.render import png_bytes
+
+    def encode(p, lab, im, split, index):
+        return sh.encode_record(png=png_bytes(im), width=w, height=h, text=lab,
+                                ids=cs.encode(lab), split=split, index=index, seed=-1,
+                                extra={"source/file": os.path.relpath(p, folder)})
+
+    splits = _write_splits(out, items, images, shard_size, encode)
     lengths = [len(lab) for lab in labels]
     manifest = {
         "format": sh.FORMAT,
@@ -271,8 +272,6 @@ def _is_audio_folder(folder: str) -> bool:
 def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command) -> dict:
     """Labelled WAV files (mono, 8 kHz, 8 or 16 bit) -> an audio dataset; each clip is stored as
     the library writes WAV files (8-bit unsigned), so imported and generated records match."""
-    import math
-
     from captchalab.gen.audio import RATE, read_pcm8, wav_bytes
     from captchalab.gen.generate import clear_dataset, prepare_out_dir
     from captchalab.gen.recipe import versions
@@ -281,23 +280,13 @@ def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command
     prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)
     os.makedirs(out, exist_ok=True)
     clear_dataset(out)
-    splits = {}
-    for s in SPLIT_NAMES:
-        members = [(p, lab, c) for (p, lab, sp), c in zip(items, clips, strict=True) if sp == s]
-        if not members:
-            continue
-        n = math.ceil(len(members) / shard_size)
-        entries = []
-        for i in range(n):
-            with sh.ShardWriter(out, sh.shard_name(s, i, n)) as wr:
-                for index in range(i * shard_size, min(len(members), (i + 1) * shard_size)):
-                    p, lab, pcm = members[index]
-                    wr.write(sh.encode_audio_record(
-                        text=lab, ids=cs.encode(lab), split=s, index=index, seed=-1,
-                        extra={"audio/wav": wav_bytes(pcm), "audio/samples": len(pcm),
-                               "audio/rate": RATE, "source/file": os.path.relpath(p, folder)}))
-                entries.append(wr.commit())
-        splits[s] = {"count": len(members), "shards": entries}
+    def encode(p, lab, pcm, split, index):
+        return sh.encode_audio_record(
+            text=lab, ids=cs.encode(lab), split=split, index=index, seed=-1,
+            extra={"audio/wav": wav_bytes(pcm), "audio/samples": len(pcm), "audio/rate": RATE,
+                   "source/file": os.path.relpath(p, folder)})
+
+    splits = _write_splits(out, items, clips, shard_size, encode)
     lengths = [len(lab) for lab in labels]
     manifest = {
         "format": sh.FORMAT, "format_version": sh.FORMAT_VERSION, "complete": True,

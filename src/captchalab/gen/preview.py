@@ -46,11 +46,7 @@ def contact_sheet(data_dir: str, out: str | None, count: int, split: str | None)
     style = m.get("style_name", m.get("source"))
     fig.suptitle(f"{os.path.basename(os.path.abspath(data_dir))}: {split}, first {len(records)} "
                  f"(style {style}, seed {m.get('seed')})", fontsize=10)
-    fig.tight_layout()
-    with storage.open_file(out, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def _audio_sheet(data_dir: str, m: dict, records: list, split: str, out: str) -> str:
@@ -79,6 +75,10 @@ def _audio_sheet(data_dir: str, m: dict, records: list, split: str, out: str) ->
     axes[-1, 0].set_xlabel("seconds", fontsize=8)
     fig.suptitle(f"{os.path.basename(os.path.abspath(data_dir))}: {split}, first {len(records)} "
                  f"(audio, style {m.get('style_name')}, seed {m.get('seed')})", fontsize=10)
+    return _save(plt, fig, out)
+
+
+def _save(plt, fig, out: str) -> str:
     fig.tight_layout()
     with storage.open_file(out, "wb") as f:
         fig.savefig(f, dpi=100, format="png")
