@@ -221,7 +221,8 @@ def plot_confusions(report: dict, path: str) -> None:
     m = np.array(report["confusion_matrix"]["counts"], dtype=float)
     np.fill_diagonal(m, 0)
     k = len(labels)
-    fig, ax = plt.subplots(figsize=(2 + 0.26 * k, 1.5 + 0.26 * k))
+    # at least 6.5 in wide: the title fits over small charsets (digits: 11 labels)
+    fig, ax = plt.subplots(figsize=(max(6.5, 2 + 0.26 * k), 1.5 + 0.26 * k))
     shown = np.ma.masked_equal(m, 0)
     im = ax.imshow(shown, cmap="OrRd", vmin=0, vmax=max(1.0, m.max()))
     ticks = [_show(c) for c in labels]
