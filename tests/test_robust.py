@@ -64,6 +64,7 @@ def test_sweep_sets_are_deterministic_and_differ_only_in_their_knob(tmp_path):
     (["--corruptions", "none"], "nothing to measure"),
     (["--sweep", "noise-dots=-5"], "noise_dots"),
     (["--sweep", "charset=A-Z"], "cannot output"),
+    (["--sweep", "snr=10,20"], "'snr' does not apply to image models"),
     (["--corruptions", "jpeg", "--samples", "0"], "--samples: 0"),
     (["--corruptions", "jpeg", "--base", "/nonexistent/data"], "/nonexistent/data"),
     (["--corruptions", "jpeg", "--workers", "0"], "--workers"),

@@ -1,10 +1,12 @@
 """`captchalab robust`: how accuracy falls as generator knobs, out-of-distribution axes
 (fonts, lengths, charset, image size) and image corruptions change, for one or more models.
+For audio models: the audio knobs (snr, speed, gap, bandpass, reverb, ...), voices (a voice
+folder per value, e.g. one the model never heard), length and charset.
 
 Every test set is rendered from the models' training recipe with one thing changed, written as
 shards under OUT/sets/KEY (KEY hashes the recipe, so a set is rendered once and reused), and the
 same sets are scored for every model. Corruptions are applied to the clean set, deterministically
-per sample (eval/corruptions.py).
+per sample (eval/corruptions.py); they are image operations, so audio studies have none.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import numpy as np
 from captchalab.core.errors import UsageError, suggest
 from captchalab.core.runconfig import run_name
 from captchalab.core.storage import write_atomic
+from captchalab.gen.audio import AUDIO_KNOBS
 from captchalab.gen.style import KNOBS
 
 SCHEMA = "captchalab.robust/1"
 AXES = ("fonts", "length", "charset", "size")  # out-of-distribution axes besides the knobs
 SWEEPABLE = [k.replace("_", "-") for k in KNOBS] + list(AXES)
+AUDIO_SWEEPABLE = [k.replace("_", "-") for k in AUDIO_KNOBS] + ["voices", "length", "charset"]
 
 
 def parse_sweep(text: str) -> tuple[str, list[str]]:
@@ -33,16 +37,18 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     if not sep or not values.strip():
         raise UsageError(f"sweep {text!r}: write NAME=V1,V2,… e.g. rotate=0,15,30",
                          param="sweep")
-    if name not in SWEEPABLE:
-        raise UsageError(f"sweep: unknown '{name}'{suggest(name, SWEEPABLE)} "
-                         f"(allowed: {', '.join(SWEEPABLE)})", param="sweep")
+    known = SWEEPABLE + [a for a in AUDIO_SWEEPABLE if a not in SWEEPABLE]
+    if name not in known:
+        raise UsageError(f"sweep: unknown '{name}'{suggest(name, known)} "
+                         f"(allowed for image models: {', '.join(SWEEPABLE)}; for audio models: "
+                         f"{', '.join(AUDIO_SWEEPABLE)})", param="sweep")
     return name, [v.strip() for v in values.split(",") if v.strip()]
 
 
 def base_recipe(config: dict, run_dir: str, base_data: str | None) -> dict:
     """The recipe the model was trained on (on-the-fly recipe or its dataset's manifest)."""
     from captchalab.gen import shards as sh
-    from captchalab.gen.recipe import RECIPE_KEYS
+    from captchalab.gen.recipe import recipe_keys
 
     if base_data:
         m = sh.read_manifest(base_data)
@@ -58,7 +64,7 @@ def base_recipe(config: dict, run_dir: str, base_data: str | None) -> dict:
     if m.get("style") is None:
         raise UsageError(f"{where} was imported, not generated: it has no style to vary; give "
                          "--base DATA with a generated dataset")
-    return {k: m[k] for k in RECIPE_KEYS if k in m}
+    return {k: m[k] for k in recipe_keys(m) if k in m}
 
 
 def variant(base: dict, samples: int, axis: str | None = None, value: str | None = None):
@@ -67,6 +73,8 @@ def variant(base: dict, samples: int, axis: str | None = None, value: str | None
     from captchalab.gen.recipe import GenRequest, build_recipe
     from captchalab.gen.style import Style, apply_overrides
 
+    if base.get("kind") == "audio":
+        return audio_variant(base, samples, axis, value)
     style = Style.from_json(base["style"])
     lo, hi = base["length"]
     req = dict(charset=base["charset"]["chars"], length=f"{lo}-{hi}",
@@ -80,6 +88,25 @@ def variant(base: dict, samples: int, axis: str | None = None, value: str | None
         style = apply_overrides(style, {axis.replace("-", "_"): value},
                                 source=f"--sweep {axis}={value}")
     return build_recipe(GenRequest(style=style, **req), warn=lambda _m: None)
+
+
+def audio_variant(base: dict, samples: int, axis: str | None, value: str | None):
+    from captchalab.gen.audio import BUILTIN, AudioStyle, apply_audio_overrides
+    from captchalab.gen.recipe import GenRequest, build_audio_recipe
+
+    style = AudioStyle.from_json(base["style"])
+    voices = [BUILTIN if v["name"] == BUILTIN else v["path"] for v in base["voices"]]
+    lo, hi = base["length"]
+    req = dict(charset=base["charset"]["chars"], length=f"{lo}-{hi}",
+               style_name=base.get("style_name") or "custom", seed=base["seed"],
+               counts={"test": samples}, shard_size=max(samples, 1))
+    if axis in ("length", "charset"):
+        req[axis] = value
+    elif axis == "voices":
+        voices = [value]
+    elif axis is not None:
+        style = apply_audio_overrides(style, {axis: value}, source=f"--sweep {axis}={value}")
+    return build_audio_recipe(GenRequest(**req), style, voices, warn=lambda _m: None)
 
 
 def recipe_key(recipe) -> str:
@@ -102,26 +129,30 @@ def render_set(recipe, sets_dir: str, workers: int | None) -> str:
 
 
 def read_set(d: str):
-    """(uint8 images [N,H,W,3], truths, indices) of a rendered set's test split."""
+    """(uint8 images [N,H,W,3], truths, indices) of a rendered set's test split; for an audio
+    set, a list of uint8 PCM clips instead of the images."""
     from captchalab.eval.predictor import to_rgb
     from captchalab.gen import shards as sh
+    from captchalab.gen.audio import parse_wav
 
     m = sh.read_manifest(d)
-    imgs, truths, idx = [], [], []
+    audio = m.get("kind") == "audio"
+    items, truths, idx = [], [], []
     for r in sh.iter_split(d, m, "test"):
-        imgs.append(to_rgb(r["image/png"]))
+        items.append(parse_wav(r["audio/wav"], d) if audio else to_rgb(r["image/png"]))
         truths.append(r["label/text"])
         idx.append(r["sample/index"])
-    return np.stack(imgs), truths, idx
+    return (items if audio else np.stack(items)), truths, idx
 
 
-def score(recognizer, images: np.ndarray, truths: list[str], tta: bool = False) -> dict:
-    """Sequence/character accuracy (95 % Wilson intervals) and CER of a model on images; sets
-    of another size (the size axis) are scaled to what the model reads. tta: test-time
-    augmentation (`Recognizer.read`)."""
+def score(recognizer, images, truths: list[str], tta: bool = False) -> dict:
+    """Sequence/character accuracy (95 % Wilson intervals) and CER of a model on images (or
+    clips); sets of another size (the size axis) are scaled to what the model reads. tta:
+    test-time augmentation (`Recognizer.read`)."""
     from captchalab.eval.report import accuracy
 
-    preds = recognizer.predict(list(images), resize=True, tta=tta)
+    batch = 32 if recognizer.data_kind == "audio" else 256  # clips pad to the batch's longest
+    preds = recognizer.predict(list(images), resize=True, tta=tta, batch_size=batch)
     return accuracy(truths, [p.text for p in preds])
 
 
@@ -131,9 +162,11 @@ def _names(runs: list[str]) -> list[str]:
 
 
 def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, out: str,
-                 base_data: str | None):
+                 base_data: str | None, corruptions: list[str] | None = None):
     """Check the models, the base recipe and every set's recipe before anything is rendered.
-    Returns (runs with the baseline added, baseline, configs, base recipe, plan of sets)."""
+    corruptions: None for the default (all for image models, none for audio ones).
+    Returns (runs with the baseline added, baseline, configs, base recipe, plan of sets,
+    corruptions)."""
     from captchalab.core.charset import Charset
     from captchalab.eval.predictor import read_config
 
@@ -148,11 +181,29 @@ def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, ou
         baseline = runs[[os.path.normpath(r) for r in runs].index(os.path.normpath(baseline))]
     configs = [read_config(r) for r in runs]
     audio = [r for r, c in zip(runs, configs, strict=True) if c.get("data_kind") == "audio"]
+    if audio and len(audio) < len(runs):
+        image = next(r for r in runs if r not in audio)
+        raise UsageError(f"model: {audio[0]} reads audio and {image} images; a study compares "
+                         "models of one kind", param="model")
+    allowed = AUDIO_SWEEPABLE if audio else SWEEPABLE
+    for axis, _ in sweeps:
+        if axis not in allowed:
+            kind = "audio" if audio else "image"
+            raise UsageError(f"sweep: '{axis}' does not apply to {kind} models (allowed: "
+                             f"{', '.join(allowed)})", param="sweep")
     if audio:
-        raise UsageError(f"model: {audio[0]} reads audio; robust studies image models only so "
-                         "far (score audio models with eval on `gen --kind audio` sets of the "
-                         "knob values to compare)", param="model")
-    sizes = {(c["image"]["width"], c["image"]["height"]) for c in configs}
+        if corruptions:
+            raise UsageError("corruptions: image corruptions do not apply to audio models; "
+                             "sweep snr, bandpass, reverb, speed, … instead (--corruptions "
+                             "none)", param="corruptions")
+        corruptions = []
+    elif corruptions is None:
+        from captchalab.eval.corruptions import CORRUPTIONS
+        corruptions = list(CORRUPTIONS)
+    if not sweeps and not corruptions:
+        raise UsageError("nothing to measure: give --sweep NAME=V1,V2,…"
+                         + ("" if audio else " and/or --corruptions"))
+    sizes = {(c["image"]["width"], c["image"]["height"]) for c in configs if not audio}
     if len(sizes) > 1:
         raise UsageError("model: the models read different image sizes "
                          f"({', '.join('x'.join(map(str, s)) for s in sorted(sizes))}); "
@@ -171,23 +222,25 @@ def checked_plan(runs: list[str], baseline: str | None, sweeps, samples: int, ou
                                  "output; sweep the charset within the model's")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"out {out} is a file; give a folder for the study", param="out")
-    return runs, baseline, configs, base, plan
+    return runs, baseline, configs, base, plan, corruptions
 
 
-def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]], corruptions: list[str],
+def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]],
+          corruptions: list[str] | None,
           severities: list[int], samples: int, out: str, baseline: str | None = None,
           base_data: str | None = None, workers: int | None = None, tta: bool = False,
           echo=None) -> dict:
     """Run the whole study and write OUT/robust.json, robust.md and the PNGs; returns the report.
 
     Everything is checked (models, base recipe, every set's recipe) before anything is rendered.
+    corruptions: names, or None for the default (all for image models, none for audio ones).
     tta: every model reads every image with test-time augmentation.
     """
     from captchalab.eval.corruptions import corrupt
 
     echo = echo or (lambda m: print(m, file=sys.stderr))
-    runs, baseline, configs, base, plan = checked_plan(runs, baseline, sweeps, samples, out,
-                                                       base_data)
+    runs, baseline, configs, base, plan, corruptions = checked_plan(
+        runs, baseline, sweeps, samples, out, base_data, corruptions)
     from captchalab.eval.predictor import load
 
     names = _names(runs)
@@ -198,9 +251,11 @@ def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]], corruptions: 
                          for n, r, c in zip(names, runs, configs, strict=True)],
               "baseline": names[runs.index(baseline)] if baseline else None,
               "samples": samples, "tta": tta,
+              "kind": base.get("kind", "image"),
               "base": {"style_name": base.get("style_name"), "charset": base["charset"]["chars"],
-                       "length": base["length"], "size": base["size"], "seed": base["seed"],
-                       "style": base["style"]},
+                       "length": base["length"], "size": base.get("size"), "seed": base["seed"],
+                       "style": base["style"],
+                       **({"voices": base["voices"]} if base.get("kind") == "audio" else {})},
               "clean": None, "sweeps": {}, "corruptions": {}}
 
     def results(images, truths):
@@ -278,6 +333,8 @@ def plot_sweep(report: dict, axis: str, path: str) -> None:
     plt = pyplot()
     rows = report["sweeps"][axis]
     values = [r["value"] for r in rows]
+    if axis == "voices":  # folders: their names
+        values = [os.path.basename(os.path.normpath(v)) for v in values]
     xs = _num(values) or list(range(len(values)))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, key, title in ((axes[0], "seq_acc", "sequence accuracy"),
@@ -367,11 +424,13 @@ def markdown(report: dict, files: dict) -> str:
         return " | ".join(f"{res[m]['seq_acc']:.4f} / {res[m]['char_acc']:.4f}" for m in models)
 
     b = report["base"]
+    what = (f"{b['size'][0]}x{b['size'][1]}" if b.get("size") else
+            "audio, voices " + ", ".join(v["name"] for v in b.get("voices", [])))
     out = ["# Robustness study", "",
            "Models: " + ", ".join(f"{m['name']} ({m['arch']}, {m['run']})"
                                   for m in report["models"]) + ".",
            f"Base: style {b['style_name']}, charset {b['charset']!r}, length "
-           f"{b['length'][0]}-{b['length'][1]}, {b['size'][0]}x{b['size'][1]}, seed {b['seed']}; "
+           f"{b['length'][0]}-{b['length'][1]}, {what}, seed {b['seed']}; "
            f"{report['samples']} test samples per set"
            + (", read with test-time augmentation" if report.get("tta") else "")
            + ". Cells: sequence / character accuracy.", "",
