@@ -83,10 +83,11 @@ def _records(d):
 def test_gen_audio_verifies_and_is_the_same_for_any_workers_and_shard_size(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     common = ["--kind", "audio", "--train", "12", "--val", "4", "--length", "3-4", "-q"]
-    run_cli("gen", "--out", str(a), *common, "--workers", "1")
+    speaker = ["--pitch", "-3-3", "--formant", "0.9-1.1", "--timbre", "0-6"]
+    run_cli("gen", "--out", str(a), *common, *speaker, "--workers", "1")
     run_cli("gen", "--out", str(b), *common, "--workers", "2", "--shard-size", "5",
             "--style", "hard")
-    r = run_cli("gen", "--out", str(tmp_path / "c"), *common, "--workers", "2",
+    r = run_cli("gen", "--out", str(tmp_path / "c"), *common, *speaker, "--workers", "2",
                 "--shard-size", "5")
     assert r.returncode == 0 and "captchas/s" in r.stdout
     assert run_cli("verify", str(a)).returncode == 0
@@ -100,9 +101,57 @@ def test_gen_audio_verifies_and_is_the_same_for_any_workers_and_shard_size(tmp_p
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 1, 8000)
         assert w.getnframes() == rec["audio/samples"]
     assert set(rec["label/text"]) <= set("0123456789") and 3 <= len(rec["label/text"]) <= 4
+    assert -3 <= rec["style/pitch"] <= 3 and 0.9 <= rec["style/formant"] <= 1.1
+    assert rec["style/tempo"] == 1
     hard = _records(b)[("train", 0)]
     assert hard["label/text"] == rec["label/text"]  # labels do not depend on the style
     assert hard["audio/wav"] != rec["audio/wav"]
+
+
+def _vowel(f0=120.0, seconds=0.5, formants=(700, 1200, 2600)):
+    """A synthetic vowel: a glottal pulse train at f0 through three formant resonances."""
+    from captchalab.gen.audio import RATE, _spectrum_filter
+
+    n = int(seconds * RATE)
+    x = np.zeros(n)
+    x[(np.arange(0, seconds, 1 / f0) * RATE).astype(int)] = 1.0
+    x = _spectrum_filter(x, lambda f: sum(1 / (1 + ((f - c) / 80) ** 2) for c in formants))
+    return x / np.abs(x).max() * 0.8
+
+
+def _f0(x):
+    """Pitch from the cepstrum: the quefrency (60-400 Hz) of the harmonics' spacing."""
+    from captchalab.gen.audio import RATE
+
+    x = x[len(x) // 4: 3 * len(x) // 4]
+    cep = np.fft.irfft(np.log(np.abs(np.fft.rfft(x * np.hanning(len(x)))) + 1e-9))
+    lo = RATE // 400
+    return RATE / (lo + cep[lo: RATE // 60].argmax())
+
+
+def _centroid(x):
+    from captchalab.gen.audio import RATE
+
+    mag = np.abs(np.fft.rfft(x))
+    return (np.fft.rfftfreq(len(x), 1 / RATE) * mag).sum() / mag.sum()
+
+
+def test_change_voice_moves_pitch_formants_and_tempo_independently():
+    from captchalab.gen.audio import change_voice
+
+    x = _vowel()
+    np.testing.assert_allclose(change_voice(x, 0, 1, 1, None), x, atol=1e-9)
+    up = change_voice(x, 12, 1, 1, None)  # an octave up, same length, same formants
+    assert len(up) == len(x) and abs(_f0(up) / _f0(x) - 2) < 0.1
+    assert abs(_centroid(up) / _centroid(x) - 1) < 0.12
+    wide = change_voice(x, 0, 1.25, 1, None)  # formants up, pitch kept
+    assert abs(_f0(wide) / _f0(x) - 1) < 0.05 and _centroid(wide) / _centroid(x) > 1.12
+    slow = change_voice(x, 0, 1, 1.25, None)  # longer, pitch kept
+    assert len(slow) == round(1.25 * len(x)) and abs(_f0(slow) / _f0(x) - 1) < 0.05
+    down = change_voice(x, -6, 1, 1, None)
+    assert abs(_f0(down) / _f0(x) - 2 ** -0.5) < 0.05
+    tilt = change_voice(x, 0, 1, 1, np.linspace(-12, 12, 32))  # treble up: centroid up
+    assert _centroid(tilt) > 1.1 * _centroid(x) and np.abs(tilt).max() == pytest.approx(0.8)
 
 
 def test_verify_catches_a_damaged_audio_record(tmp_path):
@@ -234,8 +283,28 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
     assert len(lines) == 16 and all(x["file"].endswith(".wav") for x in lines)
     cli("import", wavs, "--out", tmp_path / "imported")
     assert cli("verify", tmp_path / "imported").returncode == 0
-    r = run_cli("robust", "--model", run, "--out", tmp_path / "study")
-    assert r.returncode == 2 and "reads audio; robust studies image models only" in r.stderr
+    # robust: audio knobs and voices; a copy of the built-in voice renders the same clips
+    import shutil
+
+    from captchalab.gen.audio import builtin_dir
+
+    voice, study = tmp_path / "voice", tmp_path / "study"
+    shutil.copytree(builtin_dir(), voice, ignore=shutil.ignore_patterns("*.ttf", "beep.wav"))
+    r = run_cli("robust", "--model", run, "--out", study, "--corruptions", "jpeg")
+    assert r.returncode == 2 and "image corruptions do not apply to audio models" in r.stderr
+    r = run_cli("robust", "--model", run, "--out", study, "--sweep", "rotate=0,10")
+    assert r.returncode == 2 and "'rotate' does not apply to audio models" in r.stderr
+    assert not study.exists()
+    cli("robust", "--model", run, "--out", study, "--samples", 8, "--sweep", "snr=100,0",
+        "--sweep", f"voices=builtin,{voice}", "-q")
+    rep = json.load(open(study / "robust.json"))
+    assert rep["kind"] == "audio" and rep["corruptions"] == {}
+    snr, voices = rep["sweeps"]["snr"], rep["sweeps"]["voices"]
+    assert snr[0]["set"] == rep["clean"]["set"] and snr[1]["set"] != snr[0]["set"]
+    assert voices[0]["set"] == rep["clean"]["set"]  # builtin: the base recipe itself
+    assert voices[0]["results"] == voices[1]["results"]  # same recordings, other folder
+    assert (study / "sweep-voices.png").exists() and "voices builtin" in (
+        study / "robust.md").read_text()
     cli("train", "--data", d, "--out", tmp_path / "fly", "--on-the-fly", "--epoch-samples", 32,
         "--epochs", 1, "--gen-workers", 1, "-q")
     # an image model refuses audio data, and an audio model image data

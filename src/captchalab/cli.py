@@ -27,6 +27,11 @@ AUDIO_KNOB_HELP = {  # gen --kind audio (gen.audio.AUDIO_KNOBS; kept here so --h
     "pink": "Probability that the added noise is pink rather than white.",
     "bandpass": "Probability of a telephone band-pass (300-3400 Hz).",
     "reverb": "Reverberation time RT60 of a synthetic room, s (0 = dry).",
+    "pitch": "Another speaker per captcha: pitch shift, semitones, formants kept (0 = as "
+             "recorded).",
+    "formant": "Another speaker: formant frequencies times this, pitch kept (1 = as recorded).",
+    "tempo": "Another speaker: speaking-time factor, pitch kept (1 = as recorded).",
+    "timbre": "Another speaker: random smooth equaliser, peak-to-peak dB (0 = none).",
 }
 IMAGE_ONLY = ("size", "fonts", "font_sizes", "smooth", "mix", *KNOBS)
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
@@ -104,7 +109,7 @@ def _knob_options(f):
 @click.option("--size", default=_GEN.size, show_default=True, help="Image WIDTHxHEIGHT, px.")
 @click.option("--style", "style", default="default", show_default=True,
               help="Preset: default (the library's own), easy, hard, varied, universal; "
-                   "audio: default, hard.")
+                   "audio: default, hard, voices.")
 @click.option("--style-file", type=click.Path(), help="TOML or JSON of style keys (and `preset`).")
 @click.option("--fonts", help="Comma list: builtin, dejavu, dejavu-sans, dejavu-serif, "
               "dejavu-mono, stix, pool, held-out, a family (captchalab fonts), font files, "
@@ -199,7 +204,7 @@ def _audio_recipe(ctx, given, train, val, test, charset, length, voices, style, 
     wrong = [g for g in given if g in IMAGE_ONLY]
     if wrong:
         raise UsageError(f"--{wrong[0].replace('_', '-')} applies to image captchas, not "
-                         "--kind audio (audio options: --voices, --style default|hard, "
+                         "--kind audio (audio options: --voices, --style default|hard|voices, "
                          f"--{', --'.join(k.replace('_', '-') for k in AUDIO_KNOB_HELP)})")
     overrides = {k: knobs[k] for k in AUDIO_KNOB_HELP if knobs.get(k) is not None}
     resolved = resolve_audio_style(style, style_file, overrides)
@@ -588,9 +593,11 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
               "models).")
 @click.option("--sweep", "sweeps", multiple=True, metavar="NAME=V1,V2,…",
               help="Vary one thing: a style knob (rotate, noise-dots, …) or fonts, length, "
-                   "charset, size. Repeatable.")
-@click.option("--corruptions", default="all", show_default=True,
-              help="all, none, or a comma list (gaussian-noise, jpeg, elastic, …).")
+                   "charset, size; for audio models an audio knob (snr, speed, gap, bandpass, "
+                   "reverb, …), voices (voice folders or builtin), length, charset. Repeatable.")
+@click.option("--corruptions",
+              help="all, none, or a comma list (gaussian-noise, jpeg, elastic, …); image "
+                   "models only.  [default: all for image models, none for audio]")
 @click.option("--severities", default="1-5", show_default=True, help="Corruption severities, 1-5.")
 @click.option("--samples", default=500, show_default=True, type=int, help="Test samples per set.")
 @click.option("--baseline", type=click.Path(), help="Run that mCE is relative to.")
@@ -605,15 +612,14 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
 @click.option("-q", "--quiet", is_flag=True, help="No per-set lines.")
 def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, out, workers,
            tta, quiet):
-    """Accuracy as knobs, fonts, lengths, charset, size and corruptions change; several models."""
+    """Accuracy as knobs, fonts, lengths, charset, size and corruptions change (audio models:
+    audio knobs, voices, length, charset); several models."""
     from captchalab.eval.corruptions import parse_corruptions, parse_severities
     from captchalab.eval.robust import parse_sweep, study
 
     parsed = [parse_sweep(s) for s in sweeps]
-    names = parse_corruptions(corruptions)
+    names = None if corruptions is None else parse_corruptions(corruptions)
     sevs = parse_severities(severities)
-    if not parsed and not names:
-        raise UsageError("nothing to measure: give --sweep NAME=V1,V2,… and/or --corruptions")
     r = study([resolve_run(r) for r in runs], sweeps=parsed, corruptions=names, severities=sevs, samples=samples,
               out=out, baseline=baseline and resolve_run(baseline), base_data=base_data, workers=workers, tta=tta,
               echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))

@@ -45,7 +45,15 @@ AUDIO_KNOBS: dict[str, Knob] = {k.name: k for k in [
     Knob("pink", float, 0, 1, "probability that the added noise is pink rather than white"),
     Knob("bandpass", float, 0, 1, "probability of a telephone band-pass, 300-3400 Hz"),
     Knob("reverb", float, 0, 3, "reverberation time RT60 of a synthetic room, s (0 = dry)"),
+    # another speaker: drawn once per captcha, applied to every recording it uses (the
+    # characters and the babble), before the library's own speed and level changes
+    Knob("pitch", float, -12, 12, "voice pitch shift, semitones, formants kept (0 = as recorded)"),
+    Knob("formant", float, 0.7, 1.4, "vocal-tract scale: formant frequencies times this, pitch "
+         "kept (1 = as recorded)"),
+    Knob("tempo", float, 0.5, 2, "speaking-time factor, pitch kept (1 = as recorded)"),
+    Knob("timbre", float, 0, 24, "random smooth equaliser, peak-to-peak dB (0 = none)"),
 ]}
+VOICE_KNOBS = ("pitch", "formant", "tempo", "timbre")
 # the library draws speed and level in steps of 1/100, the babble's in steps of 1/10
 STEPS = {"speed": 100, "level": 100, "babble_speed": 10, "babble_level": 10}
 NO_NOISE_DB = 100.0
@@ -66,6 +74,14 @@ class AudioStyle:
     pink: tuple[float, float] = (0.0, 0.0)
     bandpass: tuple[float, float] = (0.0, 0.0)
     reverb: tuple[float, float] = (0.0, 0.0)
+    pitch: tuple[float, float] = (0.0, 0.0)
+    formant: tuple[float, float] = (1.0, 1.0)
+    tempo: tuple[float, float] = (1.0, 1.0)
+    timbre: tuple[float, float] = (0.0, 0.0)
+
+    def changes_voice(self) -> bool:
+        return (self.pitch, self.formant, self.tempo, self.timbre) != (
+            (0.0, 0.0), (1.0, 1.0), (1.0, 1.0), (0.0, 0.0))
 
     def to_json(self) -> dict:
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
@@ -82,6 +98,11 @@ AUDIO_PRESETS = {
     "hard": {"speed": [0.75, 1.35], "level": [0.5, 1.3], "gap": [0.3, 1.5],
              "babble_level": [0.3, 0.8], "babble_gap": [0.0, 0.05], "floor": [4, 12],
              "snr": [5, 20], "pink": 0.5, "bandpass": 0.5, "reverb": [0.0, 0.4]},
+    # the library's randomness with another speaker per captcha: pitch from a fifth below to an
+    # octave above (the built-in voice speaks at ~104 Hz), shorter to longer vocal tracts,
+    # slower and faster speech, a coloured channel
+    "voices": {"pitch": [-6, 12], "formant": [0.85, 1.25], "tempo": [0.8, 1.25],
+               "timbre": [0, 12]},
 }
 AUDIO_STYLE_KEYS = tuple(AUDIO_KNOBS)
 
@@ -339,6 +360,123 @@ def noise(n: int, pink: bool, rng) -> np.ndarray:
     return w / np.sqrt(np.mean(w ** 2))
 
 
+# --- voice changes ------------------------------------------------------------------------------
+
+FRAME, HOP = 256, 64  # STFT of the voice changes: 32 ms Hann windows every 8 ms
+LIFTER = 24  # cepstral coefficients kept for the spectral envelope (formants, not harmonics)
+
+
+def _stft(x: np.ndarray) -> np.ndarray:
+    x = np.pad(x, (FRAME // 2, FRAME // 2 + HOP))
+    n = 1 + (len(x) - FRAME) // HOP
+    frames = np.lib.stride_tricks.sliding_window_view(x, FRAME)[::HOP][:n]
+    return np.fft.rfft(frames * np.hanning(FRAME), axis=1)
+
+
+def _istft(spec: np.ndarray, length: int) -> np.ndarray:
+    """Weighted overlap-add; frames 4 hops apart do not overlap, so 4 strided adds do it."""
+    win = np.hanning(FRAME)
+    frames = np.fft.irfft(spec, FRAME, axis=1) * win
+    per = FRAME // HOP
+    n = FRAME + HOP * (len(spec) - 1)
+    out = np.zeros(n + FRAME * per)
+    norm = np.zeros_like(out)
+    for o in range(per):
+        part = frames[o::per].ravel()
+        out[o * HOP: o * HOP + len(part)] += part
+        norm[o * HOP: o * HOP + len(part)] += np.tile(win ** 2, len(frames[o::per]))
+    out = out[:n] / np.maximum(norm[:n], 1e-3)
+    return out[FRAME // 2: FRAME // 2 + length]
+
+
+def _envelope(mag: np.ndarray) -> np.ndarray:
+    """Log spectral envelope of each frame: the log magnitude's first LIFTER cepstral terms."""
+    cep = np.fft.irfft(np.log(mag + 1e-6), axis=1)
+    cep[:, LIFTER:-LIFTER] = 0
+    return np.fft.rfft(cep, axis=1).real
+
+
+def _lerp(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
+    """`a` linearly interpolated at fractional indices `pos` along `axis` (clamped)."""
+    pos = np.clip(pos, 0, a.shape[axis] - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, a.shape[axis] - 1)
+    w = pos - i0
+    if axis == 1:
+        return a[:, i0] * (1 - w) + a[:, i1] * w
+    return a[i0] * (1 - w)[:, None] + a[i1] * w[:, None]
+
+
+def _stretch(spec: np.ndarray, factor: float) -> np.ndarray:
+    """Phase vocoder: the frames resampled in time by `factor` (> 1 longer), each bin's phase
+    advanced by its measured frequency so that the pitch stays."""
+    n_out = max(1, int(round(len(spec) * factor)))
+    pos = np.minimum(np.arange(n_out) / factor, len(spec) - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, len(spec) - 1)
+    mag = _lerp(np.abs(spec), pos, 0)
+    expected = 2 * np.pi * HOP * np.arange(spec.shape[1]) / FRAME
+    dphi = np.angle(spec[i1]) - np.angle(spec[i0]) - expected
+    dphi = expected + (dphi + np.pi) % (2 * np.pi) - np.pi  # per-hop advance at the true freq
+    phase = np.angle(spec[0]) + np.concatenate([np.zeros((1, spec.shape[1])),
+                                                np.cumsum(dphi[:-1], axis=0)])
+    return mag * np.exp(1j * phase)
+
+
+def change_voice(x: np.ndarray, pitch: float, formant: float, tempo: float,
+                 eq_db: np.ndarray | None) -> np.ndarray:
+    """Another speaker saying the same thing: float PCM `x` with its pitch moved by `pitch`
+    semitones, its formants scaled by `formant`, its duration by `tempo`, and the smooth gain
+    curve `eq_db` (dB, sampled uniformly from 0 Hz to Nyquist) applied; the peak is kept.
+
+    Band-limited resampling by the pitch ratio moves pitch and formants together; a phase
+    vocoder brings the duration to `tempo` times the original; then every frame is given the
+    original's spectral envelope (cepstral, LIFTER terms) scaled by `formant` in frequency."""
+    ratio = 2 ** (pitch / 12)
+    n = max(FRAME, int(round(len(x) / ratio)))
+    spec_x = np.fft.rfft(x)
+    keep = n // 2 + 1
+    y = np.fft.irfft(spec_x[:keep] if len(spec_x) >= keep
+                     else np.pad(spec_x, (0, keep - len(spec_x))), n) * (n / len(x))
+    spec = _stft(y)
+    if abs(tempo * ratio - 1) > 1e-6:
+        spec = _stretch(spec, tempo * ratio)
+    if ratio < 1:  # lowered: nothing above ratio * Nyquist; the original's band fills it
+        high = _stft(x)
+        high = _stretch(high, tempo) if abs(tempo - 1) > 1e-6 else high
+        high = _lerp(np.abs(high), np.arange(len(spec)) * (len(high) - 1) / max(len(spec) - 1, 1),
+                     0) * np.exp(1j * np.angle(spec))
+        cut = int(ratio * (FRAME // 2) * 0.95)
+        spec = np.concatenate([spec[:, :cut], high[:, cut:]], axis=1)
+    log_gain = np.zeros(spec.shape[1])
+    if eq_db is not None:
+        log_gain = np.interp(np.linspace(0, 1, spec.shape[1]), np.linspace(0, 1, len(eq_db)),
+                             eq_db) * (np.log(10) / 20)
+    if abs(ratio - 1) > 1e-6 or abs(formant - 1) > 1e-6:
+        bins = np.arange(spec.shape[1])
+        env_x = _envelope(np.abs(_stft(x)))  # the original's, full band
+        env_x = _lerp(env_x, np.arange(len(spec)) * (len(env_x) - 1) / max(len(spec) - 1, 1), 0)
+        want = _lerp(env_x, bins / formant, 1)
+        have = _envelope(np.abs(spec))
+        log_gain = log_gain + np.clip(want - have, -3, 3)  # at most ~26 dB either way
+    out = _istft(spec * np.exp(log_gain), int(round(len(x) * tempo)))
+    peak = np.abs(out).max()
+    return out * (np.abs(x).max() / peak) if peak > 0 else out
+
+
+def voice_draws(style: AudioStyle, rng) -> dict:
+    """One speaker for a captcha: pitch, formant, tempo, and an equaliser of 6 random cosine
+    terms scaled to the drawn peak-to-peak dB (a fixed number of draws, used or not)."""
+    d = {"pitch": float(rng.uniform(*style.pitch)), "formant": float(rng.uniform(*style.formant)),
+         "tempo": float(rng.uniform(*style.tempo)), "timbre": float(rng.uniform(*style.timbre))}
+    f = np.linspace(0, np.pi, 32)
+    k = np.arange(1, 7)[:, None]
+    curve = (rng.standard_normal(6)[:, None] / k * np.cos(k * f + rng.uniform(0, 2 * np.pi, 6)[:, None])).sum(0)
+    span = curve.max() - curve.min()
+    d["eq_db"] = curve / span * d["timbre"] if span > 0 and d["timbre"] > 0 else None
+    return d
+
+
 # --- the renderer ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -373,6 +511,8 @@ class AudioRenderer:
         self.bank = bank
         self.choices = sorted(bank)  # the babble draws from every recorded character
         self._secrets = SeededSecrets()
+        self._voice = None  # this captcha's speaker (voice_draws) when the style changes voices
+        self._changed: dict[int, np.ndarray] = {}  # recording id -> as that speaker says it
         self.beep = np.frombuffer(bytes(ca.BEEP), np.uint8)
         self.end_beep = np.frombuffer(bytes(ca.END_BEEP), np.uint8)
         self.silence = np.frombuffer(bytes(ca.SILENCE), np.uint8)
@@ -387,9 +527,23 @@ class AudioRenderer:
         from captchalab.gen.render import draw_label
         return draw_label(self.seed, split, index, self.chars, self.length)
 
+    def _speaker(self, rec: np.ndarray) -> np.ndarray:
+        """A recording as this captcha's speaker says it (itself when voices are not changed);
+        each recording is changed once per captcha."""
+        v = self._voice
+        if v is None:
+            return rec
+        out = self._changed.get(id(rec))
+        if out is None:
+            y = change_voice((rec.astype(np.float64) - SILENT) / 128, v["pitch"], v["formant"],
+                             v["tempo"], v["eq_db"])
+            out = np.clip(np.round(y * 128 + SILENT), 0, 255).astype(np.uint8)
+            self._changed[id(rec)] = out
+        return out
+
     def _twist_pick(self, key: str):
         s, st = self._secrets, self.style
-        voice = s.choice(self.bank[key])
+        voice = self._speaker(s.choice(self.bank[key]))
         speed = draw_step(s, st.speed, STEPS["speed"])
         voice = change_speed(voice, speed)
         level = draw_step(s, st.level, STEPS["level"])
@@ -398,7 +552,7 @@ class AudioRenderer:
     def _noise_pick(self) -> np.ndarray:
         s, st = self._secrets, self.style
         key = s.choice(self.choices)
-        voice = s.choice(self.bank[key])[::-1]
+        voice = self._speaker(s.choice(self.bank[key]))[::-1]
         voice = change_speed(voice, draw_step(s, st.babble_speed, STEPS["babble_speed"]))
         return change_sound(voice, draw_step(s, st.babble_level, STEPS["babble_level"]))
 
@@ -445,7 +599,12 @@ class AudioRenderer:
         text = self.label(split, index)
         self._secrets.rng.seed(derive_seed(self.seed, split, index, "render"))
         rng = np.random.default_rng(derive_seed(self.seed, split, index, "noise"))
+        speaker = voice_draws(self.style, np.random.default_rng(
+            derive_seed(self.seed, split, index, "voice")))
+        self._voice = speaker if self.style.changes_voice() else None
+        self._changed = {}
         pcm, draws = self.body(text, rng)
+        draws.update({k: speaker[k] for k in VOICE_KNOBS})
         pcm, fx = self.effects(pcm, np.random.default_rng(derive_seed(self.seed, split, index,
                                                                        "effects")))
         return AudioSample(split, index, text, pcm, {**draws, **fx})
@@ -483,7 +642,8 @@ class AudioRenderer:
                  "style/level": [float(v) for v in d["level"]],
                  "style/gap": [float(v) for v in d["gap"]], "style/floor": d["floor"],
                  "style/reverb": d["reverb"], "style/bandpass": d["bandpass"],
-                 "style/snr": d["snr"], "style/pink": d["pink"]}
+                 "style/snr": d["snr"], "style/pink": d["pink"],
+                 **{f"style/{k}": d[k] for k in VOICE_KNOBS}}
         return sh.encode_audio_record(text=s.text, ids=Charset(self.chars).encode(s.text),
                                       split=split, index=index, seed=self.seed, extra=extra)
 

@@ -138,6 +138,10 @@ AUDIO_STYLE_FEATURES = {
     "style/bandpass": "int64: 1 if through the telephone band-pass",
     "style/snr": "float: SNR of the added noise, dB (100: none)",
     "style/pink": "int64: 1 if the added noise is pink",
+    "style/pitch": "float: the speaker's pitch shift, semitones (0: as recorded)",
+    "style/formant": "float: the speaker's formant scale (1: as recorded)",
+    "style/tempo": "float: the speaker's speaking-time factor (1: as recorded)",
+    "style/timbre": "float: the speaker's equaliser, peak-to-peak dB (0: none)",
 }
 
 
