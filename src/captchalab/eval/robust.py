@@ -434,13 +434,15 @@ def markdown(report: dict, files: dict) -> str:
            f"{report['samples']} test samples per set"
            + (", read with test-time augmentation" if report.get("tta") else "")
            + ". Cells: sequence / character accuracy.", "",
-           "## Summary", "", "| model | clean | mean corruption acc | retained | mCE |",
-           "|---|---|---|---|---|"]
+           "## Summary", ""]
+    keys = ("mean_corruption_seq_acc", "retained", "mCE") if report["corruptions"] else ()
+    out += ["| model | clean |" + "".join(f" {k} |" for k in (
+        "mean corruption acc", "retained", "mCE")[:len(keys)]), "|---|---|" + "---|" * len(keys)]
     for m in models:
         s = report["summary"][m]
-        cells_ = [s.get(k) for k in ("mean_corruption_seq_acc", "retained", "mCE")]
-        out.append(f"| {m} | {s['clean_seq_acc']:.4f} | "
-                   + " | ".join("" if v is None else f"{v:.4f}" for v in cells_) + " |")
+        cells_ = [s.get(k) for k in keys]
+        out.append(f"| {m} | {s['clean_seq_acc']:.4f} |"
+                   + "".join(" |" if v is None else f" {v:.4f} |" for v in cells_))
     out += ["", "## Clean", "", head, sep, f"| clean | {cells(report['clean']['results'])} |", ""]
     for axis, rows in report["sweeps"].items():
         out += [f"## {axis}", "", head.replace("| |", f"| {axis} |", 1), sep]
