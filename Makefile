@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo
 
-.PHONY: setup demo test test-slow lint bench-gen bench-engines bench-input bench-infer bench-tta bench-gpu bench-transfer bench-adapt bench-audio pretrained clean
+.PHONY: setup demo test test-slow lint bench-gen bench-engines bench-input bench-infer bench-tta bench-gpu bench-transfer bench-adapt bench-audio voices pretrained clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-adapt: $(STAMP)
 # Audio captchas, ~27 minutes: 6 digits in 10 minutes, 0-9A-Z length 4-6 in 15, inference speed
 bench-audio: $(STAMP)
 	$(BIN)/python bench/audio.py $(AUDIO_ARGS)
+
+# held-out voice folders (eSpeak NG from the voices extra; Flite if `apt install flite` ran)
+voices: $(STAMP)
+	$(BIN)/python bench/voices.py --out bench/out/voices
 
 # ~32 minutes: gen + train under 5, 10 and 15 minute budgets, scored on a test split
 bench-tta: $(STAMP)

@@ -86,13 +86,34 @@ def inference_speed(run, test, batch=32):
             "audio_s_per_s": seconds / dt}
 
 
-def held_out(run, voices, args):
-    test = os.path.join(args.out, "heldout")
-    shutil.rmtree(test, ignore_errors=True)
-    cli("gen", "--out", test, "--kind", "audio", "--voices", voices, "--test", args.test, "-q")
-    rep = json.loads(cli("eval", "--model", run, "--data", test, "--json", capture=True))
-    return {"voices": voices, **{k: rep["summary"][k] for k in ("samples", "seq_acc", "char_acc")},
-            "seq_acc_ci95": rep["summary"].get("seq_acc_ci95")}
+def voice_folders(path):
+    """A voice folder, or a folder of them (as `make voices` writes): [(name, folder)]."""
+    from captchalab.gen.audio import find_voice
+
+    subs = sorted(os.path.join(path, d) for d in os.listdir(path)
+                  if len(d) > 1 and os.path.isdir(os.path.join(path, d)))
+    folders = subs or [path]
+    for f in folders:
+        find_voice(f)  # refuses a folder that is not a voice, naming it
+    return [(os.path.basename(os.path.normpath(f)), f) for f in folders]
+
+
+def held_out(runs, voices, args):
+    """Each model on 1 000 captchas (6 digits, the library's default randomness) per voice:
+    {voice: {model: result}}."""
+    out = {}
+    for name, folder in voice_folders(voices):
+        test = os.path.join(args.out, "heldout", name)
+        if not os.path.exists(os.path.join(test, "dataset_info.json")):
+            cli("gen", "--out", test, "--kind", "audio", "--voices", folder, "--test", args.test,
+                "--overwrite", "-q")
+        out[name] = {}
+        for model, run in runs.items():
+            rep = json.loads(cli("eval", "--model", run, "--data", test, "--json", capture=True))
+            s = rep["summary"]
+            out[name][model] = {"samples": s["samples"], "seq_acc": s["seq_acc"],
+                                "seq_acc_ci95": s.get("seq_acc_ci95"), "char_acc": s["char_acc"]}
+    return out
 
 
 def plot(results, path):
@@ -127,8 +148,10 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
     ap.add_argument("--startup", type=float, default=10.0,
                     help="seconds kept back for start-up and exit of the train command")
-    ap.add_argument("--voices", help="a voice folder never trained on: score the digits model "
-                                     "on captchas it speaks")
+    ap.add_argument("--voices", default="bench/out/voices",
+                    help="voice folders never trained on (`make voices` writes them here), or "
+                         "one voice folder: every model is scored on 6-digit captchas each "
+                         "voice speaks")
     ap.add_argument("--out", default="bench/out/audio")
     ap.add_argument("--png", default="docs/img/audio-time-to-accuracy.png")
     args = ap.parse_args()
@@ -151,12 +174,19 @@ def main():
     print(f"inference ({first['target']} model, batches of {out['inference']['batch']}): "
           f"{out['inference']['clips_per_s']:.0f} clips/s "
           f"({out['inference']['audio_s_per_s']:.0f} s of audio per s)")
-    if args.voices:
-        out["held_out"] = held_out(first["run"], args.voices, args)
-        print(f"held-out voices {args.voices}: seq acc {out['held_out']['seq_acc']:.4f} on "
-              f"{out['held_out']['samples']}")
+    if args.voices and os.path.isdir(args.voices):
+        runs = {r["target"]: r["run"] for r in results}
+        out["held_out"] = held_out(runs, args.voices, args)
+        print(f"\nheld-out voices ({args.test} captchas of 6 digits each), sequence accuracy:")
+        print(f"{'voice':16} " + " ".join(f"{m:>8}" for m in runs))
+        for voice, row in out["held_out"].items():
+            print(f"{voice:16} " + " ".join(f"{row[m]['seq_acc']:>8.4f}" for m in runs))
+        print(f"{'mean':16} " + " ".join(
+            f"{sum(r[m]['seq_acc'] for r in out['held_out'].values()) / len(out['held_out']):>8.4f}"
+            for m in runs))
     else:
-        print("held-out voices: not measured (give --voices DIR, a voice folder never trained on)")
+        print(f"held-out voices: not measured ({args.voices} is not a folder; build it with "
+              "`make voices`, or give --voices DIR)")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(out, f, indent=2)
     os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
