@@ -250,34 +250,6 @@ def test_a_clip_reads_the_same_however_it_is_padded():
     assert (both[0, t + 1:].argmax(-1) == 0).all() and (both[1, 2:].argmax(-1) == 0).all()
 
 
-def test_logmel_lifter_and_norm():
-    """lifter keeps each frame's smooth envelope (a ripple across bands is gone), norm zeroes
-    each band's mean over the clip's frames, and padding still changes nothing."""
-    from captchalab.core.tfimport import import_tensorflow
-
-    import_tensorflow()
-    from captchalab.core.layers import LogMel
-    from captchalab.gen.audio import AudioRenderer, AudioStyle
-
-    pcm = AudioRenderer("0123456789", (2, 2), AudioStyle(gap=(0.2, 0.4)), ["builtin"],
-                        0).render("train", 0).pcm
-    plain = LogMel(fft=512, hop=256, mels=32)
-    smooth = LogMel(fft=512, hop=256, mels=32, lifter=8, norm=True)
-    padded = np.full((1, len(pcm) + 3000), 128, np.uint8)
-    padded[0, :len(pcm)] = pcm
-    n = np.array([len(pcm)])
-    a = np.asarray(smooth(pcm[None], n))[0, :, :, 0]
-    b = np.asarray(smooth(padded, n))[0, :, :, 0]
-    t = len(pcm) // 256 + 1
-    np.testing.assert_allclose(b[:t - 2], a[:t - 2], atol=1e-4)
-    assert (b[t:] == 0).all()
-    np.testing.assert_allclose(a[:t - 1].mean(axis=0), 0, atol=0.1)
-    ripple = np.cos(np.pi / 32 * (np.arange(32) + 0.5) * 20)  # a ripple across bands
-    raw = np.asarray(plain(pcm[None], n))[0, :t - 1, :, 0]
-    assert abs(raw @ ripple).mean() > 20 * abs(a[:t - 1] @ ripple).mean()
-    assert smooth.get_config()["lifter"] == 8 and LogMel.from_config(smooth.get_config()).norm
-
-
 def test_dataset_seed_rule_names_audio(tmp_path):
     d = tmp_path / "d"
     run_cli("gen", "--out", str(d), "--kind", "audio", "--train", "1", "--length", "1", "-q")

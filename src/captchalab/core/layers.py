@@ -118,31 +118,17 @@ class LogMel(keras.layers.Layer):
     """Audio models' first layer: 8-bit unsigned PCM [B,N] (uint8, 128 = silence) and the true
     length of each clip [B] -> log mel spectrogram [B,T,mels,1] float32, T = N // hop + 1.
     Frames past a clip's length (the batch's padding) are set to the value of silence, so
-    padding looks the same whatever the batch. Always float32, also under mixed precision.
-
-    Against another speaker or channel (both off in models trained before they existed):
-    lifter: keep the first `lifter` cepstral coefficients of each frame (DCT of the log mel,
-      truncated, transformed back): the spectral envelope without the pitch's harmonics.
-    norm: subtract each band's mean over the clip's frames (cepstral mean normalisation): a
-      fixed gain or equaliser on the channel cancels; padded frames are 0."""
+    padding looks the same whatever the batch. Always float32, also under mixed precision."""
 
     FLOOR = 1e-4  # power added before the log: silence, and the value of padded frames
 
-    def __init__(self, rate: int = 8000, fft: int = 256, hop: int = 128, mels: int = 40,
-                 lifter: int = 0, norm: bool = False, **kwargs):
+    def __init__(self, rate: int = 8000, fft: int = 256, hop: int = 128, mels: int = 40, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.rate, self.fft, self.hop, self.mels = int(rate), int(fft), int(hop), int(mels)
-        self.lifter, self.norm = int(lifter), bool(norm)
         self.mel = keras.layers.MelSpectrogram(
             fft_length=self.fft, sequence_stride=self.hop, sampling_rate=self.rate,
             num_mel_bins=self.mels, power_to_db=False, dtype="float32")
-        self.smooth = None
-        if 0 < self.lifter < self.mels:  # projection onto the first `lifter` DCT-II bases
-            n = np.arange(self.mels)
-            dct = np.cos(np.pi / self.mels * (n[None, :] + 0.5) * n[:, None])
-            dct = dct / np.linalg.norm(dct, axis=1, keepdims=True)
-            self.smooth = (dct[:self.lifter].T @ dct[:self.lifter]).astype("float32")
 
     def build(self, pcm_shape, lengths_shape=None):
         self.built = True  # no weights: the mel filters are computed from the config
@@ -151,16 +137,7 @@ class LogMel(keras.layers.Layer):
         x = (ops.cast(pcm, "float32") - 128.0) / 128.0
         s = ops.transpose(self.mel(x), (0, 2, 1))  # [B, T, mels]
         logs = ops.log(s + self.FLOOR)
-        if self.smooth is not None:
-            logs = ops.matmul(logs, ops.convert_to_tensor(self.smooth))
         valid = frame_mask(ops.shape(logs)[1], self.hop, lengths)  # [B, T, 1]
-        if self.norm:  # the mean over frames whose window ends inside the clip: the same
-            # whatever padding follows it
-            inner = frame_mask(ops.shape(logs)[1], self.hop,
-                               ops.cast(lengths, "int32") - self.fft // 2)
-            mean = ops.sum(inner * logs, axis=1, keepdims=True) / ops.maximum(
-                ops.sum(inner, axis=1, keepdims=True), 1.0)
-            return ops.expand_dims(valid * (logs - mean), -1)
         floor = float(np.log(self.FLOOR))
         return ops.expand_dims(valid * logs + (1.0 - valid) * floor, -1)
 
@@ -170,7 +147,7 @@ class LogMel(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "fft": self.fft, "hop": self.hop,
-                "mels": self.mels, "lifter": self.lifter, "norm": self.norm}
+                "mels": self.mels}
 
 
 def frame_mask(t, stride: int, lengths):
