@@ -12,7 +12,7 @@ Engines (two, so that a figure is never one engine's):
   flite   CMU Flite from Debian: apt install flite (its kal, awb, rms and slt voices)
 An engine that is missing is reported with its install command and skipped.
 
-Usage: python bench/voices.py [--out bench/out/voices] [--engines espeak,flite]
+Usage: python bench/voices.py [--out bench/out/voices] [--engines espeak,flite] [--only A,B]
 """
 
 import argparse
@@ -80,6 +80,7 @@ class Espeak:
         import espeakng_loader
 
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.libc = ctypes.CDLL(None)
         # AUDIO_OUTPUT_SYNCHRONOUS, default buffer, bundled data, espeakINITIALIZE_DONT_EXIT
         self.rate = self.lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(),
                                                0x8000)
@@ -101,6 +102,7 @@ class Espeak:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise RuntimeError(f"espeak has no voice {voice!r}")
         self.chunks = []
+        self.libc.srand(0)  # breathy variants draw noise from rand(): the same every run
         data = text.encode() + b"\0"
         # POS_CHARACTER, espeakCHARS_AUTO; synchronous: returns when the callback has it all
         self.lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None)
@@ -145,11 +147,14 @@ def engines(wanted):
     return found
 
 
-def build(out: str, wanted) -> list[str]:
-    """Write every voice of the engines that can run; returns the voice folders written."""
+def build(out: str, wanted, only=None) -> list[str]:
+    """Write every voice (or those named in `only`) of the engines that can run; returns the
+    voice folders written."""
     written = []
     for say, voices in engines(wanted).values():
         for folder, voice in voices.items():
+            if only and folder not in only:
+                continue
             d = os.path.join(out, folder)
             shutil.rmtree(d, ignore_errors=True)
             for c, text in NAMES.items():
@@ -163,8 +168,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/out/voices")
     ap.add_argument("--engines", default="espeak,flite")
+    ap.add_argument("--only", help="comma list of voice folders to write (default: all): "
+                                   + ", ".join([*ESPEAK, *FLITE]))
     args = ap.parse_args()
-    written = build(args.out, [e for e in args.engines.split(",") if e])
+    only = [v for v in (args.only or "").split(",") if v]
+    unknown = [v for v in only if v not in ESPEAK and v not in FLITE]
+    if unknown:
+        sys.exit(f"error: unknown voice {unknown[0]!r} (allowed: {', '.join([*ESPEAK, *FLITE])})")
+    written = build(args.out, [e for e in args.engines.split(",") if e], only)
     if not written:
         sys.exit("error: no TTS engine available; install one: "
                  + "; ".join(f"{k}: {v}" for k, v in INSTALL.items()))

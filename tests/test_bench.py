@@ -82,12 +82,21 @@ def test_bench_adapt_at_toy_size(tmp_path):
 def test_bench_audio_at_toy_size(tmp_path):
     """bench/audio.py: gen + train under a (scaled) budget, eval, inference speed, results.json
     and the plot."""
-    out, png = tmp_path / "out", tmp_path / "tta.png"
+    out, png, voices = tmp_path / "out", tmp_path / "tta.png", tmp_path / "voices"
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "voices.py"), "--out", voices,
+                    "--engines", "espeak", "--only", "espeak-m3,espeak-f2"], check=True,
+                   env=ENV, cwd=ROOT, capture_output=True)
+    assert sorted(os.listdir(voices)) == ["espeak-f2", "espeak-m3"]
+    assert len(os.listdir(voices / "espeak-m3")) == 36
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "audio.py"), *map(str, [
         "--targets", "digits", "--train", 64, "--val", 16, "--test", 16, "--scale", 0.06,
-        "--startup", 5, "--out", out, "--png", png])], check=True, env=ENV, cwd=ROOT,
-        capture_output=True)
+        "--startup", 5, "--out", out, "--png", png, "--voices", voices,
+        "--voices-png", tmp_path / "voices.png"])], check=True, env=ENV,
+        cwd=ROOT, capture_output=True)
     res = json.loads((out / "results.json").read_text())
+    assert set(res["held_out"]) == {"espeak-f2", "espeak-m3"}
+    assert res["held_out"]["espeak-m3"]["digits"]["samples"] == 16
+    assert (tmp_path / "voices.png").stat().st_size > 10_000
     (r,) = res["results"]
     assert r["target"] == "digits" and r["test_samples"] == 16 and 0 <= r["seq_acc"] <= 1
     assert r["history"] and res["inference"]["clips"] == 16 and res["inference"]["clips_per_s"] > 0
