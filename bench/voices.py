@@ -4,7 +4,8 @@ For every voice below it writes OUT/NAME/C/tts.wav for each character C of 0-9A-
 `captcha` library's voice layout, which `captchalab gen --kind audio --voices` reads): the
 character's spoken name ("seven", "double you"), 8 kHz 16-bit mono, silence trimmed, peak at
 0.8 of full scale. The folders are test material for `make bench-audio` only: nothing in
-captchalab trains on them.
+captchalab trains on them. eSpeak's breathy variants (f2, f5) add noise that differs slightly
+from one build to the next; a dataset's manifest records the sha256 of the voices it used.
 
 Engines (two, so that a figure is never one engine's):
   espeak  eSpeak NG from PyPI: pip install -e '.[voices]' (the espeakng-loader wheel bundles
@@ -80,7 +81,6 @@ class Espeak:
         import espeakng_loader
 
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        self.libc = ctypes.CDLL(None)
         # AUDIO_OUTPUT_SYNCHRONOUS, default buffer, bundled data, espeakINITIALIZE_DONT_EXIT
         self.rate = self.lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(),
                                                0x8000)
@@ -102,7 +102,6 @@ class Espeak:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise RuntimeError(f"espeak has no voice {voice!r}")
         self.chunks = []
-        self.libc.srand(0)  # breathy variants draw noise from rand(): the same every run
         data = text.encode() + b"\0"
         # POS_CHARACTER, espeakCHARS_AUTO; synchronous: returns when the callback has it all
         self.lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None)
