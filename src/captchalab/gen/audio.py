@@ -469,9 +469,10 @@ def voice_draws(style: AudioStyle, rng) -> dict:
     terms scaled to the drawn peak-to-peak dB (a fixed number of draws, used or not)."""
     d = {"pitch": float(rng.uniform(*style.pitch)), "formant": float(rng.uniform(*style.formant)),
          "tempo": float(rng.uniform(*style.tempo)), "timbre": float(rng.uniform(*style.timbre))}
-    f = np.linspace(0, np.pi, 32)
-    k = np.arange(1, 7)[:, None]
-    curve = (rng.standard_normal(6)[:, None] / k * np.cos(k * f + rng.uniform(0, 2 * np.pi, 6)[:, None])).sum(0)
+    f = np.linspace(0, np.pi, 32)  # 0 Hz .. Nyquist
+    k = np.arange(1, 7)[:, None]  # slower ripples weigh more (amplitude 1/k)
+    amp, phase = rng.standard_normal(6)[:, None], rng.uniform(0, 2 * np.pi, 6)[:, None]
+    curve = (amp / k * np.cos(k * f + phase)).sum(axis=0)
     span = curve.max() - curve.min()
     d["eq_db"] = curve / span * d["timbre"] if span > 0 and d["timbre"] > 0 else None
     return d
