@@ -41,12 +41,10 @@ INSTALL = {"espeak": "pip install -e '.[voices]'", "flite": "apt install flite"}
 
 
 def resample(x: np.ndarray, rate: int) -> np.ndarray:
-    """Band-limited resampling to RATE by truncating (or padding) the spectrum."""
-    n = max(1, round(len(x) * RATE / rate))
-    spec = np.fft.rfft(x)
-    keep = n // 2 + 1
-    spec = spec[:keep] if len(spec) >= keep else np.pad(spec, (0, keep - len(spec)))
-    return np.fft.irfft(spec, n) * (n / len(x))
+    """`x` at `rate` Hz -> RATE, band-limited."""
+    from captchalab.gen.audio import resample as to_length
+
+    return to_length(x, max(1, round(len(x) * RATE / rate)))
 
 
 def trim(x: np.ndarray, threshold: float = 0.03, pad_s: float = 0.02) -> np.ndarray:

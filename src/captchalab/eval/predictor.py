@@ -238,6 +238,8 @@ class Recognizer:
                   or (isinstance(images, np.ndarray)
                       and images.ndim <= (1 if self.data_kind == "audio" else 3)))
         items = [images] if single else list(images)
+        if self.data_kind == "audio":  # clips pad to their batch's longest
+            batch_size = min(batch_size, AUDIO_BATCH)
         out: list[Prediction] = []
         for lo in range(0, len(items), batch_size):
             chunk = items[lo:lo + batch_size]

@@ -151,8 +151,7 @@ def score(recognizer, images, truths: list[str], tta: bool = False) -> dict:
     test-time augmentation (`Recognizer.read`)."""
     from captchalab.eval.report import accuracy
 
-    batch = 32 if recognizer.data_kind == "audio" else 256  # clips pad to the batch's longest
-    preds = recognizer.predict(list(images), resize=True, tta=tta, batch_size=batch)
+    preds = recognizer.predict(list(images), resize=True, tta=tta)
     return accuracy(truths, [p.text for p in preds])
 
 

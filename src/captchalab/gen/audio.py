@@ -80,8 +80,7 @@ class AudioStyle:
     timbre: tuple[float, float] = (0.0, 0.0)
 
     def changes_voice(self) -> bool:
-        return (self.pitch, self.formant, self.tempo, self.timbre) != (
-            (0.0, 0.0), (1.0, 1.0), (1.0, 1.0), (0.0, 0.0))
+        return any(getattr(self, k) != getattr(AudioStyle, k) for k in VOICE_KNOBS)
 
     def to_json(self) -> dict:
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
@@ -396,6 +395,14 @@ def _envelope(mag: np.ndarray) -> np.ndarray:
     return np.fft.rfft(cep, axis=1).real
 
 
+def resample(x: np.ndarray, n: int) -> np.ndarray:
+    """Band-limited resampling of `x` to `n` samples: its spectrum truncated or zero-padded."""
+    spec = np.fft.rfft(x)
+    keep = n // 2 + 1
+    spec = spec[:keep] if len(spec) >= keep else np.pad(spec, (0, keep - len(spec)))
+    return np.fft.irfft(spec, n) * (n / len(x))
+
+
 def _lerp(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
     """`a` linearly interpolated at fractional indices `pos` along `axis` (clamped)."""
     pos = np.clip(pos, 0, a.shape[axis] - 1)
@@ -405,6 +412,11 @@ def _lerp(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
     if axis == 1:
         return a[:, i0] * (1 - w) + a[:, i1] * w
     return a[i0] * (1 - w)[:, None] + a[i1] * w[:, None]
+
+
+def _frames(a: np.ndarray, n: int) -> np.ndarray:
+    """Per-frame rows of `a` interpolated to `n` frames spanning the same time."""
+    return _lerp(a, np.arange(n) * (len(a) - 1) / max(n - 1, 1), 0)
 
 
 def _stretch(spec: np.ndarray, factor: float) -> np.ndarray:
@@ -433,29 +445,23 @@ def change_voice(x: np.ndarray, pitch: float, formant: float, tempo: float,
     vocoder brings the duration to `tempo` times the original; then every frame is given the
     original's spectral envelope (cepstral, LIFTER terms) scaled by `formant` in frequency."""
     ratio = 2 ** (pitch / 12)
-    n = max(FRAME, int(round(len(x) / ratio)))
-    spec_x = np.fft.rfft(x)
-    keep = n // 2 + 1
-    y = np.fft.irfft(spec_x[:keep] if len(spec_x) >= keep
-                     else np.pad(spec_x, (0, keep - len(spec_x))), n) * (n / len(x))
-    spec = _stft(y)
+    spec = _stft(resample(x, max(FRAME, int(round(len(x) / ratio)))))
     if abs(tempo * ratio - 1) > 1e-6:
         spec = _stretch(spec, tempo * ratio)
+    moved = abs(ratio - 1) > 1e-6 or abs(formant - 1) > 1e-6  # the envelope needs putting back
+    spec_x = _stft(x) if ratio < 1 or moved else None
     if ratio < 1:  # lowered: nothing above ratio * Nyquist; the original's band fills it
-        high = _stft(x)
-        high = _stretch(high, tempo) if abs(tempo - 1) > 1e-6 else high
-        high = _lerp(np.abs(high), np.arange(len(spec)) * (len(high) - 1) / max(len(spec) - 1, 1),
-                     0) * np.exp(1j * np.angle(spec))
+        high = _stretch(spec_x, tempo) if abs(tempo - 1) > 1e-6 else spec_x
+        high = _frames(np.abs(high), len(spec)) * np.exp(1j * np.angle(spec))
         cut = int(ratio * (FRAME // 2) * 0.95)
         spec = np.concatenate([spec[:, :cut], high[:, cut:]], axis=1)
     log_gain = np.zeros(spec.shape[1])
     if eq_db is not None:
         log_gain = np.interp(np.linspace(0, 1, spec.shape[1]), np.linspace(0, 1, len(eq_db)),
                              eq_db) * (np.log(10) / 20)
-    if abs(ratio - 1) > 1e-6 or abs(formant - 1) > 1e-6:
+    if moved:
         bins = np.arange(spec.shape[1])
-        env_x = _envelope(np.abs(_stft(x)))  # the original's, full band
-        env_x = _lerp(env_x, np.arange(len(spec)) * (len(env_x) - 1) / max(len(spec) - 1, 1), 0)
+        env_x = _frames(_envelope(np.abs(spec_x)), len(spec))  # the original's, full band
         want = _lerp(env_x, bins / formant, 1)
         have = _envelope(np.abs(spec))
         log_gain = log_gain + np.clip(want - have, -3, 3)  # at most ~26 dB either way

@@ -22,8 +22,9 @@ AUDIO_SEED_RULE = (
     "{stream}', digest_size=8). 'label' seeds a Python random.Random that draws the length and "
     "characters; 'render' seeds the random.Random that replaces captcha.audio.secrets (voice, "
     "speed, level, gap and babble choices, in the library's order); 'noise' seeds numpy's "
-    "default_rng for the noise floor (its level, then its samples); 'effects' seeds numpy's "
-    "default_rng for reverb, band-pass and added noise")
+    "default_rng for the noise floor (its level, then its samples); 'voice' seeds numpy's "
+    "default_rng for the captcha's speaker (pitch, formant, tempo, timbre, equaliser); "
+    "'effects' seeds numpy's default_rng for reverb, band-pass and added noise")
 
 
 class GenStats(NamedTuple):
