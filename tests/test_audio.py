@@ -178,6 +178,8 @@ def test_verify_catches_a_damaged_audio_record(tmp_path):
     (["--charset", "a-z"], "no voice for 'abcdefghijklmnopqrstuvwxyz'"),
     (["--size", "100x40"], "--size applies to image captchas"),
     (["--speed", "0.1"], "speed: '0.1' is out of range"),
+    (["--pitch", "20"], "pitch: '20' is out of range"),
+    (["--formant", "1.2-0.9"], "formant: range '1.2-0.9' has lo > hi"),
     (["--style", "harder"], "unknown audio style 'harder'"),
     (["--voices", "nowhere"], "voices: nowhere is not a folder"),
 ])
