@@ -45,10 +45,12 @@ bench-input: $(STAMP)
 bench-infer: $(STAMP)
 	$(BIN)/python bench/inference.py $(if $(MODEL),--model $(MODEL))
 
-# Transfer matrix: MODELS="default=RUN other=RUN2" against own and foreign test sets + ddddocr
+# Transfer matrix: MODELS="default=RUN other=RUN2" and/or recipes trained on the fly,
+# TRAIN=universal,universal-no-fonts BUDGET=10m, against own and foreign test sets + ddddocr
+BUDGET ?= 10m
 bench-transfer: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
-	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m))
+	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m)) $(if $(TRAIN),--train $(TRAIN) --budget $(BUDGET))
 
 # Label-efficiency study, ~60 minutes: accuracy on two foreign generators against N labels
 bench-adapt: $(STAMP)

@@ -9,12 +9,17 @@ Test sets (each --samples captchas, 4 characters from 0-9a-z, 160x60):
                         other captcha generators from PyPI (the `transfer` extra; bench-only,
                         never training data), each drawing our labels with its own fonts,
                         colours and noise, scaled to 160x60
-Rows: each --model NAME=RUN, plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased.
+Rows: each --model NAME=RUN; each --train RECIPE, trained here on the fly for --budget into
+OUT/runs/RECIPE (kept: a recipe already trained there is reused); plus ddddocr (the pretrained
+captcha OCR on PyPI), lower-cased. Recipes: default, varied, universal (`train --on-the-fly
+--style NAME`), and the ablation universal-no-PART: universal with one part of its space
+(fonts, colour, geometry, clutter, degradations) put back to the captcha library's defaults.
 Cells: full-sequence accuracy with its 95 % Wilson interval, and character accuracy. Printed,
 and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered once into OUT/sets
 (seeded: the same on every run) and reused.
 
     python bench/transfer.py --model default=runs/default --model universal=runs/universal
+    python bench/transfer.py --train universal,universal-no-fonts --budget 10m
 """
 
 from __future__ import annotations
@@ -105,6 +110,49 @@ FOREIGN = {"claptcha": _claptcha, "kaptcha": _kaptcha, "multicolorcaptcha": _mul
 OWN = {"captchalab-default": [], "captchalab-universal": ["--style", "universal"],
        "held-out-fonts": ["--fonts", "held-out"]}
 
+# The ablation: universal with one part of its space back at the library's defaults
+# (captcha 0.7.1 ImageCaptcha; the `default` preset), written as a style file.
+PARTS = {
+    "fonts": {"fonts": ["builtin"]},
+    "colour": {"bg": "238-255", "fg": "10-200", "min_contrast": 0, "gradient": 0,
+               "bg_gradient": 0},
+    "geometry": {"text_scale": 1, "text_x": 0.5, "text_y": 0.5, "tilt": 0, "shear": 0,
+                 "wave": 0, "rotate": 30, "warp_dx": 0.3, "warp_dy": 0.3, "offset_dx": 4,
+                 "offset_dy": 6, "space_prob": 0.5, "word_offset": 0.25},
+    "clutter": {"noise_dots": 30, "noise_dot_width": 3, "noise_curves": 1, "lines": 0,
+                "grid": 0, "texture": 0, "speckle": 0},
+    "degradations": {"blur": 0, "downscale": 1, "noise": 0, "jpeg": 0},
+}
+RECIPES = ["default", "varied", "universal", *(f"universal-no-{p}" for p in PARTS)]
+
+
+def recipe_args(name, folder):
+    """`captchalab train` options of a recipe (a style file for the ablation's)."""
+    if not name.startswith("universal-no-"):
+        return ["--style", name]
+    part = PARTS[name.removeprefix("universal-no-")]
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write('preset = "universal"\n' + "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in part.items()))
+    return ["--style-file", path]
+
+
+def train_recipe(name, out, budget):
+    """Train recipe `name` on the fly for `budget` into out/runs/name (reused if there)."""
+    run = os.path.join(out, "runs", name)
+    if os.path.isfile(os.path.join(run, "model.keras")):
+        print(f"{name}: reusing {run}", flush=True)
+        return run
+    shutil.rmtree(run, ignore_errors=True)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "captchalab", "train", "--on-the-fly", "--out", run,
+                    "--time-budget", budget, "-q",
+                    *recipe_args(name, os.path.join(out, "styles"))], check=True)
+    print(f"{name}: trained in {time.perf_counter() - t:.0f} s", flush=True)
+    return run
+
 
 def foreign_set(name, n, folder, tag="transfer"):
     """n labelled PNGs (INDEX_LABEL.png) of a foreign generator, scaled to 160x60; `tag` seeds
@@ -158,8 +206,15 @@ def main():
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--out", default="bench/out/transfer")
     ap.add_argument("--no-peer", action="store_true", help="skip the ddddocr row")
+    ap.add_argument("--train", default="", metavar="RECIPE,…",
+                    help=f"recipes to train on the fly and score: {', '.join(RECIPES)}")
+    ap.add_argument("--budget", default="10m", help="--time-budget of each --train recipe")
     a = ap.parse_args()
     models = dict(m.split("=", 1) for m in a.model)
+    recipes = [r for r in a.train.split(",") if r]
+    for r in recipes:
+        if r not in RECIPES:
+            sys.exit(f"error: unknown recipe '{r}' (allowed: {', '.join(RECIPES)})")
     try:
         for mod in ("claptcha", "kaptcha", "multicolorcaptcha", "wheezy.captcha",
                     "flask_simple_captcha", *(() if a.no_peer else ("ddddocr",))):
@@ -176,6 +231,9 @@ def main():
             (own_set if name in OWN else foreign_set)(name, a.samples, folder)
             print(f"rendered {name}: {a.samples} in {time.perf_counter() - t:.0f} s", flush=True)
         sets[name] = load_set(folder)
+
+    for r in recipes:
+        models[r] = train_recipe(r, a.out, a.budget)
 
     import captchalab
 
@@ -204,28 +262,42 @@ def main():
             f"{row[n]['seq_acc_ci95'][1]:.3f})" for n in names))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
-        json.dump({"samples": a.samples, "models": models, "results": results}, f, indent=2)
+        json.dump({"samples": a.samples, "models": models, "budget": a.budget if recipes else None,
+                   "results": results}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")
 
 
 def plot(results, names, path):
+    """One panel per test set: each model's full-sequence accuracy with its 95 % interval."""
     from captchalab.core.plot import pyplot
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.8 / len(results)
-    x = np.arange(len(names))
-    for k, (m, row) in enumerate(results.items()):
-        acc = np.array([row[n]["seq_acc"] for n in names])
-        lo = acc - np.array([row[n]["seq_acc_ci95"][0] for n in names])
-        hi = np.array([row[n]["seq_acc_ci95"][1] for n in names]) - acc
-        ax.bar(x + k * width - 0.4 + width / 2, acc, width, yerr=[lo, hi], label=m, capsize=2)
-    ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylabel("full-sequence accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title("Reading captchas of other styles and generators (bars: 95 % intervals)")
+    cols = 4
+    rows = -(-len(names) // cols)
+    models = list(results)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 0.35 * len(models) * rows + 1.6),
+                             sharex=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    y = np.arange(len(models))
+    for ax, n in zip(axes.flat, names, strict=False):
+        acc = np.array([results[m][n]["seq_acc"] for m in models])
+        lo = acc - np.array([results[m][n]["seq_acc_ci95"][0] for m in models])
+        hi = np.array([results[m][n]["seq_acc_ci95"][1] for m in models]) - acc
+        ax.barh(y, acc, xerr=[lo, hi], capsize=2,
+                color=[colours[k % len(colours)] for k in range(len(models))])
+        for k, v in enumerate(acc):
+            ax.text(min(v + hi[k] + 0.02, 0.86), k, f"{v:.3f}", va="center", fontsize=7)
+        ax.set_yticks(y, models if ax in axes[:, 0] else [""] * len(models), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(n, fontsize=9)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("full-sequence accuracy", fontsize=8)
+    fig.suptitle("Reading captchas of other styles and generators (bars: 95 % intervals)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -36,17 +36,22 @@ def test_bench_gpu_dry_run_on_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_bench_transfer_at_toy_size(tmp_path):
-    """bench/transfer.py renders every test set with the right labels and scores each model and
-    ddddocr on all of them."""
+    """bench/transfer.py renders every test set with the right labels, trains an ablation
+    recipe on the fly, and scores each model and ddddocr on all of them."""
     out = tmp_path / "out"
     run = os.path.join(ROOT, "tests", "fixtures", "0ce7b0d", "run")
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples", "12",
-                    "--out", str(out), "--model", f"tiny={run}"],
+                    "--out", str(out), "--model", f"tiny={run}", "--train",
+                    "universal-no-clutter", "--budget", "3s"],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "transfer.json").read_text())
     sets = ["captchalab-default", "captchalab-universal", "held-out-fonts", "claptcha",
             "kaptcha", "multicolorcaptcha", "wheezy-captcha", "flask-simple-captcha"]
-    assert set(res["results"]) == {"tiny", "ddddocr"}
+    assert set(res["results"]) == {"tiny", "universal-no-clutter", "ddddocr"}
+    cfg = json.loads((out / "runs" / "universal-no-clutter" / "config.json").read_text())
+    style = cfg["recipe"]["style"]  # universal, its clutter at the library's defaults
+    assert style["noise_dots"] == [30, 30] and "lines" not in style and style["fonts"] != ["builtin"]
+    assert style["mix"]["ramp"] > 0 and cfg["train"]["standardize"] is True
     for row in res["results"].values():
         assert all(row[s]["n"] == 12 and 0 <= row[s]["seq_acc"] <= 1 for s in sets)
     from captchalab.gen import shards as sh

@@ -169,6 +169,67 @@ def test_preprocess_fold_stacks_each_block_as_channels():
     np.testing.assert_allclose(np.asarray(Preprocess(2)(x))[..., 0], y.mean(-1), atol=1e-5)
 
 
+def test_preprocess_standardize_reads_any_brightness_and_contrast_alike(tmp_path):
+    """Standardized, each image is (grey - its mean) / (its sd + STD_FLOOR): a brighter copy
+    is the same input, a fainter one the same up to scale; the option survives saving, and
+    models from before it read [0, 1] grey."""
+    import keras
+
+    from captchalab.core.layers import STD_FLOOR, Preprocess
+
+    x = np.random.default_rng(2).integers(0, 200, (3, 6, 8, 3)).astype(np.uint8)
+    pre = Preprocess(2, "fold", standardize=True)
+    a = np.asarray(pre(x))
+    plain = np.asarray(Preprocess(2, "fold")(x))
+    mean = plain.mean(axis=(1, 2, 3), keepdims=True)
+    want = (plain - mean) / (plain.std(axis=(1, 2, 3), keepdims=True) + STD_FLOOR)
+    np.testing.assert_allclose(a, want, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(pre(x + 55)), a, atol=1e-4)  # brighter
+    faint = np.asarray(pre((x // 2 + 60).astype(np.uint8))).ravel()  # half the contrast
+    assert np.corrcoef(faint, a.ravel())[0, 1] > 0.99 and 0.7 < faint.std() / a.std() < 1
+    assert plain.min() >= 0 and plain.max() <= 1 and not np.allclose(plain, a, atol=0.1)
+    inp = keras.Input((6, 8, 3), dtype="uint8")
+    keras.Model(inp, pre(inp)).save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    assert back.layers[-1].standardize is True
+    assert Preprocess.from_config({"downscale": 2, "resample": "fold"}).standardize is False
+
+
+def test_standardize_and_curriculum_default_to_on_for_styles_with_a_scene(tmp_path):
+    from captchalab.gen.engines import renderer_for
+    from captchalab.train.config import AUTO_CURRICULUM, TrainConfig
+    from captchalab.train.train import data_source, resolve_standardize
+
+    f = tmp_path / "s.toml"
+    f.write_text('preset = "universal"\nfonts = ["builtin"]\nsize = "200x70"\n')
+    m, recipe = data_source(TrainConfig(on_the_fly=True, style_file=str(f)))
+    assert recipe.style["fonts"] == ["builtin"] and m["image"] == {"width": 200, "height": 70}
+    assert recipe.style["mix"]["ramp"] == AUTO_CURRICULUM and recipe.style_name == "custom"
+
+    for style, mix, scene in [("universal", "", True), ("default", "universal:0.3", True),
+                              ("hard", "", False), ("", "", False)]:
+        cfg = TrainConfig(on_the_fly=True, style=style, mix=mix)
+        _, recipe = data_source(cfg)
+        resolve_standardize(cfg, recipe.to_json())
+        assert cfg.standardize is scene and cfg.curriculum == (AUTO_CURRICULUM if scene else 0)
+        assert (recipe.style["mix"].get("ramp") == AUTO_CURRICULUM) if scene else (
+            "mix" not in recipe.style)
+    _, recipe = data_source(TrainConfig(on_the_fly=True, style="universal"))
+    sample = renderer_for(recipe).render("train", 0)  # the warm-up preset, its font included
+    assert sample.mixed and sample.font == "DroidSansMono.ttf" and any(f.get("mix") for f in recipe.fonts)
+    d = tmp_path / "d"  # on the fly from a dataset's recipe: its style behind the same ramp
+    cli("gen", "--out", d, "--style", "universal", "--length", "4-6", "--val", 8, "-q")
+    cfg = TrainConfig(on_the_fly=True, data=str(d))
+    m, recipe = data_source(cfg)
+    resolve_standardize(cfg, m)
+    assert cfg.standardize is True and recipe.style["mix"]["ramp"] == AUTO_CURRICULUM
+    assert recipe.length == (4, 6) and renderer_for(recipe).render("train", 0).mixed
+    cfg = TrainConfig(on_the_fly=True, style="universal", curriculum=0, standardize=False)
+    _, recipe = data_source(cfg)
+    resolve_standardize(cfg, recipe.to_json())
+    assert cfg.standardize is False and "mix" not in recipe.style
+
+
 def test_time_step_check_refuses_narrow_inputs(small_dataset, tmp_path):
     p = cli("train", "--data", small_dataset, "--out", tmp_path / "run", "--downscale", 16,
             check=False)

@@ -135,6 +135,7 @@ def test_on_the_fly_training_from_a_preset(tmp_path):
         "--epoch-samples", 32, "--val-samples", 16, "--gen-workers", 1, *TINY)
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["dataset"] is None and cfg["recipe"]["style_name"] == "easy"
+    assert cfg["train"]["standardize"] is False and cfg["train"]["curriculum"] == 0
     assert len(_history(run)) == 2
 
 
@@ -241,6 +242,8 @@ def test_dropout_acts_in_training_only():
     (["--on-the-fly", "--mix", "universal:7"], "share in (0, 1]"),
     (["--on-the-fly", "--style", "hardd"], "did you mean 'hard'"),
     (["--resume"], "not a captchalab run"),
+    (["--curriculum", "50000", "--data", "nowhere"], "curriculum applies to --on-the-fly"),
+    (["--on-the-fly", "--style-file", "s.toml", "--data", "nowhere"], "--style-file applies"),
 ])
 def test_train_source_bad_input(tmp_path, args, msg):
     p = cli("train", "--out", tmp_path / "run", *args, check=False)

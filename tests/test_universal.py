@@ -103,6 +103,26 @@ def test_mix_draws_a_share_from_another_preset_and_leaves_the_rest_as_they_were(
                               "--out", tmp_path / "s.png").stdout
 
 
+def test_curriculum_ramps_train_samples_from_the_warmup_preset_to_the_style():
+    """With a ramp of 40, train sample i comes from the warm-up preset with probability
+    1 - i/40, then never; val and test samples are the style's from the first one."""
+    from captchalab.gen.engines import renderer_for
+    from captchalab.gen.stream import stream_recipe
+
+    style = preset("universal").with_curriculum(40)
+    assert style.mix == preset("default") and style.mix_share == 0
+    assert Style.from_json(style.to_json()) == style and style.to_json()["mix"]["ramp"] == 40
+    assert [style.mix_share_at("train", i) for i in (0, 10, 40, 99)] == [1, 0.75, 0, 0]
+    assert style.mix_share_at("val", 0) == 0
+    r = renderer_for(stream_recipe(style=style, seed=3))
+    early = [r.render("train", i).mixed for i in range(10)]
+    assert sum(early) >= 7  # expected 9.4 of 10
+    assert not any(r.render("train", i).mixed for i in range(40, 50))
+    assert not any(r.render("val", i).mixed for i in range(10))
+    mixed = preset("universal").replace(mix=preset("easy"), mix_share=0.3).with_curriculum(40)
+    assert mixed.mix == preset("easy") and mixed.mix_share_at("train", 40) == 0.3
+
+
 @pytest.mark.parametrize("mix,msg", [("universal:2", "share in (0, 1]"),
                                      ("universel:0.5", "did you mean 'universal'")])
 def test_mix_bad_input(tmp_path, mix, msg):

@@ -409,6 +409,9 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
               type=click.Choice(RESAMPLE),
               help="How the model reduces the resolution: fold (stack each NxN block as N*N "
               "channels) or box (average each NxN block).")
+@click.option("--standardize/--no-standardize", default=None,
+              help="Scale each image to mean 0, standard deviation 1 in the model's first "
+              "layer.  [default: on for styles with a scene, e.g. universal]")
 @click.option("--seed", default=_TRAIN.seed, show_default=True, type=int)
 @click.option("--patience", default=_TRAIN.patience, show_default=True, type=click.IntRange(0),
               help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
@@ -426,9 +429,15 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--on-the-fly", is_flag=True,
               help="Train on freshly rendered samples; none is ever repeated.")
 @click.option("--style", help="With --on-the-fly and no --data: preset to render.  [default: default]")
+@click.option("--style-file", type=click.Path(),
+              help="With --on-the-fly and no --data: TOML or JSON of style keys, as in gen.")
 @click.option("--mix", metavar="PRESET:SHARE",
               help="With --on-the-fly and no --data: draw this share of the samples from another "
               "preset, e.g. universal:0.5.")
+@click.option("--curriculum", type=click.IntRange(0), metavar="SAMPLES",
+              help="With --on-the-fly and no --data: start from the default preset (or --mix's) "
+              "and reach the style after this many samples (0 = off).  [default: 100000 for "
+              "styles with a scene, else 0]")
 @click.option("--epoch-samples", default=_TRAIN.epoch_samples, show_default=True, type=click.IntRange(1),
               help="With --on-the-fly: samples per epoch.")
 @click.option("--val-samples", default=_TRAIN.val_samples, show_default=True, type=click.IntRange(1),
@@ -465,16 +474,18 @@ def train(ctx, data, out, resume, quiet, **opts):
         cfg = resume_config(out, data)
     else:
         opts["style"] = opts["style"] or ""
+        opts["style_file"] = opts["style_file"] or ""
         opts["mix"] = opts["mix"] or ""
         opts["init_from"] = resolve_run(opts["init_from"]) if opts["init_from"] else ""
         if opts["init_from"]:  # the source run's architecture unless given
             from captchalab.core.runconfig import read_run_config
-            from captchalab.train.train import ARCH_SETTINGS
+            from captchalab.train.train import ARCH_SETTINGS, LEGACY_SETTINGS
 
             src = read_run_config(opts["init_from"])
             for key in ARCH_SETTINGS:
                 if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
-                    opts[key] = src["arch"] if key == "arch" else src["train"].get(key, opts[key])
+                    opts[key] = (src["arch"] if key == "arch" else
+                                 src["train"].get(key, LEGACY_SETTINGS.get(key, opts[key])))
         budget = opts.pop("time_budget")
         cfg = TrainConfig(data=data or "", out=out, **opts,
                           time_budget=parse_duration(budget) if budget else 0.0)

@@ -13,6 +13,9 @@ from captchalab.core.ctc import BLANK_LOGIT
 GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights (PIL "L", tf.image.rgb_to_grayscale)
 
 
+STD_FLOOR = 0.02  # added to an image's grey standard deviation (0-1 scale) before dividing
+
+
 @keras.saving.register_keras_serializable(package="captchalab")
 class Preprocess(keras.layers.Layer):
     """uint8 RGB [B,H,W,3] at the dataset's size -> float32 grey [B,H//d,W//d,c] in [0,1].
@@ -22,15 +25,29 @@ class Preprocess(keras.layers.Layer):
     grey pixels stacked as channels (space-to-depth), so nothing is averaged away and the first
     convolution learns its own downscale. Both drop the last H % d rows and W % d columns.
     Always float32, also under mixed precision: the next layer casts.
+
+    standardize: each image's output is shifted to mean 0 and scaled to standard deviation 1
+    (with a floor), so that dark, light, faint and contrasty captchas reach the convolutions
+    alike; models saved before this option read [0, 1] grey.
     """
 
-    def __init__(self, downscale: int = 1, resample: str = "box", **kwargs):
+    def __init__(self, downscale: int = 1, resample: str = "box", standardize: bool = False,
+                 **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.downscale = int(downscale)
         self.resample = resample
+        self.standardize = bool(standardize)
 
     def call(self, images):
+        x = self._grey(images)
+        if not self.standardize:
+            return x
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        sd = ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2, 3), keepdims=True))
+        return (x - mean) / (sd + STD_FLOOR)
+
+    def _grey(self, images):
         x = ops.cast(images, "float32")
         d = self.downscale
         grey = ops.convert_to_tensor([g / 255.0 for g in GREY])
@@ -51,7 +68,8 @@ class Preprocess(keras.layers.Layer):
         return (b, None if h is None else h // d, None if w is None else w // d, c)
 
     def get_config(self):
-        return {**super().get_config(), "downscale": self.downscale, "resample": self.resample}
+        return {**super().get_config(), "downscale": self.downscale, "resample": self.resample,
+                "standardize": self.standardize}
 
 
 def _take_rows(x, index, b, n, row):

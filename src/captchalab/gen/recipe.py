@@ -188,31 +188,46 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
 
     Nothing is written. Raises UsageError on the first invalid value.
     """
-    from captchalab.gen.fonts import HELD_OUT, held_out_paths, resolve_fonts
-
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     charset = Charset.parse(req.charset)
     length = parse_length(req.length)
     size = parse_size(req.size)
     counts = check_counts(req)
+    fonts = style_fonts(req.style, charset.chars, size, length, "train" in counts)
+    check_label_space(charset.chars, length, req.seed, counts, req.length, warn)
+    return Recipe(charset.to_json(), length, size, req.style_name, req.style.to_json(),
+                  tuple(fonts), req.seed, req.shard_size,
+                  {s: counts[s] for s in SPLITS if s in counts})
+
+
+def style_fonts(style: Style, chars: str, size, length, training: bool) -> list[dict]:
+    """The font files of `style`, then those of its mixed-in style marked "mix", checked: no
+    held-out family in `training` data, text that fits `size` unless a scene scales it."""
+    from captchalab.gen.fonts import HELD_OUT, held_out_paths, resolve_fonts
+
     held = held_out_paths()
-    fonts = []  # the style's own fonts, then the mixed-in style's, marked "mix"
-    for mixed, st in enumerate([req.style] + ([req.style.mix] if req.style.mix else [])):
-        found = resolve_fonts(st.fonts, charset.chars)
-        if "train" in counts and any(f.path in held for f in found):
+    fonts = []
+    for mixed, st in enumerate([style] + ([style.mix] if style.mix else [])):
+        found = resolve_fonts(st.fonts, chars)
+        if training and any(f.path in held for f in found):
             names = sorted({os.path.basename(f.path) for f in found if f.path in held})
             raise UsageError(
                 f"fonts: {', '.join(names)} belong to the held-out families "
                 f"({', '.join(HELD_OUT)}), which no training data may use; render them into "
                 "--val/--test sets only", param="fonts")
         if not st.composed:  # a scene scales the text to fit the canvas
-            check_text_fits(found, st, size, length, charset.chars)
+            check_text_fits(found, st, size, length, chars)
         fonts += [{**f.to_json(), "mix": True} if mixed else f.to_json() for f in found]
+    return fonts
 
-    check_label_space(charset.chars, length, req.seed, counts, req.length, warn)
-    return Recipe(charset.to_json(), length, size, req.style_name, req.style.to_json(),
-                  tuple(fonts), req.seed, req.shard_size,
-                  {s: counts[s] for s in SPLITS if s in counts})
+
+def restyle(recipe: Recipe, style: Style) -> Recipe:
+    """`recipe` rendering `style` instead, its fonts resolved and checked for training."""
+    import dataclasses
+
+    fonts = style_fonts(style, Charset.from_json(recipe.charset).chars, recipe.size,
+                        recipe.length, training=True)
+    return dataclasses.replace(recipe, style=style.to_json(), fonts=tuple(fonts))
 
 
 class ShardTask(NamedTuple):

@@ -22,7 +22,8 @@ SEED_RULE = (
     "random.Random. 'label' draws the length and characters, 'style' draws one value per knob "
     "(fixed count, so knobs are independent), 'render' replaces captcha.image.secrets")
 MIX_RULE = ("; a mixed style first draws u from stream 'mix': the sample uses style.mix (and the "
-            "fonts marked mix) when u < style.mix.share, else the style and its own fonts")
+            "fonts marked mix) when u < style.mix.share, else the style and its own fonts; with "
+            "style.mix.ramp R, train sample i < R compares u with 1 + (share - 1) * i / R")
 COMPOSE_RULE = ("; a style with a scene also seeds numpy's default_rng from stream 'compose' for "
                 "the scene's random positions")
 SPLIT_RULE = (
@@ -137,7 +138,7 @@ class Renderer:
         mixed = False
         if self.style.mix is not None:  # its own stream: unmixed samples stay as they were
             self._style_rng.seed(derive_seed(self.seed, split, index, "mix"))
-            mixed = self._style_rng.random() < self.style.mix_share
+            mixed = self._style_rng.random() < self.style.mix_share_at(split, index)
         style = self.style.mix if mixed else self.style
         fonts = self._fonts[mixed]
         self._style_rng.seed(derive_seed(self.seed, split, index, "style"))

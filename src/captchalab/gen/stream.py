@@ -14,12 +14,13 @@ from captchalab.gen.style import Style, resolve_style
 
 def stream_recipe(charset: str = GenRequest.charset, length: str = GenRequest.length,
                   size: str = GenRequest.size,
-                  style: Style | str = "default", seed: int = 0, mix: str = "") -> Recipe:
+                  style: Style | str = "default", seed: int = 0, mix: str = "",
+                  name: str | None = None) -> Recipe:
     """A recipe for streaming (validated exactly as `captchalab gen` validates its options).
     mix: 'PRESET:SHARE' draws that share of the samples from another preset."""
     st = (resolve_style(style, None, {"mix": mix} if mix else None) if isinstance(style, str)
           else style)
-    name = style if isinstance(style, str) else "custom"
+    name = name or (style if isinstance(style, str) else "custom")
     return build_recipe(GenRequest(charset=charset, length=length, size=size, style=st,
                                    style_name=name, counts={"train": 1}, seed=seed),
                         warn=lambda _msg: None)

@@ -123,6 +123,9 @@ class Style:
     # mixing: this share of the samples is drawn from another style (a preset) instead
     mix: Style | None = None
     mix_share: float = 0.0
+    # a curriculum: the share of train-split samples drawn from `mix` moves linearly from 1 (at
+    # index 0) to mix_share (at index mix_ramp); 0: the share is constant
+    mix_ramp: int = 0
 
     @property
     def composed(self) -> bool:
@@ -133,11 +136,12 @@ class Style:
         """Scene knobs at their defaults are left out, so styles without a scene are stored
         as they were before the scene existed."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name not in ("mix", "mix_share")}
+             if f.name not in ("mix", "mix_share", "mix_ramp")}
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
                if not (k in SCENE_KNOBS and v == getattr(_DEFAULT, k))}
         if self.mix is not None:
-            out["mix"] = {"share": self.mix_share, "style": self.mix.to_json()}
+            out["mix"] = {"share": self.mix_share, "style": self.mix.to_json(),
+                          **({"ramp": self.mix_ramp} if self.mix_ramp else {})}
         return out
 
     @classmethod
@@ -146,6 +150,19 @@ class Style:
 
     def replace(self, **kw) -> Style:
         return dataclasses.replace(self, **kw)
+
+    def mix_share_at(self, split: str, index: int) -> float:
+        """The share of samples drawn from `mix` at this place of the data (see mix_ramp)."""
+        if split != "train" or not self.mix_ramp or index >= self.mix_ramp:
+            return self.mix_share
+        return 1.0 + (self.mix_share - 1.0) * index / self.mix_ramp
+
+    def with_curriculum(self, samples: int, warmup: str = "default") -> Style:
+        """This style behind a warm-up: train samples start from preset `warmup` (or the
+        style's own mix, when it has one) and reach the style's own mix after `samples`."""
+        if self.mix is not None:
+            return dataclasses.replace(self, mix_ramp=samples)
+        return dataclasses.replace(self, mix=preset(warmup), mix_share=0.0, mix_ramp=samples)
 
 
 _DEFAULT = Style()
@@ -263,6 +280,7 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
             changes[key] = parse_font_sizes(value, source)
         elif key == "mix":
             changes["mix"], changes["mix_share"] = parse_mix(value, source)
+            changes["mix_ramp"] = int(value.get("ramp", 0)) if isinstance(value, dict) else 0
         elif key == "smooth":
             if not isinstance(value, bool):
                 raise UsageError(f"{source}: smooth must be true or false, not {value!r}")

@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from captchalab.core.errors import UsageError
 from captchalab.train.models import RESAMPLE
 
+AUTO_CURRICULUM = 100_000  # samples: ~4 minutes of on-the-fly rendering on 2 cores
+
 
 @dataclass
 class TrainConfig:
@@ -23,6 +25,9 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine decay to 0 over the run, or constant
     downscale: int = 2  # input at 1/downscale resolution (160x60 -> 80x30)
     resample: str = "fold"  # fold: stack each d x d block as d*d channels; box: average it
+    # each image scaled to mean 0, sd 1 in the model's first layer; None (auto): on when the
+    # training style has a scene (universal and other composed styles), else off
+    standardize: bool | None = None
     seed: int = 0
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
@@ -35,10 +40,15 @@ class TrainConfig:
     cpu_devices: int = 1  # split the CPU into N logical devices (tests distribution on CPU)
     on_the_fly: bool = False  # train on freshly rendered samples, never repeating one
     style: str = ""  # on the fly without --data: the preset to render
+    style_file: str = ""  # on the fly without --data: a TOML/JSON style file (as in `gen`)
     mix: str = ""  # on the fly without --data: PRESET:SHARE of the samples from another preset
     epoch_samples: int = 20000  # on the fly: samples per epoch
     val_samples: int = 1000  # on the fly without --data: val samples rendered in memory
     gen_workers: int = 0  # on the fly: render processes (0 = all cores)
+    # on the fly: train samples start from the `default` preset (or the mixed-in one) and
+    # reach the style (or its mix share) at this train index; None (auto): AUTO_CURRICULUM
+    # for a style with a scene, else 0 (off)
+    curriculum: int | None = None
     init_from: str = ""  # start from this run's weights (same architecture; see train.init_source)
     new_head: bool = False  # with init_from: a new output layer for the data's own charset
     resize: bool = False  # with init_from: resize images of another size to the run's size
@@ -72,6 +82,13 @@ def check_options(cfg: TrainConfig) -> None:
         if getattr(cfg, key) and not cfg.init_from:
             raise UsageError(f"{key} applies to a run started from another (--init-from RUN)",
                              param=key)
+    if cfg.curriculum is not None and cfg.curriculum < 0:
+        raise UsageError(f"curriculum: {cfg.curriculum}; a number of samples, 0 (off) or more",
+                         param="curriculum")
+    if cfg.curriculum and not cfg.on_the_fly:
+        raise UsageError("curriculum applies to --on-the-fly training (a stream's first "
+                         "samples); a dataset's train split is as it was generated",
+                         param="curriculum")
     if cfg.freeze < 0:
         raise UsageError(f"freeze: {cfg.freeze}; a number of conv blocks, 0 (none) or more",
                          param="freeze")

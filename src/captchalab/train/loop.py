@@ -211,7 +211,7 @@ def compiled_model(cfg: TrainConfig, m: dict, frame: dict, total_steps: int, sta
                                 cfg.downscale,
                                 charset.num_classes, tuple(m["length"]), augment=cfg.augment,
                                 seed=cfg.seed, dropout=cfg.dropout, jitter=cfg.jitter,
-                                resample=cfg.resample)
+                                resample=cfg.resample, standardize=bool(cfg.standardize))
         freeze_blocks(model, cfg.freeze)
         lr = (keras.optimizers.schedules.CosineDecay(cfg.lr, total_steps)
               if cfg.schedule == "cosine" and not cfg.time_budget else cfg.lr)

@@ -143,7 +143,7 @@ def model_shape(image_hw, downscale: int, resample: str = RESAMPLE[0]) -> tuple[
 
 def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: tuple[int, int],
                 augment: bool = False, seed: int = 0, dropout: float = 0.0, jitter: int = 0,
-                resample: str = RESAMPLE[0]):
+                resample: str = RESAMPLE[0], standardize: bool = False):
     """uint8 RGB images [B,H,W,3] (the dataset's size) -> float32 logits (also under mixed
     precision). Grey conversion and the 1/downscale resize are the model's first layer.
 
@@ -154,6 +154,7 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     jitter: random shifts of up to this many pixels at the dataset's resolution, before the
     downscale (training only).
     resample: how `Preprocess` reduces the resolution ("box" average or "fold" into channels).
+    standardize: `Preprocess` scales each image to mean 0, standard deviation 1.
     """
     import keras
     from keras import layers
@@ -164,7 +165,7 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     filters, pools, units, rnn_layers, k, _ = ARCHS[arch]  # an ArchSpec
     inp = keras.Input((image_hw[0], image_hw[1], 3), dtype="uint8", name="image")
     x = Jitter(jitter, seed=seed, name="jitter")(inp) if jitter else inp
-    x = Preprocess(downscale, resample, name="preprocess")(x)
+    x = Preprocess(downscale, resample, standardize, name="preprocess")(x)
     if augment:
         x = augmenter(seed)(x)
     x = _trunk(x, filters, pools)

@@ -9,7 +9,7 @@ import time
 
 from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
-from captchalab.train.config import TrainConfig, check_options
+from captchalab.train.config import AUTO_CURRICULUM, TrainConfig, check_options
 from captchalab.train.models import ARCHS, AUDIO_ARCHS, check_data, model_shape, resolve_arch
 from captchalab.train.rundir import CKPT_DIR, prepare_run_dir, read_state
 
@@ -18,7 +18,7 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
     """(meta with charset/length/image/splits, recipe to stream from or None)."""
     from captchalab.gen.recipe import Recipe, recipe_keys
 
-    for key in ("style", "mix"):
+    for key in ("style", "style_file", "mix"):
         if getattr(cfg, key) and (not cfg.on_the_fly or cfg.data):
             raise UsageError(f"{key} applies to --on-the-fly training without --data; a --data "
                              "set has its own style", param=key)
@@ -34,15 +34,59 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
         if cfg.on_the_fly and not all(k in m for k in recipe_keys(m)):
             raise UsageError(f"on_the_fly re-renders from the recipe of a generated dataset; "
                              f"{cfg.data} was imported and has none", param="on_the_fly")
-        return m, (Recipe.from_json(m) if cfg.on_the_fly else None)
+        return m, (with_curriculum(cfg, Recipe.from_json(m)) if cfg.on_the_fly else None)
     if not cfg.on_the_fly:
         raise UsageError("give --data DIR (a dataset from 'captchalab gen') or --on-the-fly")
     from captchalab.gen.stream import stream_recipe
+    from captchalab.gen.style import resolve_style, style_file_size
 
-    recipe = stream_recipe(style=cfg.style or "default", seed=cfg.seed, mix=cfg.mix)
+    name = cfg.style or ("custom" if cfg.style_file else "default")
+    style = resolve_style(cfg.style or "default", cfg.style_file or None,
+                          {"mix": cfg.mix} if cfg.mix else None)
+    size = style_file_size(cfg.style_file or None)
+    recipe = with_curriculum(cfg, stream_recipe(style=style, seed=cfg.seed, name=name,
+                                                **({"size": size} if size else {})))
     w, h = recipe.size
     return {"charset": recipe.charset, "length": list(recipe.length),
             "image": {"width": w, "height": h}, "splits": {}}, recipe
+
+
+def with_curriculum(cfg: TrainConfig, recipe):
+    """The stream's recipe with cfg.curriculum applied (auto: AUTO_CURRICULUM samples for a
+    style with a scene, else none). Audio recipes have none."""
+    from captchalab.gen.recipe import restyle
+    from captchalab.gen.style import Style
+
+    if recipe.kind == "audio":
+        if cfg.curriculum:
+            raise UsageError("curriculum ramps image styles; audio data has none",
+                             param="curriculum")
+        cfg.curriculum = 0
+        return recipe
+    style = Style.from_json(recipe.style)
+    if cfg.curriculum is None:
+        cfg.curriculum = AUTO_CURRICULUM if has_scene(style) else 0
+    if not cfg.curriculum:
+        return recipe
+    return restyle(recipe, style.with_curriculum(cfg.curriculum))
+
+
+def has_scene(style) -> bool:
+    """Whether a style (or its mix) draws a scene: backgrounds, colours and placement that vary
+    widely from one captcha to the next."""
+    return style.composed or (style.mix is not None and style.mix.composed)
+
+
+def resolve_standardize(cfg: TrainConfig, m: dict) -> None:
+    """--standardize auto: on for data whose style has a scene (images only)."""
+    if cfg.standardize is not None:
+        return
+    if m.get("kind") == "audio" or "style" not in m:
+        cfg.standardize = False
+        return
+    from captchalab.gen.style import Style
+
+    cfg.standardize = has_scene(Style.from_json(m["style"]))
 
 
 def cluster_role() -> dict | None:
@@ -90,8 +134,16 @@ def _check_cluster(cfg: TrainConfig, m: dict, recipe: dict | None, cluster: dict
                 f"{max(1, train['count'] // n)} or less", param="data")
 
 
-# settings that decide the model's weights: a run started from another must share them
-ARCH_SETTINGS = ("arch", "downscale", "resample")
+# settings that decide the model's weights: a run started from another must share them (and
+# their values in runs that predate them)
+ARCH_SETTINGS = ("arch", "downscale", "resample", "standardize")
+LEGACY_SETTINGS = {"standardize": False}
+
+
+def _flag(key: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{key}"
+    return f"--{key} {value}"
 
 
 def init_source(cfg: TrainConfig, m: dict) -> dict | None:
@@ -106,11 +158,12 @@ def init_source(cfg: TrainConfig, m: dict) -> dict | None:
     if not os.path.isfile(os.path.join(cfg.init_from, "model.keras")):
         raise UsageError(f"init_from {cfg.init_from} has no model.keras (it finished no epoch)",
                          param="init_from")
-    theirs = {"arch": src["arch"], **{k: src["train"].get(k) for k in ARCH_SETTINGS[1:]}}
+    theirs = {"arch": src["arch"], **{k: src["train"].get(k, LEGACY_SETTINGS.get(k))
+                                      for k in ARCH_SETTINGS[1:]}}
     for key in ARCH_SETTINGS:
         if theirs[key] != getattr(cfg, key):
             raise UsageError(f"init_from {cfg.init_from} was trained with {key} {theirs[key]}, "
-                             f"this run has {getattr(cfg, key)}; give --{key} {theirs[key]}",
+                             f"this run has {getattr(cfg, key)}; give {_flag(key, theirs[key])}",
                              param="init_from")
     if src.get("data_kind", "image") != m.get("kind", "image"):
         raise UsageError(f"init_from {cfg.init_from} reads {src.get('data_kind', 'image')}; "
@@ -166,6 +219,7 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     check_options(cfg)
     m, recipe = data_source(cfg)
     cfg.arch = resolve_arch(cfg.arch, m.get("kind", "image"))
+    resolve_standardize(cfg, recipe.to_json() if recipe is not None else m)
     if not cfg.batch_size:
         cfg.batch_size = 32 if m.get("kind") == "audio" else 64
         check_options(cfg)  # --epoch-samples against the batch size now known
