@@ -286,8 +286,11 @@ def plot(results, names, path):
         hi = np.array([results[m][n]["seq_acc_ci95"][1] for m in models]) - acc
         ax.barh(y, acc, xerr=[lo, hi], capsize=2,
                 color=[colours[k % len(colours)] for k in range(len(models))])
-        for k, v in enumerate(acc):
-            ax.text(min(v + hi[k] + 0.02, 0.86), k, f"{v:.3f}", va="center", fontsize=7)
+        for k, v in enumerate(acc):  # beside the bar, or inside it near the right edge
+            inside = v + hi[k] > 0.84
+            ax.text(v - lo[k] - 0.02 if inside else v + hi[k] + 0.02, k, f"{v:.3f}",
+                    va="center", ha="right" if inside else "left", fontsize=7,
+                    color="white" if inside else "black")
         ax.set_yticks(y, models if ax in axes[:, 0] else [""] * len(models), fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
