@@ -224,6 +224,10 @@ def test_standardize_and_curriculum_default_to_on_for_styles_with_a_scene(tmp_pa
     resolve_standardize(cfg, m)
     assert cfg.standardize is True and recipe.style["mix"]["ramp"] == AUTO_CURRICULUM
     assert recipe.length == (4, 6) and renderer_for(recipe).render("train", 0).mixed
+    for imported in ({"style": None}, {}):  # `captchalab import` data: no style, no scene
+        cfg = TrainConfig(data="d")
+        resolve_standardize(cfg, imported)
+        assert cfg.standardize is False
     cfg = TrainConfig(on_the_fly=True, style="universal", curriculum=0, standardize=False)
     _, recipe = data_source(cfg)
     resolve_standardize(cfg, recipe.to_json())

@@ -81,7 +81,7 @@ def resolve_standardize(cfg: TrainConfig, m: dict) -> None:
     """--standardize auto: on for data whose style has a scene (images only)."""
     if cfg.standardize is not None:
         return
-    if m.get("kind") == "audio" or "style" not in m:
+    if m.get("kind") == "audio" or not m.get("style"):  # imported data has no style
         cfg.standardize = False
         return
     from captchalab.gen.style import Style
