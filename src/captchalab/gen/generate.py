@@ -197,7 +197,7 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
         }
     w, h = recipe.size
     style = Style.from_json(recipe.style)
-    scene = style.composed or (style.mix is not None and style.mix.composed)
+    scene = style.has_scene
     return {
         "format": sh.FORMAT,
         "format_version": sh.FORMAT_VERSION,

@@ -132,6 +132,11 @@ class Style:
         """Whether any scene knob differs from its default (then compose.py draws the image)."""
         return any(getattr(self, k) != getattr(_DEFAULT, k) for k in SCENE_KNOBS)
 
+    @property
+    def has_scene(self) -> bool:
+        """Whether the style or its mixed-in one composes a scene (compose.py)."""
+        return self.composed or (self.mix is not None and self.mix.composed)
+
     def to_json(self) -> dict:
         """Scene knobs at their defaults are left out, so styles without a scene are stored
         as they were before the scene existed."""

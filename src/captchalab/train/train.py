@@ -65,16 +65,10 @@ def with_curriculum(cfg: TrainConfig, recipe):
         return recipe
     style = Style.from_json(recipe.style)
     if cfg.curriculum is None:
-        cfg.curriculum = AUTO_CURRICULUM if has_scene(style) else 0
+        cfg.curriculum = AUTO_CURRICULUM if style.has_scene else 0
     if not cfg.curriculum:
         return recipe
     return restyle(recipe, style.with_curriculum(cfg.curriculum))
-
-
-def has_scene(style) -> bool:
-    """Whether a style (or its mix) draws a scene: backgrounds, colours and placement that vary
-    widely from one captcha to the next."""
-    return style.composed or (style.mix is not None and style.mix.composed)
 
 
 def resolve_standardize(cfg: TrainConfig, m: dict) -> None:
@@ -86,7 +80,7 @@ def resolve_standardize(cfg: TrainConfig, m: dict) -> None:
         return
     from captchalab.gen.style import Style
 
-    cfg.standardize = has_scene(Style.from_json(m["style"]))
+    cfg.standardize = Style.from_json(m["style"]).has_scene
 
 
 def cluster_role() -> dict | None:
