@@ -149,7 +149,8 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
 
     CTC archs: [B,T,num_classes], class 0 the blank. `heads`: [B,L,num_classes], class 0 never a
     target, so decoding is the same id -> character mapping everywhere.
-    augment: random shifts, zoom and contrast after preprocessing, in training only.
+    augment: random shifts, zoom and (unless standardized) contrast after preprocessing, in
+    training only.
     dropout: CTC archs: dropout rate on the per-column features entering the RNN (training only).
     jitter: random shifts of up to this many pixels at the dataset's resolution, before the
     downscale (training only).
@@ -167,7 +168,7 @@ def build_model(arch: str, image_hw, downscale: int, num_classes: int, length: t
     x = Jitter(jitter, seed=seed, name="jitter")(inp) if jitter else inp
     x = Preprocess(downscale, resample, standardize, name="preprocess")(x)
     if augment:
-        x = augmenter(seed)(x)
+        x = augmenter(seed, standardized=standardize)(x)
     x = _trunk(x, filters, pools)
     if k == "heads":
         x = layers.Flatten()(x)
