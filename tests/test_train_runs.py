@@ -200,6 +200,24 @@ def test_augmentation_acts_in_training_only(small_dataset):
     assert np.abs(train - np.asarray(plain)).mean() > 0.01
 
 
+def test_augmentation_keeps_standardized_images(small_dataset):
+    """On standardized input (mean 0, sd 1) augmentation shifts and zooms but neither clips to
+    [0, 1] nor changes the contrast that standardization took away."""
+    from captchalab.gen import shards as sh
+    from captchalab.train.input import shard_dataset
+    from captchalab.train.models import build_model
+
+    m = sh.read_manifest(str(small_dataset))
+    x = next(iter(shard_dataset(str(small_dataset), m, "val", batch_size=8, training=False)))[0]
+    model = build_model("small", (60, 160), 2, 37, (4, 4), augment=True, seed=3,
+                        standardize=True)
+    plain = np.asarray(model.get_layer("preprocess")(x))
+    train = np.asarray(model.get_layer("augment")(plain, training=True))
+    assert train.min() < -1.0  # dark text on light: clipping to [0, 1] would make it 0
+    aug = model.get_layer("augment")
+    assert [type(layer).__name__ for layer in aug.layers] == ["RandomTranslation", "RandomZoom"]
+
+
 def test_jitter_shifts_whole_pixels_in_training_only():
     from captchalab.core.layers import Jitter
 
@@ -490,3 +508,76 @@ def test_fit_style_bad_input(tmp_path, setup, msg):
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.png").exists()
     assert setup != "exists" or out.read_text() == "# mine\n"
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory):
+    """Datasets that cannot be mixed into small_dataset's batches: (uppercase, other size)."""
+    root = tmp_path_factory.mktemp("mix")
+    cli("gen", "--out", root / "upper", "--charset", "0-9A", "--train", 8, "-q", "--workers", 1)
+    cli("gen", "--out", root / "big", "--size", "200x75", "--train", 8, "-q", "--workers", 1)
+    cli("gen", "--out", root / "valonly", "--val", 8, "-q", "--workers", 1)
+    return root
+
+
+MIX_BAD = [
+    ("DATA", "--mix-data: 'DATA'; write DIR:SHARE with a dataset folder and the share"),
+    ("DATA:1", "above 0 and below 1"),
+    ("DATA:x", "above 0 and below 1"),
+    ("NONE:0.5", "--mix-data: dataset folder NONE does not exist"),
+    ("upper:0.5", "--mix-data upper has characters 'A' that the model cannot output"),
+    ("big:0.5", "--mix-data big holds 200x75 images; the model reads 160x60 (generate it "
+                "with --size 160x60)"),
+    ("valonly:0.5", "--mix-data valonly has no train split"),
+    ("DATA:0.5 --on-the-fly", "--mix-data mixes another dataset into the train batches"),
+]
+
+
+@pytest.mark.parametrize("value,msg", MIX_BAD, ids=[b[0] for b in MIX_BAD])
+def test_mix_data_bad_input(small_dataset, other_data, tmp_path, value, msg):
+    def name(v):
+        return {"DATA": str(small_dataset), "NONE": str(tmp_path / "none")}.get(
+            v, str(other_data / v))
+
+    folder, *rest = value.split(" ")
+    head, sep, share = folder.partition(":")
+    arg = name(head) + sep + share
+    msg = msg.replace(f" {head} ", f" {name(head)} ").replace(f"'{head}'", f"'{arg}'")
+    p = cli("train", "--data", small_dataset, "--out", tmp_path / "run", "--mix-data", arg,
+            *rest, check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and msg in lines[0], p.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_mix_batches_draw_the_share_from_each_dataset():
+    """Samples come from the other dataset at the given share, labels padded to one width."""
+    import tensorflow as tf
+
+    from captchalab.train.input import mix_batches
+
+    def endless(value, width):
+        return tf.data.Dataset.from_tensors(
+            (tf.fill([4, 2, 2, 3], tf.constant(value, tf.uint8)),
+             tf.ones([4, width], tf.int32) * value)).repeat()
+
+    x, ids = next(iter(mix_batches(endless(1, 3), endless(2, 2), 0.25, 4000, 5, seed=0)))
+    share = float(np.mean(x.numpy()[:, 0, 0, 0] == 2))
+    assert 0.22 < share < 0.28 and ids.shape == (4000, 5)
+    from_other = x.numpy()[:, 0, 0, 0] == 2
+    assert (ids.numpy()[from_other] == [2, 2, 0, 0, 0]).all()
+    assert (ids.numpy()[~from_other] == [1, 1, 1, 0, 0]).all()
+
+
+def test_mix_data_trains_from_both_and_is_recorded(small_dataset, digits, tmp_path):
+    """A run on small_dataset with a subset-charset dataset mixed in: it trains, config.json
+    records the mix, and epochs under a time budget are at least MIN_BUDGET_EPOCH_STEPS."""
+    from captchalab.train.config import MIN_BUDGET_EPOCH_STEPS
+
+    run = tmp_path / "run"
+    cli("train", "--data", small_dataset, "--out", run, "--mix-data", f"{digits}:0.5",
+        "--time-budget", "20s", *TINY)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["mix_data"] == f"{digits}:0.5"
+    rows = _history(run)
+    assert int(rows[0]["steps"]) == MIN_BUDGET_EPOCH_STEPS  # 60 samples would be 3 steps

@@ -421,6 +421,9 @@ def import_(folder, out, charset, size, split, shard_size, overwrite):
 @click.option("--dropout", default=_TRAIN.dropout, show_default=True, type=float,
               help="CTC archs: dropout rate on the features entering the RNN.")
 @click.option("--cache", is_flag=True, help="Decode the train split into memory once, before training.")
+@click.option("--mix-data", metavar="DIR:SHARE",
+              help="Draw this share of every train batch from another dataset's train split "
+              "(same image size, the model's characters), e.g. site-like:0.5; val stays --data's.")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 (GPU) / bfloat16 (CPU) compute, float32 logits.")
 @click.option("--jit", is_flag=True, help="XLA-compile the train step.")
@@ -476,6 +479,7 @@ def train(ctx, data, out, resume, quiet, **opts):
         opts["style"] = opts["style"] or ""
         opts["style_file"] = opts["style_file"] or ""
         opts["mix"] = opts["mix"] or ""
+        opts["mix_data"] = opts["mix_data"] or ""
         opts["init_from"] = resolve_run(opts["init_from"]) if opts["init_from"] else ""
         if opts["init_from"]:  # the source run's architecture unless given
             from captchalab.core.runconfig import read_run_config

@@ -10,6 +10,10 @@ from captchalab.core.errors import UsageError
 from captchalab.train.models import RESAMPLE
 
 AUTO_CURRICULUM = 100_000  # samples: ~8 minutes of universal on the fly on 2 cores (~205/s)
+# Under a time budget an epoch from shards is at least this many steps: epochs then only mark
+# evaluations and checkpoints (~0.45 s on 2 cores), and one step per epoch on a split of 80
+# labels spent three quarters of a 60 s budget on them (docs/adapt.md).
+MIN_BUDGET_EPOCH_STEPS = 32
 
 
 @dataclass
@@ -31,10 +35,13 @@ class TrainConfig:
     seed: int = 0
     patience: int = 0  # early stopping on val sequence accuracy; 0 = off
     train_eval_samples: int = 512  # train samples decoded each epoch for train accuracy
-    augment: bool = False  # random shifts, zoom and contrast on training batches
+    augment: bool = False  # random shifts, zoom and (unless standardized) contrast on train batches
     dropout: float = 0.0  # CTC archs: dropout on the column features entering the RNN
     jitter: int = 1  # random shifts of up to N px (dataset resolution) on training batches
     cache: bool = False  # decode the train split into memory once, before training
+    # DIR:SHARE: that share of every train batch from the train split of another dataset (e.g.
+    # renderings of a fitted style beside a few real labels); val stays --data's
+    mix_data: str = ""
     mixed_precision: bool = False  # float16 compute on GPU, bfloat16 on CPU; logits stay float32
     jit: bool = False  # XLA-compile the train step (helps on GPU; slower on CPU here)
     cpu_devices: int = 1  # split the CPU into N logical devices (tests distribution on CPU)
@@ -82,6 +89,11 @@ def check_options(cfg: TrainConfig) -> None:
         if getattr(cfg, key) and not cfg.init_from:
             raise UsageError(f"{key} applies to a run started from another (--init-from RUN)",
                              param=key)
+    if cfg.mix_data:
+        parse_mix_data(cfg.mix_data)
+        if cfg.on_the_fly or not cfg.data:
+            raise UsageError("mix_data mixes another dataset into the train batches of --data's "
+                             "shards; give --data DIR without --on-the-fly", param="mix_data")
     if cfg.curriculum is not None and cfg.curriculum < 0:
         raise UsageError(f"curriculum: {cfg.curriculum}; a number of samples, 0 (off) or more",
                          param="curriculum")
@@ -95,6 +107,20 @@ def check_options(cfg: TrainConfig) -> None:
     if cfg.cpu_devices < 1 or cfg.epoch_samples < cfg.batch_size or cfg.val_samples < 1:
         raise UsageError("cpu_devices and --val-samples must be >= 1, --epoch-samples >= "
                          "--batch-size", param="cpu_devices")
+
+
+def parse_mix_data(text: str) -> tuple[str, float]:
+    """'DIR:SHARE' -> (DIR, SHARE) with 0 < SHARE < 1 (DIR may hold colons: gs://...)."""
+    folder, sep, share_text = str(text).rpartition(":")
+    try:
+        share = float(share_text) if sep and folder else -1.0
+    except ValueError:
+        share = -1.0
+    if not 0 < share < 1:
+        raise UsageError(f"mix_data: {text!r}; write DIR:SHARE with a dataset folder and the "
+                         "share of each train batch drawn from it, above 0 and below 1, e.g. "
+                         "site-like:0.5", param="mix_data")
+    return folder, share
 
 
 def parse_duration(text: str) -> float:

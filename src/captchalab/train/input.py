@@ -170,6 +170,18 @@ def adapt(ds: tf.data.Dataset, m: dict, frame: dict) -> tf.data.Dataset:
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def mix_batches(ds, other, share: float, batch_size: int, max_len: int, seed: int = 0):
+    """Training batches with each sample drawn from `other` with probability `share`, else
+    from `ds` (both endless batched datasets in the model's frame); labels padded to
+    `max_len`."""
+    def samples(d):
+        return d.map(lambda x, ids: (x, pad_labels(ids, max_len))).unbatch()
+
+    mixed = tf.data.Dataset.sample_from_datasets([samples(ds), samples(other)],
+                                                 weights=[1.0 - share, share], seed=seed)
+    return _finish(mixed.batch(batch_size, drop_remainder=True))
+
+
 def already_split(ds: tf.data.Dataset) -> tf.data.Dataset:
     """Mark a dataset as this worker's own part: tf.distribute must not shard it again."""
     opts = tf.data.Options()

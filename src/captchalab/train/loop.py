@@ -25,7 +25,11 @@ from captchalab.gen import shards as sh  # noqa: E402
 from captchalab.gen.fonts import file_sha256  # noqa: E402
 from captchalab.train import input as inp  # noqa: E402
 from captchalab.train.callbacks import RunState, TimeBudget, ValMetrics  # noqa: E402
-from captchalab.train.config import TrainConfig  # noqa: E402
+from captchalab.train.config import (  # noqa: E402
+    MIN_BUDGET_EPOCH_STEPS,
+    TrainConfig,
+    parse_mix_data,
+)
 from captchalab.train.models import (  # noqa: E402
     build_audio_model,
     build_model,
@@ -85,9 +89,10 @@ def multi_worker_fit_fixes(model, strategy, train_ds) -> None:
 
 
 def datasets(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, first_epoch: int,
-             steps_per_epoch: int, worker: int, n_workers: int):
+             steps_per_epoch: int, worker: int, n_workers: int, mix_m: dict | None = None):
     """(train, val, probe) tf.data datasets; probe is a fixed subset of train samples for the
-    train accuracy of each epoch. All three in the model's `frame` (inp.adapt)."""
+    train accuracy of each epoch. All three in the model's `frame` (inp.adapt). `mix_m`: the
+    manifest of cfg.mix_data, whose train split supplies its share of every train batch."""
     workers = cfg.gen_workers or os.cpu_count() or 1
     if recipe is not None:
         # past the dataset's own train samples, and past what earlier epochs of this run saw
@@ -114,7 +119,15 @@ def datasets(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, first_
                                       stop=PROBE_START + cfg.train_eval_samples,
                                       batch_size=eval_batch(m), workers=0, training=False)
     probe_ds = inp.rebatch(probe_ds, cfg.train_eval_samples, eval_batch(m)).cache()
-    return tuple(inp.adapt(ds, m, frame) for ds in (train_ds, val_ds, probe_ds))
+    train_ds, val_ds, probe_ds = (inp.adapt(ds, m, frame) for ds in (train_ds, val_ds, probe_ds))
+    if mix_m is not None:
+        path, share = parse_mix_data(cfg.mix_data)
+        other = inp.shard_dataset(path, mix_m, "train", batch_size=cfg.batch_size,
+                                  training=True, seed=cfg.seed + 1, cache=cfg.cache,
+                                  shard=(worker, n_workers))
+        train_ds = inp.mix_batches(train_ds, inp.adapt(other, mix_m, frame), share,
+                                   cfg.batch_size, m["length"][1], seed=cfg.seed)
+    return train_ds, val_ds, probe_ds
 
 
 def run_config(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shape,
@@ -234,26 +247,29 @@ def _cluster_failed(cluster: dict, state: dict, e: Exception) -> RunFailed:
 
 
 def run(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shape, state: dict, cluster: dict | None,
-        t_start: float, command: str = "", verbose: int = 1, extra=()) -> dict:
-    """Fit the model of `cfg` and write the run directory; returns the best epoch's row."""
+        t_start: float, command: str = "", verbose: int = 1, extra=(), mix_m=None) -> dict:
+    """Fit the model of `cfg` and write the run directory; returns the best epoch's row.
+    mix_m: the manifest of cfg.mix_data (checked by train.mix_source)."""
     strategy = configure_devices(cfg.cpu_devices, cluster)
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy(
             "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16")
     try:
         return _run(cfg, m, frame, recipe, shape, state, cluster, t_start, command, verbose,
-                    extra, strategy)
+                    extra, strategy, mix_m)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
 def _run(cfg, m, frame, recipe, shape, state, cluster, t_start, command, verbose, extra,
-         strategy):
+         strategy, mix_m):
     charset = Charset.from_json(frame["charset"])
     if recipe is not None:
         steps_per_epoch = max(1, cfg.epoch_samples // cfg.batch_size)
     else:
         steps_per_epoch = max(1, m["splits"]["train"]["count"] // cfg.batch_size)
+        if cfg.time_budget:
+            steps_per_epoch = max(steps_per_epoch, MIN_BUDGET_EPOCH_STEPS)
     epochs = math.ceil(cfg.steps / steps_per_epoch) if cfg.steps > 0 else cfg.epochs
     if cfg.time_budget > 0:
         epochs = 10**9  # until the budget is spent
@@ -269,7 +285,7 @@ def _run(cfg, m, frame, recipe, shape, state, cluster, t_start, command, verbose
             os.remove(tmp)  # half-written files of a killed run
 
     train_ds, val_ds, probe_ds = datasets(cfg, m, frame, recipe, first_epoch, steps_per_epoch, worker,
-                                          n_workers)
+                                          n_workers, mix_m)
     if cluster:
         train_ds = inp.already_split(train_ds)  # the global batch: each worker its own shards
         multi_worker_fit_fixes(model, strategy, train_ds)

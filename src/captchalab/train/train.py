@@ -9,7 +9,7 @@ import time
 
 from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
-from captchalab.train.config import AUTO_CURRICULUM, TrainConfig, check_options
+from captchalab.train.config import AUTO_CURRICULUM, TrainConfig, check_options, parse_mix_data
 from captchalab.train.models import ARCHS, AUDIO_ARCHS, check_data, model_shape, resolve_arch
 from captchalab.train.rundir import CKPT_DIR, prepare_run_dir, read_state
 
@@ -111,7 +111,8 @@ def cluster_role() -> dict | None:
     return {"workers": len(order), "index": i, "chief": i == 0}
 
 
-def _check_cluster(cfg: TrainConfig, m: dict, recipe: dict | None, cluster: dict) -> None:
+def _check_cluster(cfg: TrainConfig, m: dict, recipe: dict | None, cluster: dict,
+                   mix_m: dict | None = None) -> None:
     n = cluster["workers"]
     if cfg.time_budget:
         raise UsageError(f"time_budget with {n} workers (TF_CONFIG): each would stop on its own "
@@ -119,13 +120,16 @@ def _check_cluster(cfg: TrainConfig, m: dict, recipe: dict | None, cluster: dict
     if cfg.cpu_devices > 1:
         raise UsageError("cpu_devices splits one process's CPU; with TF_CONFIG every worker "
                          "process is one device", param="cpu_devices")
-    if recipe is None:
-        train = m["splits"]["train"]
+    sources = [("data", cfg.data, m)] if recipe is None else []
+    if mix_m is not None:
+        sources.append(("mix_data", parse_mix_data(cfg.mix_data)[0], mix_m))
+    for param, path, manifest in sources:
+        train = manifest["splits"]["train"]
         if len(train["shards"]) < n:
             raise UsageError(
-                f"data {cfg.data}: its train split has {len(train['shards'])} shards for {n} "
+                f"{param} {path}: its train split has {len(train['shards'])} shards for {n} "
                 f"workers, and each worker reads whole shards; regenerate it with --shard-size "
-                f"{max(1, train['count'] // n)} or less", param="data")
+                f"{max(1, train['count'] // n)} or less", param=param)
 
 
 # settings that decide the model's weights: a run started from another must share them (and
@@ -187,6 +191,41 @@ def init_source(cfg: TrainConfig, m: dict) -> dict | None:
     return src
 
 
+def mix_source(cfg: TrainConfig, m: dict, frame: dict) -> dict | None:
+    """The manifest of cfg.mix_data, checked against the model: a train split with all its
+    shards, images of the model's size (or --resize with --init-from), characters the model
+    can output, labels no longer than --data's. None without one."""
+    if not cfg.mix_data:
+        return None
+    path, _ = parse_mix_data(cfg.mix_data)
+    try:
+        mm = sh.read_manifest(path)
+    except UsageError as e:
+        raise UsageError(f"mix_data: {e}", param="mix_data") from None
+    if mm.get("kind", "image") != "image" or m.get("kind", "image") != "image":
+        raise UsageError(f"mix_data {path}: mixing datasets is for images; this is "
+                         f"{mm.get('kind', 'image')} with {m.get('kind', 'image')} --data",
+                         param="mix_data")
+    if "train" not in mm["splits"]:
+        raise UsageError(f"mix_data {path} has no train split; generate one with "
+                         "'captchalab gen --train N'", param="mix_data")
+    sh.check_shard_files(path, mm, "train")
+    extra = "".join(sorted({c for c in mm["charset"]["chars"]
+                            if c not in frame["charset"]["chars"]}))
+    if extra:
+        raise UsageError(f"mix_data {path} has characters {extra!r} that the model cannot "
+                         f"output (it reads {frame['charset']['chars']!r})", param="mix_data")
+    size, want = ((d["image"]["width"], d["image"]["height"]) for d in (mm, frame))
+    if size != want and not cfg.resize:
+        raise UsageError(f"mix_data {path} holds {size[0]}x{size[1]} images; the model reads "
+                         f"{want[0]}x{want[1]} (generate it with --size {want[0]}x{want[1]})",
+                         param="mix_data")
+    if mm["length"][1] > m["length"][1]:
+        raise UsageError(f"mix_data {path} has labels up to {mm['length'][1]} characters; "
+                         f"--data's are at most {m['length'][1]}", param="mix_data")
+    return mm
+
+
 def model_frame(cfg: TrainConfig, m: dict, resume: bool) -> dict:
     """What the model reads and writes, {"charset", "image"}: the data's own; with init_from
     the source run's charset (unless new_head) and image size; on resume the run's own."""
@@ -227,9 +266,10 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
         shape = model_shape((frame["image"]["height"], frame["image"]["width"]), cfg.downscale,
                             cfg.resample)
         check_data(cfg.arch, shape, tuple(m["length"]))  # refuse before anything is written
+    mix_m = mix_source(cfg, m, frame)
     cluster = cluster_role()
     if cluster:
-        _check_cluster(cfg, m, recipe, cluster)
+        _check_cluster(cfg, m, recipe, cluster, mix_m)
     if not resume:
         if cluster is None or cluster["chief"]:
             prepare_run_dir(cfg.out)
@@ -239,4 +279,4 @@ def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = 
     from captchalab.train import loop
 
     return loop.run(cfg, m, frame, recipe, shape, read_state(cfg.out), cluster, t_start, command,
-                    verbose, list(callbacks))
+                    verbose, list(callbacks), mix_m)
