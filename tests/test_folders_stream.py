@@ -1,7 +1,11 @@
-"""PNG export/import round trip, and the on-the-fly stream matching `gen`."""
+"""PNG export/import round trip, import labelled by a model, and the on-the-fly stream
+matching `gen`."""
 
 import csv
 import io
+import json
+import os
+import string
 
 import numpy as np
 import pytest
@@ -178,3 +182,61 @@ def test_hugging_face_imagefolder_loads_an_export(small_dataset, tmp_path, monke
     rows = {r["file"]: r["label"] for r in csv.DictReader(open(png / "labels.csv"))}
     assert sorted(ds["test"]["label"]) == sorted(v for k, v in rows.items() if k.startswith("test/"))
     assert ds["test"][0]["image"].size == (160, 60)
+
+
+@pytest.fixture(scope="module")
+def unlabelled(small_dataset, tmp_path_factory):
+    """small_dataset's test captchas as files whose names carry no label."""
+    from captchalab.gen.folders import export_png
+
+    d = tmp_path_factory.mktemp("unl")
+    export_png(str(small_dataset), str(d / "png"), ["test"])
+    os.makedirs(d / "site")
+    for i, name in enumerate(sorted(os.listdir(d / "png" / "test"))):
+        if name.endswith(".png"):
+            os.replace(d / "png" / "test" / name, d / "site" / f"captcha{i:03d}.png")
+    return d / "site"
+
+
+def test_import_label_with_keeps_the_confident_readings(unlabelled, tmp_path):
+    """--label-with: each captcha the model reads at or above --min-confidence is imported
+    with that reading as its label (train split), the rest are left out; the manifest says
+    which model labelled them."""
+    p = cli("predict", "--model", "pretrained", unlabelled, "--json")
+    reads = {os.path.basename(r["file"]): r for r in map(json.loads, p.stdout.splitlines())}
+    cut = sorted(r["confidence"] for r in reads.values())[len(reads) // 2]
+    want = {n: r["text"] for n, r in reads.items() if r["confidence"] >= cut and r["text"]}
+    assert 0 < len(want) < len(reads)
+    out = tmp_path / "pseudo"
+    p = cli("import", unlabelled, "--out", out, "--label-with", "pretrained",
+            "--min-confidence", cut)
+    assert f"({len(want)} of {len(reads)} read with confidence >= {cut})" in p.stdout
+    m = sh.read_manifest(str(out))
+    assert list(m["splits"]) == ["train"] and m["charset"]["chars"] == string.digits + \
+        string.ascii_lowercase
+    got = {r["source/file"]: r["label/text"] for r in sh.iter_split(str(out), m, "train")}
+    assert got == want
+    by = m["origin"]["labelled_by"]
+    assert by["min_confidence"] == cut and (by["read"], by["kept"]) == (len(reads), len(want))
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--min-confidence", "0.5"], "--min-confidence applies to --label-with RUN"),
+    (["--label-with", "NOTARUN"], "--label-with NOTARUN is not a trained captchalab run"),
+    (["--label-with", "pretrained", "--min-confidence", "1"], "--min-confidence"),
+    (["--label-with", "pretrained", "--out", "FULL"], "is not empty; add --overwrite"),
+    (["--label-with", "pretrained", "--min-confidence", "0.9999999"],
+     "confidently (the highest is"),
+])
+def test_import_label_with_bad_input(unlabelled, tmp_path, args, msg):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("keep me")
+    names = {"NOTARUN": str(tmp_path), "FULL": str(tmp_path / "full")}
+    args = [names.get(a, a) for a in args]
+    msg = msg.replace("NOTARUN", names["NOTARUN"])
+    out = [] if "--out" in args else ["--out", tmp_path / "out"]
+    p = cli("import", unlabelled, *out, *args, check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and msg in lines[0], p.stderr
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "full" / "keep").read_text() == "keep me"

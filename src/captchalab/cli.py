@@ -365,21 +365,49 @@ def fit_style_(folder, out, fonts, sheet, samples, overwrite):
 @click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write.")
 @click.option("--charset", help="Charset of the labels.  [default: the characters they use]")
 @click.option("--size", help="Resize every image to WIDTHxHEIGHT.  [default: all must match]")
-@click.option("--split", default="test", show_default=True,
-              type=click.Choice(["train", "val", "test"]),
-              help="Split for images when labels.csv has no split column.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="Split for images when labels.csv has no split column.  [default: test; "
+              "train with --label-with]")
 @click.option("--shard-size", default=_GEN.shard_size, show_default=True, type=int,
               help="Records per shard.")
+@click.option("--label-with", "label_with", type=click.Path(), metavar="RUN",
+              help="Label the folder's captchas with this model's readings (pseudo-labels for "
+              "self-training; any labels of the folder are ignored); `pretrained`: the shipped "
+              "model.")
+@click.option("--min-confidence", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True),
+              help="With --label-with: keep readings at least this confident.")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
-def import_(folder, out, charset, size, split, shard_size, overwrite):
+@click.pass_context
+def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_confidence,
+            overwrite):
     """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png), or of labelled
-    WAV files (mono, 8 kHz, 8 or 16 bit), into shards."""
+    WAV files (mono, 8 kHz, 8 or 16 bit), into shards; or a folder of unlabelled ones, labelled
+    by a model (--label-with)."""
+    from click.core import ParameterSource
+
     from captchalab.gen.folders import import_folder
 
-    m = import_folder(folder, out, charset=charset, size=size, split=split,
-                      shard_size=shard_size, overwrite=overwrite, command=_command_line())
+    items = origin = None
+    if label_with:
+        from captchalab.core.runconfig import read_run_config
+        from captchalab.eval.pseudolabel import pseudo_labels
+        from captchalab.gen.generate import prepare_out_dir
+
+        run = resolve_run(label_with)
+        prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)  # before reading
+        items, origin = pseudo_labels(folder, run, min_confidence, split=split or "train",
+                                      warn=lambda m: click.echo(m, err=True))
+        charset = charset or read_run_config(run)["charset"]["chars"]
+    elif ctx.get_parameter_source("min_confidence") == ParameterSource.COMMANDLINE:
+        raise UsageError("--min-confidence applies to --label-with RUN")
+    m = import_folder(folder, out, charset=charset, size=size, split=split or "test",
+                      shard_size=shard_size, overwrite=overwrite, command=_command_line(),
+                      items=items, origin=origin)
     counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
-    click.echo(f"wrote {out}: {counts}; charset {m['charset']['chars']!r}")
+    kept = (f" ({origin['labelled_by']['kept']} of {origin['labelled_by']['read']} read with "
+            f"confidence >= {min_confidence})" if origin else "")
+    click.echo(f"wrote {out}: {counts}{kept}; charset {m['charset']['chars']!r}")
 
 
 @cli.command()

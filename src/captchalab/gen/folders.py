@@ -189,16 +189,22 @@ def _write_splits(out, items, payloads, shard_size, encode) -> dict:
 
 def import_folder(folder: str, out: str, *, charset: str | None = None, size: str | None = None,
                   split: str = "test", shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False,
-                  command: str = "") -> dict:
-    """Labelled images -> shards + manifest in the same format `gen` writes."""
+                  command: str = "", items=None, origin: dict | None = None) -> dict:
+    """Labelled images -> shards + manifest in the same format `gen` writes.
+
+    items: (path, label, split) to import instead of the folder's own labels (e.g. a model's
+    readings, eval.pseudolabel); origin: what the manifest's "origin" records of them."""
     from captchalab.gen.generate import clear_dataset, prepare_out_dir
     from captchalab.gen.recipe import parse_size, versions
 
     if shard_size <= 0:
         raise UsageError(f"shard_size: {shard_size}; must be a positive number of records",
                          param="shard_size")
-    audio = _is_audio_folder(folder)
-    items = list_labelled(folder, split, exts=AUDIO_EXTS if audio else IMAGE_EXTS)
+    if items is None:
+        audio = _is_audio_folder(folder)
+        items = list_labelled(folder, split, exts=AUDIO_EXTS if audio else IMAGE_EXTS)
+    else:
+        audio = items[0][0].lower().endswith(AUDIO_EXTS)
     labels = [lab for _, lab, _ in items]
     for p, lab, _ in items:
         if any(c.isspace() for c in lab):
@@ -212,7 +218,8 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
     if audio:
         if size:
             raise UsageError("--size resizes images; these are WAV files", param="size")
-        return _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command)
+        return _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command,
+                             origin or {})
     target = parse_size(size) if size else None
     images = _load_all(items, target)
     w, h = images[0].size
@@ -234,7 +241,7 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         "complete": True,
         "source": "imported",
         "origin": {"folder": os.path.abspath(folder), "images": len(items),
-                   "resized_to": list(target) if target else None},
+                   "resized_to": list(target) if target else None, **(origin or {})},
         "charset": cs.to_json(),
         "length": [min(lengths), max(lengths)],
         "size": [w, h],
@@ -269,7 +276,8 @@ def _is_audio_folder(folder: str) -> bool:
                                                                    for n in names)
 
 
-def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command) -> dict:
+def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command,
+                  origin) -> dict:
     """Labelled WAV files (mono, 8 kHz, 8 or 16 bit) -> an audio dataset; each clip is stored as
     the library writes WAV files (8-bit unsigned), so imported and generated records match."""
     from captchalab.gen.audio import RATE, read_pcm8, wav_bytes
@@ -291,7 +299,7 @@ def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command
     manifest = {
         "format": sh.FORMAT, "format_version": sh.FORMAT_VERSION, "complete": True,
         "source": "imported", "kind": "audio",
-        "origin": {"folder": os.path.abspath(folder), "files": len(items)},
+        "origin": {"folder": os.path.abspath(folder), "files": len(items), **origin},
         "charset": cs.to_json(), "length": [min(lengths), max(lengths)],
         "style_name": None, "style": None, "voices": [], "seed": None,
         "shard_size": shard_size, "counts": {s: v["count"] for s, v in splits.items()},

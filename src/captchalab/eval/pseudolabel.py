@@ -1,0 +1,48 @@
+"""`captchalab import FOLDER --label-with RUN`: unlabelled captchas labelled by a model's
+confident readings (pseudo-labels), written as a dataset like any import.
+
+Self-training: a model fine-tuned on a few real labels reads a folder of unlabelled captchas
+of the same site (free to collect); the readings at or above a confidence become labels, and
+the next run trains on the real labels with these mixed in (`train --mix-data`). With a
+calibrated run the confidence is the chance that a reading is right, so `min_confidence` sets
+how many wrong labels get in (docs/adapt.md measures it)."""
+
+from __future__ import annotations
+
+import os
+
+from captchalab.core.errors import UsageError
+
+
+def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "train",
+                  skip_bad: bool = False, warn=print):
+    """(items, origin): (path, reading, split) for each file in `folder` that model `run`
+    reads with at least `min_confidence`, and what the manifest records of it. Images of
+    another size are read resized to the model's (the dataset keeps their own size, as the
+    site's labelled captchas do: `train --init-from RUN --resize`)."""
+    from captchalab.eval.predictor import expand_paths, load, read_config
+    from captchalab.gen.folders import AUDIO_EXTS
+    from captchalab.gen.fonts import file_sha256
+
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder} is not a folder; give a folder of unlabelled captchas")
+    try:
+        audio = read_config(run).get("data_kind") == "audio"
+    except UsageError as e:  # "model RUN is not a trained run": named by this command's flag
+        if e.param != "model":
+            raise
+        raise UsageError("label_with" + str(e)[len("model"):], param="label_with") from None
+    paths = expand_paths([folder], AUDIO_EXTS if audio else None)
+    preds, kept = load(run).predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
+    items = [(p, r.text, split) for p, r in zip(kept, preds, strict=True)
+             if r.text and r.confidence >= min_confidence]
+    if not items:
+        top = max(r.confidence for r in preds)
+        raise UsageError(f"min_confidence: {min_confidence}; no file of {folder} was read that "
+                         f"confidently (the highest is {top:.3f} of {len(preds)}); give a lower "
+                         "--min-confidence", param="min_confidence")
+    origin = {"labelled_by": {"run": os.path.abspath(run),
+                              "config_sha256": file_sha256(os.path.join(run, "config.json")),
+                              "min_confidence": min_confidence, "read": len(preds),
+                              "kept": len(items)}}
+    return items, origin
