@@ -9,6 +9,10 @@ transfer bench's set) for three arms:
   fitted      `fit-style` on 100 unlabelled captchas of the generator, `gen` 20 000 samples of
               the fitted style, `train --init-from pretrained` on them (N = 0), then fine-tuned
               on the N (labels are what is scarce; unlabelled captchas are free to collect)
+  self-trained  the fitted arm's fine-tuned run labels 2 000 unlabelled captchas of the generator
+              (`import --label-with RUN --min-confidence 0.5`), and the fitted pretraining is
+              fine-tuned again on the N with those pseudo-labels as half of every batch
+              (`--mix-data`); --rounds times, each round's run labelling for the next (N > 0)
 
 Of the N labels, a fifth (at least 10) is the run's val split and the rest its train split, as a
 user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
@@ -32,7 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from transfer import EXTRA, FOREIGN, foreign_set, load_set, score  # noqa: E402
 
-ARMS = ("scratch", "pretrained", "fitted")
+ARMS = ("scratch", "pretrained", "fitted", "self-trained")
 
 
 def cli(*args):
@@ -60,12 +64,33 @@ def labelled_data(pool: str, n: int, work: str) -> tuple[str, float]:
     return data, cli("import", folder, "--out", data, "--charset", "0-9a-z")
 
 
-def train(data, out, budget, init=None, lr=None):
+def train(data, out, budget, init=None, lr=None, mix=None):
     shutil.rmtree(out, ignore_errors=True)
     args = ["train", "--data", data, "--out", out, "--time-budget", budget, "-q"]
     if init:
         args += ["--init-from", init, "--lr", lr or "1e-3"]
+    if mix:
+        args += ["--mix-data", mix]
     return cli(*args)
+
+
+def self_train(a, data, start, fitted, unl, truths, work):
+    """Rounds of pseudo-labelling `unl` with the last run and fine-tuning `fitted` on `data`
+    with them mixed in. Returns (last run, seconds, [(kept, precision) per round])."""
+    from captchalab.gen import shards as sh
+
+    run, t, rounds = start, 0.0, []
+    for r in range(1, a.rounds + 1):
+        pseudo = os.path.join(work, f"pseudo-{r}")
+        t += cli("import", unl, "--out", pseudo, "--label-with", run, "--min-confidence",
+                 a.min_confidence, "--overwrite")
+        m = sh.read_manifest(pseudo)
+        got = {os.path.basename(x["source/file"]): x["label/text"]
+               for x in sh.iter_split(pseudo, m, "train")}
+        rounds.append((len(got), sum(truths[f] == v for f, v in got.items()) / len(got)))
+        run = os.path.join(work, f"round-{r}")
+        t += train(data, run, a.finetune_budget, init=fitted, mix=f"{pseudo}:{a.pseudo_share}")
+    return run, t, rounds
 
 
 def accuracy(run, test) -> dict:
@@ -101,6 +126,19 @@ def study(name, a, test, work) -> dict:
     out["fitted"][0] = {**accuracy(fitted, test), "seconds": round(t, 1)}
     print(f"{name} N=0: pretrained {out['pretrained'][0]['seq_acc']:.3f}, fitted "
           f"{out['fitted'][0]['seq_acc']:.3f} ({t:.0f} s)", flush=True)
+    unl_pool = os.path.join(work, f"unlabelled-{a.unlabelled_pool}")
+    if not os.path.isdir(unl_pool) or len(os.listdir(unl_pool)) != a.unlabelled_pool:
+        shutil.rmtree(unl_pool, ignore_errors=True)
+        foreign_set(name, a.unlabelled_pool, unl_pool, tag="unlabelled")
+    # the bench knows their labels (to report the pseudo-labels' precision); the runs do not:
+    # files are renamed to INDEX.png
+    truths, unl = {}, os.path.join(work, "unlabelled-files")
+    shutil.rmtree(unl, ignore_errors=True)
+    os.makedirs(unl)
+    for f in sorted(os.listdir(unl_pool)):
+        index, label = f[:-4].split("_")
+        shutil.copyfile(os.path.join(unl_pool, f), os.path.join(unl, f"{index}.png"))
+        truths[f"{index}.png"] = label
     for n in [n for n in a.labels if n > 0]:
         data, t_import = labelled_data(pool, n, work)
         for arm, init, budget in (("scratch", None, a.scratch_budget),
@@ -110,8 +148,15 @@ def study(name, a, test, work) -> dict:
             t = t_import + train(data, run, budget, init=init)
             t += fitted_cost if arm == "fitted" else 0.0
             out[arm][n] = {**accuracy(run, test), "seconds": round(t, 1)}
+        if a.rounds:
+            run, t, rounds = self_train(a, data, os.path.join(work, f"fitted-{n}"), fitted, unl,
+                                        truths, os.path.join(work, f"self-{n}"))
+            out["self-trained"][n] = {**accuracy(run, test),
+                                      "seconds": round(out["fitted"][n]["seconds"] + t, 1),
+                                      "pseudo_labels": [{"kept": k, "precision": round(p, 3)}
+                                                        for k, p in rounds]}
         print(f"{name} N={n}: " + ", ".join(f"{arm} {out[arm][n]['seq_acc']:.3f}"
-                                            for arm in ARMS), flush=True)
+                                            for arm in ARMS if n in out[arm]), flush=True)
     return out
 
 
@@ -123,6 +168,8 @@ def plot(results, samples, path):
                              squeeze=False)
     for ax, (name, arms) in zip(axes[0], results.items(), strict=True):
         for arm, cells in arms.items():
+            if not cells:  # self-trained with --rounds 0
+                continue
             ns = sorted(cells, key=int)
             x = [max(int(n), 10) for n in ns]  # N = 0 drawn at 10 on the log axis
             acc = [cells[n]["seq_acc"] for n in ns]
@@ -156,6 +203,13 @@ def main():
     ap.add_argument("--pretrain-budget", default="4m")
     ap.add_argument("--finetune-budget", default="60s")
     ap.add_argument("--scratch-budget", default="90s")
+    ap.add_argument("--unlabelled-pool", type=int, default=2000,
+                    help="unlabelled captchas the self-trained arm labels")
+    ap.add_argument("--rounds", type=int, default=2, help="self-training rounds (0: no arm)")
+    ap.add_argument("--min-confidence", type=float, default=0.5,
+                    help="self-training: readings kept as pseudo-labels")
+    ap.add_argument("--pseudo-share", type=float, default=0.5,
+                    help="self-training: share of each batch from the pseudo-labels")
     ap.add_argument("--out", default="bench/out/adapt")
     ap.add_argument("--sets", default="bench/out/transfer/sets",
                     help="where the test sets are (shared with bench/transfer.py)")

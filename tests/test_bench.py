@@ -65,17 +65,22 @@ def test_bench_transfer_at_toy_size(tmp_path):
 
 @pytest.mark.slow
 def test_bench_adapt_at_toy_size(tmp_path):
-    """bench/adapt.py runs every arm at every N and writes the curve (toy budgets: plumbing)."""
+    """bench/adapt.py runs every arm at every N, self-training included, and writes the curve
+    (toy budgets: plumbing)."""
     run = os.path.join(ROOT, "tests", "fixtures", "0ce7b0d", "run")
     out = tmp_path / "out"
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "adapt.py"), "--generator",
                     "wheezy-captcha", "--labels", "0,20", "--samples", "12", "--unlabelled", "20",
                     "--fitted-samples", "64", "--pretrain-budget", "3s", "--finetune-budget",
                     "3s", "--scratch-budget", "3s", "--base", run, "--out", str(out),
-                    "--sets", str(tmp_path / "sets")],
+                    "--sets", str(tmp_path / "sets"), "--unlabelled-pool", "12", "--rounds", "1",
+                    "--min-confidence", "0"],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "adapt.json").read_text())["results"]["wheezy-captcha"]
     assert set(res["scratch"]) == {"20"} and set(res["pretrained"]) == set(res["fitted"]) == {"0", "20"}
+    (pseudo,) = res["self-trained"]["20"].pop("pseudo_labels")
+    assert 0 < pseudo["kept"] <= 12 and 0 <= pseudo["precision"] <= 1
+    assert res["self-trained"]["20"]["seconds"] > res["fitted"]["20"]["seconds"]
     for arm in res.values():
         assert all(c["n"] == 12 and 0 <= c["seq_acc"] <= 1 and c["seconds"] >= 0
                    for c in arm.values())
