@@ -83,7 +83,7 @@ def self_train(a, data, start, fitted, unl, truths, work):
     for r in range(1, a.rounds + 1):
         pseudo = os.path.join(work, f"pseudo-{r}")
         t += cli("import", unl, "--out", pseudo, "--label-with", run, "--min-confidence",
-                 a.min_confidence, "--overwrite")
+                 a.min_confidence, "--length", 4, "--overwrite")  # the generators' length
         m = sh.read_manifest(pseudo)
         got = {os.path.basename(x["source/file"]): x["label/text"]
                for x in sh.iter_split(pseudo, m, "train")}

@@ -199,17 +199,18 @@ def unlabelled(small_dataset, tmp_path_factory):
 
 
 def test_import_label_with_keeps_the_confident_readings(unlabelled, tmp_path):
-    """--label-with: each captcha the model reads at or above --min-confidence is imported
-    with that reading as its label (train split), the rest are left out; the manifest says
-    which model labelled them."""
+    """--label-with: each captcha the model reads at or above --min-confidence, with --length
+    characters, is imported with that reading as its label (train split), the rest are left
+    out; the manifest says which model labelled them."""
     p = cli("predict", "--model", "pretrained", unlabelled, "--json")
     reads = {os.path.basename(r["file"]): r for r in map(json.loads, p.stdout.splitlines())}
     cut = sorted(r["confidence"] for r in reads.values())[len(reads) // 2]
-    want = {n: r["text"] for n, r in reads.items() if r["confidence"] >= cut and r["text"]}
+    want = {n: r["text"] for n, r in reads.items()
+            if r["confidence"] >= cut and len(r["text"]) == 4}
     assert 0 < len(want) < len(reads)
     out = tmp_path / "pseudo"
     p = cli("import", unlabelled, "--out", out, "--label-with", "pretrained",
-            "--min-confidence", cut)
+            "--min-confidence", cut, "--length", 4)
     assert f"({len(want)} of {len(reads)} read with confidence >= {cut})" in p.stdout
     m = sh.read_manifest(str(out))
     assert list(m["splits"]) == ["train"] and m["charset"]["chars"] == string.digits + \
@@ -218,15 +219,19 @@ def test_import_label_with_keeps_the_confident_readings(unlabelled, tmp_path):
     assert got == want
     by = m["origin"]["labelled_by"]
     assert by["min_confidence"] == cut and (by["read"], by["kept"]) == (len(reads), len(want))
+    assert by["length"] == [4, 4]
 
 
 @pytest.mark.parametrize("args,msg", [
     (["--min-confidence", "0.5"], "--min-confidence applies to --label-with RUN"),
+    (["--length", "4"], "--length applies to --label-with RUN"),
+    (["--label-with", "pretrained", "--length", "0"], "--length: '0'; lengths must be at least 1"),
+    (["--label-with", "pretrained", "--length", "9"], "confidently with 9-9 characters"),
     (["--label-with", "NOTARUN"], "--label-with NOTARUN is not a trained captchalab run"),
     (["--label-with", "pretrained", "--min-confidence", "1"], "--min-confidence"),
     (["--label-with", "pretrained", "--out", "FULL"], "is not empty; add --overwrite"),
     (["--label-with", "pretrained", "--min-confidence", "0.9999999"],
-     "confidently (the highest is"),
+     "confidently (the highest confidence is"),
 ])
 def test_import_label_with_bad_input(unlabelled, tmp_path, args, msg):
     (tmp_path / "full").mkdir()

@@ -377,10 +377,12 @@ def fit_style_(folder, out, fonts, sheet, samples, overwrite):
 @click.option("--min-confidence", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, max_open=True),
               help="With --label-with: keep readings at least this confident.")
+@click.option("--length", metavar="N|MIN-MAX",
+              help="With --label-with: keep readings of this many characters (the site's).")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.pass_context
 def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_confidence,
-            overwrite):
+            length, overwrite):
     """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png), or of labelled
     WAV files (mono, 8 kHz, 8 or 16 bit), into shards; or a folder of unlabelled ones, labelled
     by a model (--label-with)."""
@@ -393,14 +395,18 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
         from captchalab.core.runconfig import read_run_config
         from captchalab.eval.pseudolabel import pseudo_labels
         from captchalab.gen.generate import prepare_out_dir
+        from captchalab.gen.recipe import parse_length
 
         run = resolve_run(label_with)
+        keep = parse_length(length) if length else None
         prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)  # before reading
         items, origin = pseudo_labels(folder, run, min_confidence, split=split or "train",
-                                      warn=lambda m: click.echo(m, err=True))
+                                      length=keep, warn=lambda m: click.echo(m, err=True))
         charset = charset or read_run_config(run)["charset"]["chars"]
-    elif ctx.get_parameter_source("min_confidence") == ParameterSource.COMMANDLINE:
-        raise UsageError("--min-confidence applies to --label-with RUN")
+    else:
+        for key in ("min_confidence", "length"):
+            if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
+                raise UsageError(f"--{key.replace('_', '-')} applies to --label-with RUN")
     m = import_folder(folder, out, charset=charset, size=size, split=split or "test",
                       shard_size=shard_size, overwrite=overwrite, command=_command_line(),
                       items=items, origin=origin)

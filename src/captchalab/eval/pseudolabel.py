@@ -15,9 +15,10 @@ from captchalab.core.errors import UsageError
 
 
 def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "train",
-                  skip_bad: bool = False, warn=print):
+                  length: tuple[int, int] | None = None, skip_bad: bool = False, warn=print):
     """(items, origin): (path, reading, split) for each file in `folder` that model `run`
-    reads with at least `min_confidence`, and what the manifest records of it. Images of
+    reads with at least `min_confidence` (and, given `length` (min, max), with that many
+    characters), and what the manifest records of it. Images of
     another size are read resized to the model's (the dataset keeps their own size, as the
     site's labelled captchas do: `train --init-from RUN --resize`)."""
     from captchalab.eval.predictor import expand_paths, load, read_config
@@ -34,15 +35,18 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
         raise UsageError("label_with" + str(e)[len("model"):], param="label_with") from None
     paths = expand_paths([folder], AUDIO_EXTS if audio else None)
     preds, kept = load(run).predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
+    lo, hi = length or (1, float("inf"))
     items = [(p, r.text, split) for p, r in zip(kept, preds, strict=True)
-             if r.text and r.confidence >= min_confidence]
+             if lo <= len(r.text) <= hi and r.confidence >= min_confidence]
     if not items:
         top = max(r.confidence for r in preds)
+        within = f" with {lo}-{hi} characters" if length else ""
         raise UsageError(f"min_confidence: {min_confidence}; no file of {folder} was read that "
-                         f"confidently (the highest is {top:.3f} of {len(preds)}); give a lower "
-                         "--min-confidence", param="min_confidence")
+                         f"confidently{within} (the highest confidence is {top:.3f} of "
+                         f"{len(preds)}); give a lower --min-confidence", param="min_confidence")
     origin = {"labelled_by": {"run": os.path.abspath(run),
                               "config_sha256": file_sha256(os.path.join(run, "config.json")),
-                              "min_confidence": min_confidence, "read": len(preds),
+                              "min_confidence": min_confidence,
+                              "length": list(length) if length else None, "read": len(preds),
                               "kept": len(items)}}
     return items, origin
