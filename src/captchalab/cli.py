@@ -392,7 +392,6 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
 
     items = origin = None
     if label_with:
-        from captchalab.core.runconfig import read_run_config
         from captchalab.eval.pseudolabel import pseudo_labels
         from captchalab.gen.generate import prepare_out_dir
         from captchalab.gen.recipe import parse_length
@@ -402,7 +401,7 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
         prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)  # before reading
         items, origin = pseudo_labels(folder, run, min_confidence, split=split or "train",
                                       length=keep, warn=lambda m: click.echo(m, err=True))
-        charset = charset or read_run_config(run)["charset"]["chars"]
+        charset = charset or origin["labelled_by"]["charset"]
     else:
         for key in ("min_confidence", "length"):
             if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
@@ -457,7 +456,8 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
 @click.option("--cache", is_flag=True, help="Decode the train split into memory once, before training.")
 @click.option("--mix-data", metavar="DIR:SHARE",
               help="Draw this share of every train batch from another dataset's train split "
-              "(same image size, the model's characters), e.g. site-like:0.5; val stays --data's.")
+              "(same image size, the model's characters), e.g. pseudo-labels from `import "
+              "--label-with`: site-pseudo:0.5; val stays --data's.")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 (GPU) / bfloat16 (CPU) compute, float32 logits.")
 @click.option("--jit", is_flag=True, help="XLA-compile the train step.")

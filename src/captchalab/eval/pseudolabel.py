@@ -18,7 +18,7 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                   length: tuple[int, int] | None = None, skip_bad: bool = False, warn=print):
     """(items, origin): (path, reading, split) for each file in `folder` that model `run`
     reads with at least `min_confidence` (and, given `length` (min, max), with that many
-    characters), and what the manifest records of it. Images of
+    characters), and what the manifest records of it (the run's charset among it). Images of
     another size are read resized to the model's (the dataset keeps their own size, as the
     site's labelled captchas do: `train --init-from RUN --resize`)."""
     from captchalab.eval.predictor import expand_paths, load, read_config
@@ -28,11 +28,12 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
     if not os.path.isdir(folder):
         raise UsageError(f"{folder} is not a folder; give a folder of unlabelled captchas")
     try:
-        audio = read_config(run).get("data_kind") == "audio"
+        config = read_config(run)
     except UsageError as e:  # "model RUN is not a trained run": named by this command's flag
         if e.param != "model":
             raise
         raise UsageError("label_with" + str(e)[len("model"):], param="label_with") from None
+    audio = config.get("data_kind") == "audio"
     paths = expand_paths([folder], AUDIO_EXTS if audio else None)
     preds, kept = load(run).predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
     lo, hi = length or (1, float("inf"))
@@ -46,6 +47,7 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                          f"{len(preds)}); give a lower --min-confidence", param="min_confidence")
     origin = {"labelled_by": {"run": os.path.abspath(run),
                               "config_sha256": file_sha256(os.path.join(run, "config.json")),
+                              "charset": config["charset"]["chars"],
                               "min_confidence": min_confidence,
                               "length": list(length) if length else None, "read": len(preds),
                               "kept": len(items)}}
