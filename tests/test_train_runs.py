@@ -569,6 +569,7 @@ def test_mix_batches_draw_the_share_from_each_dataset():
     assert (ids.numpy()[~from_other] == [1, 1, 1, 0, 0]).all()
 
 
+@pytest.mark.slow  # ~25 s: a 20 s budget
 def test_mix_data_trains_from_both_and_is_recorded(small_dataset, digits, tmp_path):
     """A run on small_dataset with a subset-charset dataset mixed in: it trains, config.json
     records the mix, and epochs under a time budget are at least MIN_BUDGET_EPOCH_STEPS."""
