@@ -83,7 +83,7 @@ def self_train(a, data, start, fitted, unl, truths, work):
     for r in range(1, a.rounds + 1):
         pseudo = os.path.join(work, f"pseudo-{r}")
         t += cli("import", unl, "--out", pseudo, "--label-with", run, "--min-confidence",
-                 a.min_confidence, "--length", 4, "--overwrite")  # the generators' length
+                 a.min_confidence, "--length", a.pseudo_length, "--overwrite")
         m = sh.read_manifest(pseudo)
         got = {os.path.basename(x["source/file"]): x["label/text"]
                for x in sh.iter_split(pseudo, m, "train")}
@@ -208,6 +208,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="self-training rounds (0: no arm)")
     ap.add_argument("--min-confidence", type=float, default=0.5,
                     help="self-training: readings kept as pseudo-labels")
+    ap.add_argument("--pseudo-length", default="4",
+                    help="self-training: reading lengths kept (the generators' labels have 4)")
     ap.add_argument("--pseudo-share", type=float, default=0.5,
                     help="self-training: share of each batch from the pseudo-labels")
     ap.add_argument("--out", default="bench/out/adapt")

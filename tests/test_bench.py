@@ -74,7 +74,7 @@ def test_bench_adapt_at_toy_size(tmp_path):
                     "--fitted-samples", "64", "--pretrain-budget", "3s", "--finetune-budget",
                     "3s", "--scratch-budget", "3s", "--base", run, "--out", str(out),
                     "--sets", str(tmp_path / "sets"), "--unlabelled-pool", "12", "--rounds", "1",
-                    "--min-confidence", "0"],
+                    "--min-confidence", "0", "--pseudo-length", "1-4"],  # an untrained model
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "adapt.json").read_text())["results"]["wheezy-captcha"]
     assert set(res["scratch"]) == {"20"} and set(res["pretrained"]) == set(res["fitted"]) == {"0", "20"}

@@ -226,7 +226,7 @@ def test_import_label_with_keeps_the_confident_readings(unlabelled, tmp_path):
     (["--min-confidence", "0.5"], "--min-confidence applies to --label-with RUN"),
     (["--length", "4"], "--length applies to --label-with RUN"),
     (["--label-with", "pretrained", "--length", "0"], "--length: '0'; lengths must be at least 1"),
-    (["--label-with", "pretrained", "--length", "9"], "confidently with 9-9 characters"),
+    (["--label-with", "pretrained", "--length", "9"], "confidently with 9 characters"),
     (["--label-with", "NOTARUN"], "--label-with NOTARUN is not a trained captchalab run"),
     (["--label-with", "pretrained", "--min-confidence", "1"], "--min-confidence"),
     (["--label-with", "pretrained", "--out", "FULL"], "is not empty; add --overwrite"),

@@ -41,10 +41,11 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
              if lo <= len(r.text) <= hi and r.confidence >= min_confidence]
     if not items:
         top = max(r.confidence for r in preds)
-        within = f" with {lo}-{hi} characters" if length else ""
+        within = f" with {lo if lo == hi else f'{lo}-{hi}'} characters" if length else ""
         raise UsageError(f"min_confidence: {min_confidence}; no file of {folder} was read that "
                          f"confidently{within} (the highest confidence is {top:.3f} of "
-                         f"{len(preds)}); give a lower --min-confidence", param="min_confidence")
+                         f"{len(preds)}); give a lower --min-confidence"
+                         + (" or another --length" if length else ""), param="min_confidence")
     origin = {"labelled_by": {"run": os.path.abspath(run),
                               "config_sha256": file_sha256(os.path.join(run, "config.json")),
                               "charset": config["charset"]["chars"],
