@@ -2,7 +2,7 @@
 
 For each foreign generator (standing in for "a site's captchas"; the `transfer` extra) and each
 number N of labelled captchas of it, full-sequence accuracy on 1 000 of its captchas (the
-transfer bench's set) for three arms:
+transfer bench's set) for four arms:
 
   scratch     `train` on the N labels alone, from random weights
   pretrained  the shipped model as is (N = 0), then `train --init-from pretrained` on the N

@@ -40,7 +40,7 @@ class TrainConfig:
     jitter: int = 1  # random shifts of up to N px (dataset resolution) on training batches
     cache: bool = False  # decode the train split into memory once, before training
     # DIR:SHARE: that share of every train batch from the train split of another dataset (e.g.
-    # renderings of a fitted style beside a few real labels); val stays --data's
+    # pseudo-labels from `import --label-with` beside a few real labels); val stays --data's
     mix_data: str = ""
     mixed_precision: bool = False  # float16 compute on GPU, bfloat16 on CPU; logits stay float32
     jit: bool = False  # XLA-compile the train step (helps on GPU; slower on CPU here)
