@@ -110,4 +110,9 @@ def test_bench_audio_at_toy_size(tmp_path):
     (r,) = res["results"]
     assert r["target"] == "digits" and r["test_samples"] == 16 and 0 <= r["seq_acc"] <= 1
     assert r["history"] and res["inference"]["clips"] == 16 and res["inference"]["clips_per_s"] > 0
+    # two stages: short gaps first, then the library's defaults from that run's weights
+    assert r["warm_up"]["gen"] == ["--gap", "0.3-1"] and r["warm_history"]
+    assert r["warm_history"][-1][0] < r["history"][0][0] <= r["total_s"]
+    init = json.loads((out / "digits" / "run" / "config.json").read_text())["init_from"]
+    assert init["run"].endswith("warm-run")
     assert png.stat().st_size > 10_000
