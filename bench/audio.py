@@ -74,7 +74,7 @@ def run_target(name, args):
     cli("gen", "--out", data, *common, "--style", style, "--train", n_train, "--val", args.val)
     gen_s = time.time() - t0
     left = budget * 60 * args.scale - gen_s - args.startup * (2 if warm else 1)
-    hist, warm_hist = [], []
+    warm_hist = []
     if warm:
         t1 = time.time()
         cli("train", "--data", warm_data, "--out", warm_run,
