@@ -324,8 +324,8 @@ def test_ctc_archs_give_one_logit_row_per_time_step(arch):
 
 @pytest.mark.slow
 def test_a_model_learns_a_tiny_task(tmp_path):
-    """Not plumbing: two digits, 4000 samples, three epochs (~65 s; `make test-slow`); the default model must read
-    at least 90 % of 200 val captchas, whose labels it never saw. At lr 1e-3 two runs read
+    """Not plumbing: two digits, 4000 samples, three epochs (~65 s; `make test-slow`); the
+    default model must read at least 90 % of 200 val captchas, whose labels it never saw. At lr 1e-3 two runs read
     0.80-0.84 after the first epoch and 0.99-1.0 after the third. At the default 3e-3 a schedule
     this short sometimes anneals before the CTC loss leaves its all-blank plateau."""
     data, run = tmp_path / "data", tmp_path / "run"
