@@ -69,7 +69,7 @@ def test_style_file_toml_and_json_layer_over_preset(tmp_path):
 
 
 def test_every_preset_is_valid_and_round_trips():
-    for name in ("default", "easy", "hard", "varied"):
+    for name in ("default", "easy", "hard", "fonts", "varied"):
         st = preset(name)
         assert Style.from_json(st.to_json()) == st
 

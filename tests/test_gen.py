@@ -122,6 +122,25 @@ def test_variable_length_and_style_options(tmp_path):
     assert m["style_name"] == "varied" and m["style"]["rotate"] == [0.0, 10.0]
 
 
+def test_fonts_preset_is_the_default_look_in_every_training_family(tmp_path):
+    """`--style fonts` renders at the default 160x60 with the library's knobs, half in its own
+    font and half in every other training font family, none held out."""
+    from captchalab.gen.fonts import held_out_paths
+    from captchalab.gen.style import Style
+
+    d = tmp_path / "fonts"
+    cli("gen", "--out", d, "--train", 40, "--style", "fonts", "-q")
+    m = sh.read_manifest(str(d))
+    paths = {os.path.abspath(f["path"]) for f in m["fonts"]}
+    assert len(paths) > 100 and not paths & held_out_paths()
+    assert m["fonts"][0]["name"] == "DroidSansMono.ttf" and m["fonts"][0]["weight"] == 0.5
+    knobs = {k: v for k, v in m["style"].items() if k not in ("fonts", "font_sizes")}
+    default = {k: v for k, v in Style().to_json().items() if k not in ("fonts", "font_sizes")}
+    assert knobs == default and m["style"]["font_sizes"] == [34, 38, 42, 46]
+    recs = list(sh.iter_split(str(d), m, "train"))
+    assert len({r["style/font"] for r in recs}) > 10
+
+
 def test_verify_ok_and_catches_truncation_and_flipped_byte(tmp_path, small_dataset):
     assert "ok" in cli("verify", small_dataset).stdout
     import shutil

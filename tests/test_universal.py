@@ -74,6 +74,54 @@ def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     assert not (tmp_path / "d").exists()
 
 
+def test_a_font_share_sets_how_often_its_files_are_drawn():
+    import random
+
+    from captchalab.gen.fonts import resolve_fonts
+    from captchalab.gen.style import draw
+
+    chars = "0123456789abcdefghijklmnopqrstuvwxyz"
+    fonts = resolve_fonts(["builtin:0.6", "dejavu-sans"], chars)
+    w = [f.weight for f in fonts]
+    assert fonts[0].name == "DroidSansMono.ttf" and w[0] == 0.6
+    assert len(w) > 2 and all(x == pytest.approx(0.4 / (len(w) - 1)) for x in w[1:])
+    assert all(f.weight is None for f in resolve_fonts(["builtin", "dejavu-sans"], chars))
+    rng = random.Random(3)
+    picks = [draw(Style(), rng, len(w), w).font for _ in range(4000)]
+    assert abs(picks.count(0) / 4000 - 0.6) < 0.03 and set(picks) == set(range(len(w)))
+    # equal shares pick what the unweighted draw picks, and every other knob draws the same
+    a, b = random.Random(5), random.Random(5)
+    for _ in range(200):
+        da, db = draw(Style(), a, 7), draw(Style(), b, 7, [1 / 7] * 7)
+        assert da.font == db.font and da.values == db.values
+
+
+def test_fonts_with_shares_render_byte_identical_and_record_the_weights(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--fonts", "builtin:0.7,dejavu-serif", "--train", 40, "--shard-size", 16, "-q"]
+    cli("gen", "--out", a, *args, "--workers", 1)
+    cli("gen", "--out", b, *args, "--workers", 2)
+    assert record_hashes(a, "train") == record_hashes(b, "train")
+    m = sh.read_manifest(str(a))
+    assert m["fonts"][0]["weight"] == 0.7 and sum(f["weight"] for f in m["fonts"]) == pytest.approx(1)
+    assert "cumulative weight" in m["seed_rule"]
+    fonts = [r["style/font"] for r in sh.iter_split(str(a), m, "train")]
+    assert 20 <= fonts.count("DroidSansMono.ttf") < 40
+    cli("verify", a)
+
+
+@pytest.mark.parametrize("fonts,msg", [
+    ("builtin:1.5,dejavu", "between 0 and 1"),
+    ("builtin:0.6,dejavu:0.5", "the shares sum to 1.1"),
+    ("builtin:0.6,dejavu-sans:0.3", "sum to 1 when every spec has one"),
+    ("dejavu,dejavu-sans:0.3", "adds no font"),
+])
+def test_font_shares_bad_input(tmp_path, fonts, msg):
+    p = cli("gen", "--out", tmp_path / "d", "--train", 10, "--fonts", fonts, check=False)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
 def test_held_out_families_render_into_test_sets(tmp_path):
     cli("gen", "--out", tmp_path / "d", "--test", 12, "--fonts", "held-out", "-q")
     m = sh.read_manifest(str(tmp_path / "d"))

@@ -108,7 +108,7 @@ def _knob_options(f):
                    "builtin (the library's 0-9, A-Z); repeatable.  [default: builtin]")
 @click.option("--size", default=_GEN.size, show_default=True, help="Image WIDTHxHEIGHT, px.")
 @click.option("--style", "style", default="default", show_default=True,
-              help="Preset: default (the library's own), easy, hard, varied, universal; "
+              help="Preset: default (the library's own), easy, hard, fonts, varied, universal; "
                    "audio: default, hard, voices.")
 @click.option("--style-file", type=click.Path(), help="TOML or JSON of style keys (and `preset`).")
 @click.option("--fonts", help="Comma list: builtin, dejavu, dejavu-sans, dejavu-serif, "

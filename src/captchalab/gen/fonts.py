@@ -86,16 +86,55 @@ class Font:
     name: str  # short name stored in each record (file name, made unique)
     path: str
     sha256: str
+    weight: float | None = None  # chance a sample uses it; None: uniform over the list
 
     def to_json(self) -> dict:
-        return {"name": self.name, "path": self.path, "sha256": self.sha256}
+        return {"name": self.name, "path": self.path, "sha256": self.sha256,
+                **({"weight": self.weight} if self.weight is not None else {})}
+
+
+def split_share(spec: str) -> tuple[str, float | None]:
+    """'builtin:0.3' -> ('builtin', 0.3): the spec and the share of samples its files take;
+    (spec, None) without one (a colon followed by no number is part of a path)."""
+    head, sep, tail = spec.rpartition(":")
+    try:
+        share = float(tail) if sep and head else None
+    except ValueError:
+        return spec, None
+    if share is not None and not 0 < share < 1:  # also refuses nan
+        raise UsageError(f"fonts: '{spec}'; a share after ':' is between 0 and 1 exclusive, "
+                         "e.g. builtin:0.3", param="fonts")
+    return (head, share) if share is not None else (spec, None)
+
+
+def _weights(groups: list[tuple[list[int], float | None]], n: int, specs) -> list[float] | None:
+    """Per-file chances: a spec with a share splits it evenly over its files, the files of
+    specs without one split the rest evenly; None when no spec has a share."""
+    if all(share is None for _, share in groups):
+        return None
+    total = sum(share for _, share in groups if share is not None)
+    rest = [i for idx, share in groups if share is None for i in idx]
+    if total > 1 + 1e-9 or (rest and total > 1 - 1e-9) or (not rest and abs(total - 1) > 1e-9):
+        raise UsageError(f"fonts: {','.join(specs)}; the shares sum to {total:g}: they must "
+                         "leave some of 1 to the specs without a share, or sum to 1 when every "
+                         "spec has one", param="fonts")
+    w = [0.0] * n
+    for idx, share in groups:
+        for i in idx:
+            w[i] = share / len(idx) if share is not None else (1 - total) / len(rest)
+    return w
 
 
 def resolve_fonts(specs, charset: str) -> list[Font]:
-    """Expand font specs (named sets, files, folders, globs) into checked fonts, in a stable order."""
+    """Expand font specs (named sets, files, folders, globs, each optionally SPEC:SHARE) into
+    checked fonts, in a stable order; a file listed twice counts for its first spec."""
     paths: list[str] = []
     fontpkg_families = families()
-    for spec in specs:
+    owner: dict[str, int] = {}  # path -> the spec it counts for
+    shares = []
+    for k, full in enumerate(specs):
+        spec, share = split_share(full)
+        shares.append(share)
         if spec in NAMED_SETS:
             found = NAMED_SETS[spec]()
         elif spec in fontpkg_families:
@@ -116,17 +155,26 @@ def resolve_fonts(specs, charset: str) -> list[Font]:
                 f"fonts: '{spec}' is not a font family, set, file, folder or glob"
                 f"{suggest(spec, named_sets())} (sets: {', '.join(NAMED_SETS)}; families: "
                 "`captchalab fonts` lists them)", param="fonts")
+        for p in found:
+            owner.setdefault(os.path.abspath(p), k)
         paths.extend(os.path.abspath(p) for p in found)
     paths = list(dict.fromkeys(paths))
+    groups = [([i for i, p in enumerate(paths) if owner[p] == k], share)
+              for k, share in enumerate(shares)]
+    for (idx, share), spec in zip(groups, specs, strict=True):
+        if share is not None and not idx:
+            raise UsageError(f"fonts: '{spec}' adds no font the specs before it did not list; "
+                             "give its share to that earlier spec", param="fonts")
+    weights = _weights(groups, len(paths), specs)
     fonts = []
     names: set[str] = set()
-    for p in paths:
+    for i, p in enumerate(paths):
         _check_font(p, charset)
         name = os.path.basename(p)
         if name in names:  # same file name in two folders: keep the folder in the name
             name = os.path.join(os.path.basename(os.path.dirname(p)), name)
         names.add(name)
-        fonts.append(Font(name, p, file_sha256(p)))
+        fonts.append(Font(name, p, file_sha256(p), weights[i] if weights else None))
     return fonts
 
 

@@ -14,7 +14,14 @@ from captchalab.core.errors import UsageError
 from captchalab.gen import shards as sh
 from captchalab.gen.engines import default_workers, run_local
 from captchalab.gen.recipe import Recipe, plan_shards, versions
-from captchalab.gen.render import COMPOSE_RULE, MIX_RULE, SEED_RULE, SPLIT_RULE, split_pools
+from captchalab.gen.render import (
+    COMPOSE_RULE,
+    FONT_RULE,
+    MIX_RULE,
+    SEED_RULE,
+    SPLIT_RULE,
+    split_pools,
+)
 from captchalab.gen.style import Style
 
 AUDIO_SEED_RULE = (
@@ -206,7 +213,8 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
         **recipe.to_json(),
         "image": {"width": w, "height": h, "channels": 3, "encoding": "png"},
         "seed_rule": (SEED_RULE + (COMPOSE_RULE if scene else "")
-                      + (MIX_RULE if style.mix is not None else "")),
+                      + (MIX_RULE if style.mix is not None else "")
+                      + (FONT_RULE if any("weight" in f for f in recipe.fonts) else "")),
         "split_rule": SPLIT_RULE,
         "splits": splits,
         "features": {**sh.CORE_FEATURES, **sh.STYLE_FEATURES,

@@ -24,6 +24,8 @@ SEED_RULE = (
 MIX_RULE = ("; a mixed style first draws u from stream 'mix': the sample uses style.mix (and the "
             "fonts marked mix) when u < style.mix.share, else the style and its own fonts; with "
             "style.mix.ramp R, train sample i < R compares u with 1 + (share - 1) * i / R")
+FONT_RULE = ("; the style stream's first draw u picks the font: index int(u * fonts), or with "
+             "font weights the first font whose cumulative weight exceeds u")
 COMPOSE_RULE = ("; a style with a scene also seeds numpy's default_rng from stream 'compose' for "
                 "the scene's random positions")
 SPLIT_RULE = (
@@ -97,7 +99,8 @@ class Renderer:
 
     def __init__(self, chars: str, length: tuple[int, int], size: tuple[int, int],
                  style: Style, font_paths: list[str], font_names: list[str], seed: int,
-                 font_mixed: list[bool] | None = None):
+                 font_mixed: list[bool] | None = None,
+                 font_weights: list[float | None] | None = None):
         import captcha.image as ci
         self._ci = ci
         self.chars, self.length, self.size = chars, tuple(length), tuple(size)
@@ -106,6 +109,10 @@ class Renderer:
         mixed = font_mixed or [False] * len(font_paths)
         # font indices of the style itself and of the mixed-in style
         self._fonts = {m: [i for i, f in enumerate(mixed) if f == m] for m in (False, True)}
+        # their chances within each style (fonts given a share), or None: uniform
+        weights = font_weights or [None] * len(font_paths)
+        self._weights = {m: None if any(weights[i] is None for i in idx)
+                         else [weights[i] for i in idx] for m, idx in self._fonts.items()}
         self._secrets = SeededSecrets()
         self._captchas: dict[tuple[int, bool], object] = {}
         self._label_rng = random.Random(0)
@@ -117,7 +124,8 @@ class Renderer:
         return cls(recipe.charset["chars"], recipe.length, recipe.size,
                    Style.from_json(recipe.style), [f["path"] for f in recipe.fonts],
                    [f["name"] for f in recipe.fonts], recipe.seed,
-                   [bool(f.get("mix")) for f in recipe.fonts])
+                   [bool(f.get("mix")) for f in recipe.fonts],
+                   [f.get("weight") for f in recipe.fonts])
 
     def label(self, split: str, index: int) -> str:
         return draw_label(self.seed, split, index, self.chars, self.length, self._label_rng)
@@ -142,7 +150,7 @@ class Renderer:
         style = self.style.mix if mixed else self.style
         fonts = self._fonts[mixed]
         self._style_rng.seed(derive_seed(self.seed, split, index, "style"))
-        d = draw(style, self._style_rng, len(fonts))
+        d = draw(style, self._style_rng, len(fonts), self._weights[mixed])
         d.font = fonts[d.font]
         v = d.values
         cap = self._captcha(d.font, style, mixed)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -179,6 +181,9 @@ PRESETS: dict[str, dict] = {
     "hard": {"fonts": ["builtin", "dejavu"], "rotate": 45, "warp_dx": 0.5, "warp_dy": 0.5,
              "word_offset": 0.35, "noise_dots": "60-120", "noise_curves": "2-4",
              "bg": "200-255", "fg": "0-160"},
+    # the library's default look: half of the samples in its own font, half in the other
+    # training font families (none held out), at sizes every family fits in 60 px
+    "fonts": {"fonts": ["builtin:0.5", "dejavu", "stix", "pool"], "font_sizes": [34, 38, 42, 46]},
     # randomised: every knob drawn per sample over a wide range, several font families
     "varied": {"fonts": ["builtin", "dejavu", "stix"], "font_sizes": [36, 42, 50, 56],
                "rotate": "0-45", "warp_dx": "0-0.5", "warp_dy": "0-0.5", "offset_dx": "0-8",
@@ -386,11 +391,17 @@ class Draws:
     values: dict = field(default_factory=dict)
 
 
-def draw(style: Style, rng, n_fonts: int) -> Draws:
+def draw(style: Style, rng, n_fonts: int, font_weights=None) -> Draws:
     """Draw one sample's knob values. Each knob consumes a fixed number of draws, so changing one
     knob's range never changes what another knob draws for the same sample. Scene knobs are
-    drawn only for a composed style."""
-    out = Draws(font=int(rng.random() * n_fonts))
+    drawn only for a composed style. The font is uniform over `n_fonts`, or drawn with
+    `font_weights` (chances summing to 1) from the same single draw."""
+    u = rng.random()
+    if font_weights is None:
+        out = Draws(font=int(u * n_fonts))
+    else:
+        cum = list(itertools.accumulate(font_weights))
+        out = Draws(font=min(bisect.bisect_right(cum, u * cum[-1]), n_fonts - 1))
     composed = style.composed
     for name, knob in KNOBS.items():
         if knob.scene and not composed:  # drawn last, so the library's knobs draw as before
