@@ -12,7 +12,10 @@ transfer bench's set) for four arms:
   self-trained  the fitted arm's fine-tuned run labels 2 000 unlabelled captchas of the generator
               (`import --label-with RUN --min-confidence 0.5`), and the fitted pretraining is
               fine-tuned again on the N with those pseudo-labels as half of every batch
-              (`--mix-data`); --rounds times, each round's run labelling for the next (N > 0)
+              (`--mix-data`); --rounds times, each round's run labelling for the next. At N = 0
+              the fitted run itself labels them (at --zero-min-confidence: its confidence was
+              calibrated on renderings, not on the site's captchas), and the rounds train on
+              the fitted renderings with the pseudo-labels as half of every batch
 
 Of the N labels, a fifth (at least 10) is the run's val split and the rest its train split, as a
 user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
@@ -74,7 +77,7 @@ def train(data, out, budget, init=None, lr=None, mix=None):
     return cli(*args)
 
 
-def self_train(a, data, start, fitted, unl, truths, work):
+def self_train(a, data, start, fitted, unl, truths, work, min_confidence):
     """Rounds of pseudo-labelling `unl` with the last run and fine-tuning `fitted` on `data`
     with them mixed in. Returns (last run, seconds, [(kept, precision) per round])."""
     from captchalab.gen import shards as sh
@@ -83,7 +86,7 @@ def self_train(a, data, start, fitted, unl, truths, work):
     for r in range(1, a.rounds + 1):
         pseudo = os.path.join(work, f"pseudo-{r}")
         t += cli("import", unl, "--out", pseudo, "--label-with", run, "--min-confidence",
-                 a.min_confidence, "--length", a.pseudo_length, "--overwrite")
+                 min_confidence, "--length", a.pseudo_length, "--overwrite")
         m = sh.read_manifest(pseudo)
         got = {os.path.basename(x["source/file"]): x["label/text"]
                for x in sh.iter_split(pseudo, m, "train")}
@@ -139,6 +142,14 @@ def study(name, a, test, work) -> dict:
         index, label = f[:-4].split("_")
         shutil.copyfile(os.path.join(unl_pool, f), os.path.join(unl, f"{index}.png"))
         truths[f"{index}.png"] = label
+    if a.rounds and 0 in a.labels:
+        run, t, rounds = self_train(a, fdata, fitted, fitted, unl, truths,
+                                    os.path.join(work, "self-0"), a.zero_min_confidence)
+        out["self-trained"][0] = {**accuracy(run, test), "seconds": round(fitted_cost + t, 1),
+                                  "pseudo_labels": [{"kept": k, "precision": round(p, 3)}
+                                                    for k, p in rounds]}
+        print(f"{name} N=0: self-trained {out['self-trained'][0]['seq_acc']:.3f} "
+              f"(pseudo-labels kept, right: {rounds})", flush=True)
     for n in [n for n in a.labels if n > 0]:
         data, t_import = labelled_data(pool, n, work)
         for arm, init, budget in (("scratch", None, a.scratch_budget),
@@ -150,7 +161,8 @@ def study(name, a, test, work) -> dict:
             out[arm][n] = {**accuracy(run, test), "seconds": round(t, 1)}
         if a.rounds:
             run, t, rounds = self_train(a, data, os.path.join(work, f"fitted-{n}"), fitted, unl,
-                                        truths, os.path.join(work, f"self-{n}"))
+                                        truths, os.path.join(work, f"self-{n}"),
+                                        a.min_confidence)
             out["self-trained"][n] = {**accuracy(run, test),
                                       "seconds": round(out["fitted"][n]["seconds"] + t, 1),
                                       "pseudo_labels": [{"kept": k, "precision": round(p, 3)}
@@ -208,6 +220,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="self-training rounds (0: no arm)")
     ap.add_argument("--min-confidence", type=float, default=0.5,
                     help="self-training: readings kept as pseudo-labels")
+    ap.add_argument("--zero-min-confidence", type=float, default=0.9,
+                    help="self-training at N = 0: readings of the fitted run kept")
     ap.add_argument("--pseudo-length", default="4",
                     help="self-training: reading lengths kept (the generators' labels have 4)")
     ap.add_argument("--pseudo-share", type=float, default=0.5,

@@ -74,13 +74,15 @@ def test_bench_adapt_at_toy_size(tmp_path):
                     "--fitted-samples", "64", "--pretrain-budget", "3s", "--finetune-budget",
                     "3s", "--scratch-budget", "3s", "--base", run, "--out", str(out),
                     "--sets", str(tmp_path / "sets"), "--unlabelled-pool", "12", "--rounds", "1",
-                    "--min-confidence", "0", "--pseudo-length", "1-4"],  # an untrained model
+                    "--min-confidence", "0", "--zero-min-confidence", "0",  # an untrained model
+                    "--pseudo-length", "1-4"],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "adapt.json").read_text())["results"]["wheezy-captcha"]
     assert set(res["scratch"]) == {"20"} and set(res["pretrained"]) == set(res["fitted"]) == {"0", "20"}
-    (pseudo,) = res["self-trained"]["20"].pop("pseudo_labels")
-    assert 0 < pseudo["kept"] <= 12 and 0 <= pseudo["precision"] <= 1
-    assert res["self-trained"]["20"]["seconds"] > res["fitted"]["20"]["seconds"]
+    for n in ("0", "20"):  # at N = 0 too: the fitted run labels the unlabelled captchas
+        (pseudo,) = res["self-trained"][n].pop("pseudo_labels")
+        assert 0 < pseudo["kept"] <= 12 and 0 <= pseudo["precision"] <= 1
+        assert res["self-trained"][n]["seconds"] > res["fitted"][n]["seconds"]
     for arm in res.values():
         assert all(c["n"] == 12 and 0 <= c["seq_acc"] <= 1 and c["seconds"] >= 0
                    for c in arm.values())
