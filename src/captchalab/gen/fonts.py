@@ -97,14 +97,16 @@ def split_share(spec: str) -> tuple[str, float | None]:
     """'builtin:0.3' -> ('builtin', 0.3): the spec and the share of samples its files take;
     (spec, None) without one (a colon followed by no number is part of a path)."""
     head, sep, tail = spec.rpartition(":")
+    if not (sep and head):
+        return spec, None
     try:
-        share = float(tail) if sep and head else None
+        share = float(tail)
     except ValueError:
         return spec, None
-    if share is not None and not 0 < share < 1:  # also refuses nan
+    if not 0 < share < 1:  # also refuses nan
         raise UsageError(f"fonts: '{spec}'; a share after ':' is between 0 and 1 exclusive, "
                          "e.g. builtin:0.3", param="fonts")
-    return (head, share) if share is not None else (spec, None)
+    return head, share
 
 
 def _weights(groups: list[tuple[list[int], float | None]], n: int, specs) -> list[float] | None:
@@ -128,9 +130,8 @@ def _weights(groups: list[tuple[list[int], float | None]], n: int, specs) -> lis
 def resolve_fonts(specs, charset: str) -> list[Font]:
     """Expand font specs (named sets, files, folders, globs, each optionally SPEC:SHARE) into
     checked fonts, in a stable order; a file listed twice counts for its first spec."""
-    paths: list[str] = []
     fontpkg_families = families()
-    owner: dict[str, int] = {}  # path -> the spec it counts for
+    owner: dict[str, int] = {}  # path -> the spec it counts for, in first-listed order
     shares = []
     for k, full in enumerate(specs):
         spec, share = split_share(full)
@@ -157,8 +158,7 @@ def resolve_fonts(specs, charset: str) -> list[Font]:
                 "`captchalab fonts` lists them)", param="fonts")
         for p in found:
             owner.setdefault(os.path.abspath(p), k)
-        paths.extend(os.path.abspath(p) for p in found)
-    paths = list(dict.fromkeys(paths))
+    paths = list(owner)
     groups = [([i for i, p in enumerate(paths) if owner[p] == k], share)
               for k, share in enumerate(shares)]
     for (idx, share), spec in zip(groups, specs, strict=True):
