@@ -113,7 +113,8 @@ def _knob_options(f):
 @click.option("--style-file", type=click.Path(), help="TOML or JSON of style keys (and `preset`).")
 @click.option("--fonts", help="Comma list: builtin, dejavu, dejavu-sans, dejavu-serif, "
               "dejavu-mono, stix, pool, held-out, a family (captchalab fonts), font files, "
-              "folders, globs.  [preset: builtin]")
+              "folders, globs; SPEC:SHARE gives a spec that share of the samples "
+              "(builtin:0.5,pool).  [preset: builtin]")
 @click.option("--mix", metavar="PRESET:SHARE",
               help="Draw this share of the samples from another preset (its own fonts and "
               "knobs), e.g. universal:0.5.")
