@@ -167,12 +167,41 @@ def test_curriculum_ramps_train_samples_from_the_warmup_preset_to_the_style():
     assert sum(early) >= 7  # expected 9.4 of 10
     assert not any(r.render("train", i).mixed for i in range(40, 50))
     assert not any(r.render("val", i).mixed for i in range(10))
-    mixed = preset("universal").replace(mix=preset("easy"), mix_share=0.3).with_curriculum(40)
+    mixed = preset("universal").replace(mixes=(preset("easy"),), mix_shares=(0.3,)).with_curriculum(40)
     assert mixed.mix == preset("easy") and mixed.mix_share_at("train", 40) == 0.3
 
 
+def test_mix_of_two_presets_keeps_the_samples_one_preset_would_draw(tmp_path):
+    """u < 0.3 picks easy both in 'easy:0.3' and in 'easy:0.3,hard:0.3', u >= 0.6 the style
+    itself: those samples are byte for byte the single mix's, across worker counts."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    cli("gen", "--out", two, "--mix", "easy:0.3,hard:0.3", "--train", 60, "--workers", 2, "-q")
+    cli("gen", "--out", one, "--mix", "easy:0.3", "--train", 60, "--workers", 1, "-q")
+    m, m1 = sh.read_manifest(str(two)), sh.read_manifest(str(one))
+    assert [p["share"] for p in m["style"]["mix"]["of"]] == [0.3, 0.3]
+    assert "k-th style" in m["features"]["style/mixed"] and "several mixed-in" in m["seed_rule"]
+    assert {f.get("mix", 0) for f in m["fonts"]} == {0, True, 2}
+    a, b = list(sh.iter_split(str(two), m, "train")), list(sh.iter_split(str(one), m1, "train"))
+    flags = [r["style/mixed"] for r in a]
+    assert all(8 <= flags.count(k) <= 32 for k in (0, 1, 2))  # ~40 % / 30 % / 30 % of 60
+    for ra, rb in zip(a, b, strict=True):
+        if ra["style/mixed"] != 2:  # not the hard preset's: as the single mix drew it
+            assert ra["style/mixed"] == rb["style/mixed"] and ra["image/png"] == rb["image/png"]
+        else:
+            assert rb["style/mixed"] == 0 and ra["image/png"] != rb["image/png"]
+    cli("verify", two)
+    st = Style.from_json(m["style"])
+    assert st.mixes == (preset("easy"), preset("hard")) and Style.from_json(st.to_json()) == st
+    ramp = st.with_curriculum(10)
+    assert [ramp.mix_pick("train", 0, u) for u in (0.2, 0.55, 0.99)] == [1, 2, 2]
+    assert [ramp.mix_pick("train", 10, u) for u in (0.2, 0.55, 0.99)] == [1, 2, 0]
+
+
 @pytest.mark.parametrize("mix,msg", [("universal:2", "share in (0, 1]"),
-                                     ("universel:0.5", "did you mean 'universal'")])
+                                     ("universel:0.5", "did you mean 'universal'"),
+                                     ("easy:0.6,hard:0.5", "add up to 1.1"),
+                                     ("easy:0.2,easy:0.2", "given twice"),
+                                     ("easy:0.2,", "write PRESET:SHARE")])
 def test_mix_bad_input(tmp_path, mix, msg):
     p = cli("gen", "--out", tmp_path / "d", "--train", 10, "--mix", mix, check=False)
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1

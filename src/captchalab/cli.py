@@ -115,9 +115,9 @@ def _knob_options(f):
               "dejavu-mono, stix, pool, held-out, a family (captchalab fonts), font files, "
               "folders, globs; SPEC:SHARE gives a spec that share of the samples "
               "(builtin:0.5,pool).  [preset: builtin]")
-@click.option("--mix", metavar="PRESET:SHARE",
+@click.option("--mix", metavar="PRESET:SHARE[,…]",
               help="Draw this share of the samples from another preset (its own fonts and "
-              "knobs), e.g. universal:0.5.")
+              "knobs), e.g. universal:0.5; several: default:0.3,fonts:0.3.")
 @click.option("--font-sizes", help="Comma list of sizes in px the library picks from per "
               "character.  [preset: 42,50,56]")
 @click.option("--smooth/--no-smooth", default=None, help="The library's final SMOOTH filter.")
@@ -469,9 +469,9 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
 @click.option("--style", help="With --on-the-fly and no --data: preset to render.  [default: default]")
 @click.option("--style-file", type=click.Path(),
               help="With --on-the-fly and no --data: TOML or JSON of style keys, as in gen.")
-@click.option("--mix", metavar="PRESET:SHARE",
+@click.option("--mix", metavar="PRESET:SHARE[,…]",
               help="With --on-the-fly and no --data: draw this share of the samples from another "
-              "preset, e.g. universal:0.5.")
+              "preset, e.g. universal:0.5 (several: default:0.3,fonts:0.3).")
 @click.option("--curriculum", type=click.IntRange(0), metavar="SAMPLES",
               help="With --on-the-fly and no --data: start from the default preset (or --mix's) "
               "and reach the style after this many samples (0 = off).  [default: 100000 for "

@@ -18,7 +18,7 @@ from captchalab.gen.style import KNOBS, Style
 def style_features(sample, style: Style) -> dict:
     """Every value drawn for the sample (scene knobs only for a style with a scene)."""
     feats = {"style/font": sample.font, "style/font_sizes": list(sample.style.font_sizes)}
-    if style.mix is not None:
+    if style.mixes:
         feats["style/mixed"] = int(sample.mixed)
     for name, val in sample.draws.values.items():
         knob = KNOBS[name]

@@ -18,12 +18,16 @@ from captchalab.gen.render import (
     COMPOSE_RULE,
     FONT_RULE,
     MIX_RULE,
+    MIXES_RULE,
     SEED_RULE,
     SPLIT_RULE,
     split_pools,
 )
 from captchalab.gen.style import Style
 
+# what records' style/mixed holds: one mixed-in style, or several
+MIXED_FEATURES = ("int64: 1 if drawn from style.mix",
+                  "int64: 0 for the style itself, k if drawn from the k-th style of style.mix.of")
 AUDIO_SEED_RULE = (
     "stream seed = first 8 bytes (big-endian) of blake2b('captchalab-v1|{seed}|{split}|{index}|"
     "{stream}', digest_size=8). 'label' seeds a Python random.Random that draws the length and "
@@ -213,13 +217,15 @@ def _manifest(recipe: Recipe, command: str, results: dict, complete: bool) -> sh
         **recipe.to_json(),
         "image": {"width": w, "height": h, "channels": 3, "encoding": "png"},
         "seed_rule": (SEED_RULE + (COMPOSE_RULE if scene else "")
-                      + (MIX_RULE if style.mix is not None else "")
+                      + (MIX_RULE if style.mixes else "")
+                      + (MIXES_RULE if len(style.mixes) > 1 else "")
                       + (FONT_RULE if any("weight" in f for f in recipe.fonts) else "")),
         "split_rule": SPLIT_RULE,
         "splits": splits,
         "features": {**sh.CORE_FEATURES, **sh.STYLE_FEATURES,
                      **(sh.SCENE_FEATURES if scene else {}),
-                     **({"style/mixed": "int64: 1 if drawn from style.mix"} if style.mix else {})},
+                     **({"style/mixed": MIXED_FEATURES[len(style.mixes) > 1]}
+                        if style.mixes else {})},
         "versions": versions(),
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -201,13 +201,14 @@ def build_recipe(req: GenRequest, warn=None) -> Recipe:
 
 
 def style_fonts(style: Style, chars: str, size, length, training: bool) -> list[dict]:
-    """The font files of `style`, then those of its mixed-in style marked "mix", checked: no
+    """The font files of `style`, then those of each mixed-in style marked "mix" (true for the
+    first, its number for the others: manifests of one mix read as before), checked: no
     held-out family in `training` data, text that fits `size` unless a scene scales it."""
     from captchalab.gen.fonts import HELD_OUT, held_out_paths, resolve_fonts
 
     held = held_out_paths()
     fonts = []
-    for mixed, st in enumerate([style] + ([style.mix] if style.mix else [])):
+    for mixed, st in enumerate([style, *style.mixes]):
         found = resolve_fonts(st.fonts, chars)
         if training and any(f.path in held for f in found):
             names = sorted({os.path.basename(f.path) for f in found if f.path in held})
@@ -217,7 +218,8 @@ def style_fonts(style: Style, chars: str, size, length, training: bool) -> list[
                 "--val/--test sets only", param="fonts")
         if not st.composed:  # a scene scales the text to fit the canvas
             check_text_fits(found, st, size, length, chars)
-        fonts += [{**f.to_json(), "mix": True} if mixed else f.to_json() for f in found]
+        mark = {"mix": True if mixed == 1 else mixed} if mixed else {}
+        fonts += [{**f.to_json(), **mark} for f in found]
     return fonts
 
 

@@ -24,6 +24,9 @@ SEED_RULE = (
 MIX_RULE = ("; a mixed style first draws u from stream 'mix': the sample uses style.mix (and the "
             "fonts marked mix) when u < style.mix.share, else the style and its own fonts; with "
             "style.mix.ramp R, train sample i < R compares u with 1 + (share - 1) * i / R")
+MIXES_RULE = ("; with several mixed-in styles (style.mix.of, share = the sum of theirs) a mixed "
+              "sample uses the first whose cumulative share exceeds u / share_at * share "
+              "(share_at: the share compared with u), and the fonts marked with its number")
 FONT_RULE = ("; the style stream's first draw u picks the font: index int(u * fonts), or with "
              "font weights the first font whose cumulative weight exceeds u")
 COMPOSE_RULE = ("; a style with a scene also seeds numpy's default_rng from stream 'compose' for "
@@ -91,7 +94,7 @@ class Sample:
     draws: Draws
     font: str  # font name as stored in records
     style: Style  # the style it was drawn from (the mixed-in one for a mixed sample)
-    mixed: bool = False
+    mixed: int = 0  # 0: the style itself; k: its k-th mixed-in style
 
 
 class Renderer:
@@ -99,22 +102,23 @@ class Renderer:
 
     def __init__(self, chars: str, length: tuple[int, int], size: tuple[int, int],
                  style: Style, font_paths: list[str], font_names: list[str], seed: int,
-                 font_mixed: list[bool] | None = None,
+                 font_mixed: list[int] | None = None,
                  font_weights: list[float | None] | None = None):
         import captcha.image as ci
         self._ci = ci
         self.chars, self.length, self.size = chars, tuple(length), tuple(size)
         self.style, self.seed = style, seed
         self.font_paths, self.font_names = list(font_paths), list(font_names)
-        mixed = font_mixed or [False] * len(font_paths)
-        # font indices of the style itself and of the mixed-in style
-        self._fonts = {m: [i for i, f in enumerate(mixed) if f == m] for m in (False, True)}
+        mixed = font_mixed or [0] * len(font_paths)
+        # font indices of the style itself (0) and of each mixed-in style (1, 2, ...)
+        self._fonts = {m: [i for i, f in enumerate(mixed) if f == m]
+                       for m in range(len(style.mixes) + 1)}
         # their chances within each style (fonts given a share), or None: uniform
         weights = font_weights or [None] * len(font_paths)
         self._weights = {m: None if any(weights[i] is None for i in idx)
                          else [weights[i] for i in idx] for m, idx in self._fonts.items()}
         self._secrets = SeededSecrets()
-        self._captchas: dict[tuple[int, bool], object] = {}
+        self._captchas: dict[tuple[int, int], object] = {}
         self._label_rng = random.Random(0)
         self._style_rng = random.Random(0)
 
@@ -124,13 +128,13 @@ class Renderer:
         return cls(recipe.charset["chars"], recipe.length, recipe.size,
                    Style.from_json(recipe.style), [f["path"] for f in recipe.fonts],
                    [f["name"] for f in recipe.fonts], recipe.seed,
-                   [bool(f.get("mix")) for f in recipe.fonts],
+                   [int(f.get("mix", 0)) for f in recipe.fonts],
                    [f.get("weight") for f in recipe.fonts])
 
     def label(self, split: str, index: int) -> str:
         return draw_label(self.seed, split, index, self.chars, self.length, self._label_rng)
 
-    def _captcha(self, font: int, style: Style, mixed: bool):
+    def _captcha(self, font: int, style: Style, mixed: int):
         cap = self._captchas.get((font, mixed))
         if cap is None:
             w, h = self.size
@@ -143,11 +147,11 @@ class Renderer:
 
     def render(self, split: str, index: int) -> Sample:
         text = self.label(split, index)
-        mixed = False
-        if self.style.mix is not None:  # its own stream: unmixed samples stay as they were
+        mixed = 0
+        if self.style.mixes:  # its own stream: unmixed samples stay as they were
             self._style_rng.seed(derive_seed(self.seed, split, index, "mix"))
-            mixed = self._style_rng.random() < self.style.mix_share_at(split, index)
-        style = self.style.mix if mixed else self.style
+            mixed = self.style.mix_pick(split, index, self._style_rng.random())
+        style = self.style.mixes[mixed - 1] if mixed else self.style
         fonts = self._fonts[mixed]
         self._style_rng.seed(derive_seed(self.seed, split, index, "style"))
         d = draw(style, self._style_rng, len(fonts), self._weights[mixed])

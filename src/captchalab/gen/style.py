@@ -122,12 +122,22 @@ class Style:
     downscale: tuple[float, float] = (1.0, 1.0)
     noise: tuple[float, float] = (0.0, 0.0)
     jpeg: tuple[int, int] = (0, 0)
-    # mixing: this share of the samples is drawn from another style (a preset) instead
-    mix: Style | None = None
-    mix_share: float = 0.0
-    # a curriculum: the share of train-split samples drawn from `mix` moves linearly from 1 (at
-    # index 0) to mix_share (at index mix_ramp); 0: the share is constant
+    # mixing: these shares of the samples are drawn from other styles (presets) instead
+    mixes: tuple[Style, ...] = ()
+    mix_shares: tuple[float, ...] = ()
+    # a curriculum: the share of train-split samples drawn from the mixes moves linearly from 1
+    # (at index 0) to mix_share (at index mix_ramp); 0: the share is constant
     mix_ramp: int = 0
+
+    @property
+    def mix(self) -> Style | None:
+        """The first mixed-in style, or None: the style is not mixed."""
+        return self.mixes[0] if self.mixes else None
+
+    @property
+    def mix_share(self) -> float:
+        """The share of the samples drawn from the mixes, all together."""
+        return sum(self.mix_shares)
 
     @property
     def composed(self) -> bool:
@@ -137,18 +147,22 @@ class Style:
     @property
     def has_scene(self) -> bool:
         """Whether the style or its mixed-in one composes a scene (compose.py)."""
-        return self.composed or (self.mix is not None and self.mix.composed)
+        return self.composed or any(m.composed for m in self.mixes)
 
     def to_json(self) -> dict:
         """Scene knobs at their defaults are left out, so styles without a scene are stored
         as they were before the scene existed."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name not in ("mix", "mix_share", "mix_ramp")}
+             if f.name not in ("mixes", "mix_shares", "mix_ramp")}
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
                if not (k in SCENE_KNOBS and v == getattr(_DEFAULT, k))}
-        if self.mix is not None:
-            out["mix"] = {"share": self.mix_share, "style": self.mix.to_json(),
-                          **({"ramp": self.mix_ramp} if self.mix_ramp else {})}
+        ramp = {"ramp": self.mix_ramp} if self.mix_ramp else {}
+        if len(self.mixes) == 1:  # stored as before mixes of several presets existed
+            out["mix"] = {"share": self.mix_share, "style": self.mix.to_json(), **ramp}
+        elif self.mixes:
+            out["mix"] = {"of": [{"share": s, "style": m.to_json()}
+                                 for m, s in zip(self.mixes, self.mix_shares, strict=True)],
+                          **ramp}
         return out
 
     @classmethod
@@ -159,17 +173,34 @@ class Style:
         return dataclasses.replace(self, **kw)
 
     def mix_share_at(self, split: str, index: int) -> float:
-        """The share of samples drawn from `mix` at this place of the data (see mix_ramp)."""
+        """The share of samples drawn from the mixes at this place of the data (see mix_ramp)."""
         if split != "train" or not self.mix_ramp or index >= self.mix_ramp:
             return self.mix_share
         return 1.0 + (self.mix_share - 1.0) * index / self.mix_ramp
 
+    def mix_pick(self, split: str, index: int, u: float) -> int:
+        """Which style a sample whose 'mix' draw is u uses: 0 the style itself, k its k-th
+        mix. u below the share at this place picks a mix, in proportion to the mixes' shares
+        (u / share against their cumulative fractions)."""
+        share = self.mix_share_at(split, index)
+        if u >= share:
+            return 0
+        if len(self.mixes) == 1:
+            return 1
+        x, total = u / share * self.mix_share, 0.0
+        for k, s in enumerate(self.mix_shares[:-1], 1):
+            total += s
+            if x < total:
+                return k
+        return len(self.mixes)
+
     def with_curriculum(self, samples: int, warmup: str = "default") -> Style:
         """This style behind a warm-up: train samples start from preset `warmup` (or the
         style's own mix, when it has one) and reach the style's own mix after `samples`."""
-        if self.mix is not None:
+        if self.mixes:
             return dataclasses.replace(self, mix_ramp=samples)
-        return dataclasses.replace(self, mix=preset(warmup), mix_share=0.0, mix_ramp=samples)
+        return dataclasses.replace(self, mixes=(preset(warmup),), mix_shares=(0.0,),
+                                   mix_ramp=samples)
 
 
 _DEFAULT = Style()
@@ -289,7 +320,7 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
         elif key == "font_sizes":
             changes[key] = parse_font_sizes(value, source)
         elif key == "mix":
-            changes["mix"], changes["mix_share"] = parse_mix(value, source)
+            changes["mixes"], changes["mix_shares"] = parse_mix(value, source)
             changes["mix_ramp"] = int(value.get("ramp", 0)) if isinstance(value, dict) else 0
         elif key == "smooth":
             if not isinstance(value, bool):
@@ -300,30 +331,47 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
     return dataclasses.replace(style, **changes)
 
 
-def parse_mix(value, source: str = "option") -> tuple[Style | None, float]:
-    """'universal:0.5' (a preset and the share of samples drawn from it), or the stored form
-    {"share": 0.5, "style": {...}} -> (style, share); 'none' or share 0 -> no mixing."""
+def parse_mix(value, source: str = "option") -> tuple[tuple[Style, ...], tuple[float, ...]]:
+    """'universal:0.5' (a preset and the share of samples drawn from it), several of them
+    ('default:0.3,fonts:0.3'), or the stored forms {"share": 0.5, "style": {...}} and
+    {"of": [{"share", "style"}, ...]} -> (styles, shares); 'none' -> no mixing."""
     label, param = ("mix", "mix") if source == "option" else (f"{source} key 'mix'", None)
     if isinstance(value, dict):
         try:
-            return Style.from_json(value["style"]), float(value["share"])
+            parts = value["of"] if "of" in value else [value]
+            return (tuple(Style.from_json(p["style"]) for p in parts),
+                    tuple(float(p["share"]) for p in parts))
         except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{label}: {value!r} is not {{share, style}}", param) from None
-    name, _, share_text = str(value).strip().partition(":")
-    if name in ("", "none"):
-        return None, 0.0
-    try:
-        share = float(share_text) if share_text else 0.5
-    except ValueError:
-        share = -1.0
-    if not 0 < share <= 1:
-        raise UsageError(f"{label}: {value!r}; write PRESET:SHARE with a share in (0, 1], "
-                         "e.g. universal:0.5", param)
-    other = preset(name)
-    if other.mix is not None:
-        raise UsageError(f"{label}: preset '{name}' mixes itself; mix with a plain preset",
-                         param)
-    return other, share
+            raise UsageError(f"{label}: {value!r} is not {{share, style}} or {{of: [...]}}",
+                             param) from None
+    text = str(value).strip()
+    if text in ("", "none"):
+        return (), ()
+    styles, shares, names = [], [], []
+    for part in text.split(","):
+        name, _, share_text = part.strip().partition(":")
+        try:
+            share = float(share_text) if share_text else 0.5
+        except ValueError:
+            share = -1.0
+        if not name or not 0 < share <= 1:
+            raise UsageError(f"{label}: {part.strip()!r}; write PRESET:SHARE with a share in "
+                             "(0, 1], e.g. universal:0.5 (several: default:0.3,fonts:0.3)",
+                             param)
+        if name in names:
+            raise UsageError(f"{label}: preset '{name}' is given twice; give it once with "
+                             "the sum of its shares", param)
+        other = preset(name)
+        if other.mixes:
+            raise UsageError(f"{label}: preset '{name}' mixes itself; mix with a plain preset",
+                             param)
+        styles.append(other)
+        shares.append(share)
+        names.append(name)
+    if sum(shares) > 1 + 1e-9:
+        raise UsageError(f"{label}: {text!r}: the shares add up to {sum(shares):g}; together "
+                         "they must be at most 1", param)
+    return tuple(styles), tuple(shares)
 
 
 def preset(name: str) -> Style:
