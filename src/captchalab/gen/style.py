@@ -187,12 +187,8 @@ class Style:
             return 0
         if len(self.mixes) == 1:
             return 1
-        x, total = u / share * self.mix_share, 0.0
-        for k, s in enumerate(self.mix_shares[:-1], 1):
-            total += s
-            if x < total:
-                return k
-        return len(self.mixes)
+        return 1 + bisect.bisect_right(list(itertools.accumulate(self.mix_shares[:-1])),
+                                       u / share * self.mix_share)
 
     def with_curriculum(self, samples: int, warmup: str = "default") -> Style:
         """This style behind a warm-up: train samples start from preset `warmup` (or the
