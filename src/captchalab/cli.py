@@ -32,6 +32,8 @@ AUDIO_KNOB_HELP = {  # gen --kind audio (gen.audio.AUDIO_KNOBS; kept here so --h
     "formant": "Another speaker: formant frequencies times this, pitch kept (1 = as recorded).",
     "tempo": "Another speaker: speaking-time factor, pitch kept (1 = as recorded).",
     "timbre": "Another speaker: random smooth equaliser, peak-to-peak dB (0 = none).",
+    "tilt": "Another speaker: spectral slope, dB gained from 0 Hz to 4 kHz, babble too "
+            "(positive: brighter; 0 = as recorded).",
 }
 IMAGE_ONLY = ("size", "fonts", "font_sizes", "smooth", "mix", *KNOBS)
 RECIPE_OPTIONS = ("train", "val", "test", "charset", "length", "size", "fonts", "font_sizes",
@@ -425,7 +427,7 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
               help="Continue --out from its last checkpoint with its stored settings.")
 @click.option("--arch", default=_TRAIN.arch, show_default=True,
               help="Model: crnn-conv, crnn, small, large, heads; audio: audio-conv, audio-crnn, "
-                   "audio-fine; auto: crnn-conv for images, audio-conv for audio.")
+                   "audio-fine, audio-cmn; auto: crnn-conv for images, audio-conv for audio.")
 @click.option("--epochs", default=_TRAIN.epochs, show_default=True, type=click.IntRange(1),
               help="Passes over train (on the fly: of --epoch-samples).")
 @click.option("--steps", default=_TRAIN.steps, show_default=True, type=click.IntRange(0),
@@ -449,7 +451,8 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
 @click.option("--seed", default=_TRAIN.seed, show_default=True, type=int)
 @click.option("--patience", default=_TRAIN.patience, show_default=True, type=click.IntRange(0),
               help="Early stopping on val sequence accuracy after N epochs without gain (0 = off).")
-@click.option("--augment", is_flag=True, help="Random shifts, zoom and contrast on train batches.")
+@click.option("--augment", is_flag=True, help="Random shifts, zoom and contrast on train batches; "
+              "audio: masks of a few mel bands per clip.")
 @click.option("--jitter", default=_TRAIN.jitter, show_default=True, type=int,
               help="Shift train images by up to N px at random (before the downscale; 0 = off).")
 @click.option("--dropout", default=_TRAIN.dropout, show_default=True, type=float,

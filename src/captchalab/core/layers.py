@@ -144,14 +144,20 @@ class LogMel(keras.layers.Layer):
     """Audio models' first layer: 8-bit unsigned PCM [B,N] (uint8, 128 = silence) and the true
     length of each clip [B] -> log mel spectrogram [B,T,mels,1] float32, T = N // hop + 1.
     Frames past a clip's length (the batch's padding) are set to the value of silence, so
-    padding looks the same whatever the batch. Always float32, also under mixed precision."""
+    padding looks the same whatever the batch. Always float32, also under mixed precision.
+
+    normalize: subtract from each mel band its mean over the clip's own frames (cepstral mean
+    normalisation), so a fixed colouring of the whole clip - a voice's brightness, a channel's
+    equaliser, the overall level - is gone before the model sees it; padded frames are then 0."""
 
     FLOOR = 1e-4  # power added before the log: silence, and the value of padded frames
 
-    def __init__(self, rate: int = 8000, fft: int = 256, hop: int = 128, mels: int = 40, **kwargs):
+    def __init__(self, rate: int = 8000, fft: int = 256, hop: int = 128, mels: int = 40,
+                 normalize: bool = False, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.rate, self.fft, self.hop, self.mels = int(rate), int(fft), int(hop), int(mels)
+        self.normalize = bool(normalize)
         self.mel = keras.layers.MelSpectrogram(
             fft_length=self.fft, sequence_stride=self.hop, sampling_rate=self.rate,
             num_mel_bins=self.mels, power_to_db=False, dtype="float32")
@@ -164,6 +170,10 @@ class LogMel(keras.layers.Layer):
         s = ops.transpose(self.mel(x), (0, 2, 1))  # [B, T, mels]
         logs = ops.log(s + self.FLOOR)
         valid = frame_mask(ops.shape(logs)[1], self.hop, lengths)  # [B, T, 1]
+        if self.normalize:
+            frames = ops.maximum(ops.sum(valid, axis=1, keepdims=True), 1.0)  # [B, 1, 1]
+            mean = ops.sum(valid * logs, axis=1, keepdims=True) / frames  # [B, 1, mels]
+            return ops.expand_dims(valid * (logs - mean), -1)
         floor = float(np.log(self.FLOOR))
         return ops.expand_dims(valid * logs + (1.0 - valid) * floor, -1)
 
@@ -173,7 +183,41 @@ class LogMel(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "fft": self.fft, "hop": self.hop,
-                "mels": self.mels}
+                "mels": self.mels, "normalize": self.normalize}
+
+
+@keras.saving.register_keras_serializable(package="captchalab")
+class BandMask(keras.layers.Layer):
+    """Train-time only, SpecAugment's frequency masking: in each clip of a log mel batch
+    [B,T,mels,1], `count` runs of 0..`width` adjacent mel bands are set to the clip's mean, so
+    the model cannot lean on a few bands of one voice. Identity at inference."""
+
+    def __init__(self, count: int = 2, width: int = 6, seed: int | None = None, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.count, self.width, self.seed = int(count), int(width), seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.count == 0 or self.width == 0:
+            return x
+        b, mels = ops.shape(x)[0], ops.shape(x)[2]
+        bands = ops.expand_dims(ops.arange(mels), 0)  # [1, mels]
+        masked = ops.zeros((b, mels), "bool")
+        for _ in range(self.count):
+            lo = keras.random.randint((b, 1), 0, mels, seed=self.generator)
+            width = keras.random.randint((b, 1), 0, self.width + 1, seed=self.generator)
+            masked = ops.logical_or(masked, ops.logical_and(bands >= lo, bands < lo + width))
+        keep = ops.reshape(1.0 - ops.cast(masked, "float32"), (b, 1, mels, 1))
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        return x * keep + mean * (1.0 - keep)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "count": self.count, "width": self.width,
+                "seed": self.seed}
 
 
 def frame_mask(t, stride: int, lengths):

@@ -218,7 +218,7 @@ def compiled_model(cfg: TrainConfig, m: dict, frame: dict, total_steps: int, sta
     with strategy.scope():
         if "audio" in frame:
             model = build_audio_model(cfg.arch, charset.num_classes, dropout=cfg.dropout,
-                                      seed=cfg.seed)
+                                      seed=cfg.seed, augment=cfg.augment)
         else:
             model = build_model(cfg.arch, (frame["image"]["height"], frame["image"]["width"]),
                                 cfg.downscale,

@@ -50,7 +50,11 @@ AUDIO_ARCHS = {
                            "log-mel CNN + 1 bidirectional GRU over the unpadded steps"),
     "audio-fine": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (1, 2)), 128, 0, "ctc",
                            "audio-conv at 128 ms steps, for captchas with short gaps"),
+    "audio-cmn": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (2, 2)), 128, 0, "ctc",
+                          "audio-conv with each mel band's mean over the clip subtracted: a "
+                          "voice's or a channel's fixed colouring removed (for other voices)"),
 }
+AUDIO_NORMALIZED = {"audio-cmn"}  # LogMel(normalize=True)
 AUTO = "auto"  # --arch default: crnn-conv for images, audio-conv for audio
 
 
@@ -206,20 +210,24 @@ def audio_stride(arch: str) -> int:
     return t
 
 
-def build_audio_model(arch: str, num_classes: int, dropout: float = 0.0, seed: int = 0):
+def build_audio_model(arch: str, num_classes: int, dropout: float = 0.0, seed: int = 0,
+                      augment: bool = False):
     """(uint8 PCM [B,N] at 8 kHz, clip lengths [B]) -> float32 logits [B,T,num_classes], one step
     per `audio_stride(arch)` samples, class 0 the blank. The log mel spectrogram is the model's
     first layer (`LogMel`), so nothing outside the model prepares audio; steps past a clip's
-    end are zeroed and masked from the GRU."""
+    end are zeroed and masked from the GRU. augment: SpecAugment's frequency masking on the
+    training batches (`BandMask`: two runs of up to 6 of the 32 mel bands per clip)."""
     import keras
     from keras import layers
 
-    from captchalab.core.layers import BlankPadding, LogMel, MaskSteps
+    from captchalab.core.layers import BandMask, BlankPadding, LogMel, MaskSteps
 
     filters, pools, units, rnn_layers, _, _ = AUDIO_ARCHS[arch]
     pcm = keras.Input((None,), dtype="uint8", name="audio")
     lengths = keras.Input((), dtype="int32", name="audio_length")
-    x = LogMel(**AUDIO_FRONT, name="logmel")(pcm, lengths)
+    x = LogMel(**AUDIO_FRONT, normalize=arch in AUDIO_NORMALIZED, name="logmel")(pcm, lengths)
+    if augment:
+        x = BandMask(2, 6, seed=seed, name="band_mask")(x)
     x = _trunk(x, filters, pools)
     mels = AUDIO_FRONT["mels"]
     for _, pm in pools:
