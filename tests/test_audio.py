@@ -83,7 +83,7 @@ def _records(d):
 def test_gen_audio_verifies_and_is_the_same_for_any_workers_and_shard_size(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     common = ["--kind", "audio", "--train", "12", "--val", "4", "--length", "3-4", "-q"]
-    speaker = ["--pitch", "-3-3", "--formant", "0.9-1.1", "--timbre", "0-6", "--tilt", "-6-6"]
+    speaker = ["--pitch", "-3-3", "--formant", "0.9-1.1", "--timbre", "0-6", "--brightness", "-6-6"]
     run_cli("gen", "--out", str(a), *common, *speaker, "--workers", "1")
     run_cli("gen", "--out", str(b), *common, "--workers", "2", "--shard-size", "5",
             "--style", "hard")
@@ -102,7 +102,7 @@ def test_gen_audio_verifies_and_is_the_same_for_any_workers_and_shard_size(tmp_p
         assert w.getnframes() == rec["audio/samples"]
     assert set(rec["label/text"]) <= set("0123456789") and 3 <= len(rec["label/text"]) <= 4
     assert -3 <= rec["style/pitch"] <= 3 and 0.9 <= rec["style/formant"] <= 1.1
-    assert rec["style/tempo"] == 1 and -6 <= rec["style/tilt"] <= 6
+    assert rec["style/tempo"] == 1 and -6 <= rec["style/brightness"] <= 6
     hard = _records(b)[("train", 0)]
     assert hard["label/text"] == rec["label/text"]  # labels do not depend on the style
     assert hard["audio/wav"] != rec["audio/wav"]
@@ -229,38 +229,38 @@ def test_voice_folders(tmp_path):
     assert r.returncode == 2 and "holds no voice" in r.stderr
 
 
-def test_tilt_is_drawn_after_the_other_speaker_knobs_and_colours_the_babble():
+def test_brightness_is_drawn_after_the_other_speaker_knobs_and_colours_the_babble():
     from captchalab.gen.audio import AudioRenderer, resolve_audio_style, voice_draws
 
     voices = resolve_audio_style("voices")
-    bright = resolve_audio_style("voices", overrides={"tilt": "12-20"})
+    bright = resolve_audio_style("voices", overrides={"brightness": "12-20"})
     a, b = voice_draws(voices, np.random.default_rng(3)), voice_draws(bright, np.random.default_rng(3))
     assert all(a[k] == b[k] for k in ("pitch", "formant", "tempo", "timbre"))  # draws stay put
-    assert a["tilt"] == 0 and a["tilt_db"] is None and 12 <= b["tilt"] <= 20
-    np.testing.assert_allclose(b["eq_db"] - a["eq_db"], b["tilt_db"])
+    assert a["brightness"] == 0 and a["brightness_db"] is None and 12 <= b["brightness"] <= 20
+    np.testing.assert_allclose(b["eq_db"] - a["eq_db"], b["brightness_db"])
     flat = AudioRenderer("0123456789", (4, 4), resolve_audio_style(overrides={"babble_level": "0.6"}),
                          ["builtin"], 0)
     up = AudioRenderer("0123456789", (4, 4), resolve_audio_style(
-        overrides={"babble_level": "0.6", "tilt": "20"}), ["builtin"], 0)
+        overrides={"babble_level": "0.6", "brightness": "20"}), ["builtin"], 0)
     rec = flat.bank["7"][0]
     up._voice = voice_draws(up.style, np.random.default_rng(0))
     for babble in (False, True):  # the speech and the babble of one captcha: both brighter
         x, y = ((r.astype(float) - 128) / 128 for r in (rec, up._speaker(rec, babble)))
         assert _centroid(y) > 1.2 * _centroid(x)
     s0, s1 = flat.render("train", 2), up.render("train", 2)
-    assert s0.text == s1.text and s1.draws["tilt"] == 20 and s0.draws["tilt"] == 0
+    assert s0.text == s1.text and s1.draws["brightness"] == 20 and s0.draws["brightness"] == 0
 
 
 def test_cmn_front_end_ignores_a_colouring_of_the_whole_clip():
     """LogMel(normalize=True): each band's mean over the clip is 0, and a fixed equaliser on
     the whole clip moves the features far less than without the normalisation."""
     from captchalab.core.layers import LogMel
-    from captchalab.gen.audio import AudioRenderer, AudioStyle, tilt
+    from captchalab.gen.audio import AudioRenderer, AudioStyle, brighten
     from captchalab.train.models import AUDIO_FRONT
 
     pcm = AudioRenderer("0123456789", (3, 3), AudioStyle(), ["builtin"], 0).render("val", 1).pcm
     x = (pcm.astype(float) - 128) / 128
-    y = tilt(x, np.linspace(-8, 8, 32))
+    y = brighten(x, np.linspace(-8, 8, 32))
     coloured = np.clip(np.round(y * 128 + 128), 0, 255).astype(np.uint8)
     n = np.array([len(pcm)])
     feats = {}
@@ -384,3 +384,12 @@ def test_band_mask_masks_whole_bands_in_training_only():
     for i in range(8):
         np.testing.assert_allclose(y[i][:, changed[i]], x[i].mean(), rtol=1e-5)
         np.testing.assert_array_equal(y[i][:, ~changed[i]], x[i][:, ~changed[i]])
+
+
+def test_every_gen_option_is_declared_once():
+    """An audio knob named like an image knob would shadow it (click keeps one of the two)."""
+    from captchalab.cli import cli
+
+    for name, command in cli.commands.items():
+        opts = [o for p in command.params for o in p.opts]
+        assert len(opts) == len(set(opts)), (name, sorted(o for o in opts if opts.count(o) > 1))

@@ -32,7 +32,7 @@ AUDIO_KNOB_HELP = {  # gen --kind audio (gen.audio.AUDIO_KNOBS; kept here so --h
     "formant": "Another speaker: formant frequencies times this, pitch kept (1 = as recorded).",
     "tempo": "Another speaker: speaking-time factor, pitch kept (1 = as recorded).",
     "timbre": "Another speaker: random smooth equaliser, peak-to-peak dB (0 = none).",
-    "tilt": "Another speaker: spectral slope, dB gained from 0 Hz to 4 kHz, babble too "
+    "brightness": "Another speaker: spectral slope, dB gained from 0 Hz to 4 kHz, babble too "
             "(positive: brighter; 0 = as recorded).",
 }
 IMAGE_ONLY = ("size", "fonts", "font_sizes", "smooth", "mix", *KNOBS)

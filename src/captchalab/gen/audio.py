@@ -52,10 +52,10 @@ AUDIO_KNOBS: dict[str, Knob] = {k.name: k for k in [
          "kept (1 = as recorded)"),
     Knob("tempo", float, 0.5, 2, "speaking-time factor, pitch kept (1 = as recorded)"),
     Knob("timbre", float, 0, 24, "random smooth equaliser, peak-to-peak dB (0 = none)"),
-    Knob("tilt", float, -40, 40, "spectral slope: dB gained from 0 Hz to 4 kHz, the babble's "
+    Knob("brightness", float, -40, 40, "spectral slope: dB gained from 0 Hz to 4 kHz, the babble's "
          "too (positive: brighter; 0 = as recorded)"),
 ]}
-VOICE_KNOBS = ("pitch", "formant", "tempo", "timbre", "tilt")
+VOICE_KNOBS = ("pitch", "formant", "tempo", "timbre", "brightness")
 # the library draws speed and level in steps of 1/100, the babble's in steps of 1/10
 STEPS = {"speed": 100, "level": 100, "babble_speed": 10, "babble_level": 10}
 NO_NOISE_DB = 100.0
@@ -80,7 +80,7 @@ class AudioStyle:
     formant: tuple[float, float] = (1.0, 1.0)
     tempo: tuple[float, float] = (1.0, 1.0)
     timbre: tuple[float, float] = (0.0, 0.0)
-    tilt: tuple[float, float] = (0.0, 0.0)
+    brightness: tuple[float, float] = (0.0, 0.0)
 
     def changes_voice(self) -> bool:
         return any(getattr(self, k) != getattr(AudioStyle, k) for k in VOICE_KNOBS)
@@ -484,19 +484,20 @@ def voice_draws(style: AudioStyle, rng) -> dict:
     curve = (amp / k * np.cos(k * f + phase)).sum(axis=0)
     span = curve.max() - curve.min()
     d["eq_db"] = curve / span * d["timbre"] if span > 0 and d["timbre"] > 0 else None
-    d["tilt"] = float(rng.uniform(*style.tilt))  # drawn last: the draws above stay put
-    d["tilt_db"] = None
-    if d["tilt"] != 0:  # a straight line in dB over 0 Hz .. Nyquist, centred on 0 dB
-        d["tilt_db"] = d["tilt"] * (f / np.pi - 0.5)
-        d["eq_db"] = d["tilt_db"] if d["eq_db"] is None else d["eq_db"] + d["tilt_db"]
+    d["brightness"] = float(rng.uniform(*style.brightness))  # drawn last: the draws above stay put
+    d["brightness_db"] = None
+    if d["brightness"] != 0:  # a straight line in dB over 0 Hz .. Nyquist, centred on 0 dB
+        d["brightness_db"] = d["brightness"] * (f / np.pi - 0.5)
+        d["eq_db"] = (d["brightness_db"] if d["eq_db"] is None
+                     else d["eq_db"] + d["brightness_db"])
     return d
 
 
-def tilt(x: np.ndarray, tilt_db: np.ndarray) -> np.ndarray:
-    """`x` through the gain curve `tilt_db` (dB, sampled uniformly over 0 Hz .. Nyquist), its
+def brighten(x: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+    """`x` through the gain curve `gain_db` (dB, sampled uniformly over 0 Hz .. Nyquist), its
     peak kept."""
     out = _spectrum_filter(x, lambda f: 10 ** (np.interp(f, np.linspace(0, RATE / 2,
-                                                                       len(tilt_db)), tilt_db) / 20))
+                                                                       len(gain_db)), gain_db) / 20))
     peak = np.abs(out).max()
     return out * (np.abs(x).max() / peak) if peak > 0 else out
 
@@ -555,7 +556,7 @@ class AudioRenderer:
         """A recording as this captcha's speaker says it (itself when voices are not changed);
         each recording is changed once per captcha. Babble (soft, backwards) gets only the
         speaker's pitch, by resampling, which also moves its formants and duration, and its
-        tilt: a third of the cost of `change_voice`, which a captcha's ~20 babble pieces would
+        brightness: a third of the cost of `change_voice`, which a captcha's ~20 babble pieces would
         otherwise take."""
         v = self._voice
         if v is None:
@@ -567,8 +568,8 @@ class AudioRenderer:
             if babble:
                 n = max(2, int(round(len(x) / 2 ** (v["pitch"] / 12))))
                 y = np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x)
-                if v["tilt_db"] is not None:  # the same voice: as bright or as dark
-                    y = tilt(y, v["tilt_db"])
+                if v["brightness_db"] is not None:  # the same voice: as bright or as dark
+                    y = brighten(y, v["brightness_db"])
             else:
                 y = change_voice(x, v["pitch"], v["formant"], v["tempo"], v["eq_db"])
             out = np.clip(np.round(y * 128 + SILENT), 0, 255).astype(np.uint8)

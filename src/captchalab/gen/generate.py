@@ -34,7 +34,7 @@ AUDIO_SEED_RULE = (
     "characters; 'render' seeds the random.Random that replaces captcha.audio.secrets (voice, "
     "speed, level, gap and babble choices, in the library's order); 'noise' seeds numpy's "
     "default_rng for the noise floor (its level, then its samples); 'voice' seeds numpy's "
-    "default_rng for the captcha's speaker (pitch, formant, tempo, timbre, equaliser, tilt); "
+    "default_rng for the captcha's speaker (pitch, formant, tempo, timbre, equaliser, brightness); "
     "'effects' seeds numpy's default_rng for reverb, band-pass and added noise")
 
 

@@ -142,7 +142,7 @@ AUDIO_STYLE_FEATURES = {
     "style/formant": "float: the speaker's formant scale (1: as recorded)",
     "style/tempo": "float: the speaker's speaking-time factor (1: as recorded)",
     "style/timbre": "float: the speaker's equaliser, peak-to-peak dB (0: none)",
-    "style/tilt": "float: the speaker's spectral slope, dB from 0 Hz to 4 kHz (0: none)",
+    "style/brightness": "float: the speaker's spectral slope, dB from 0 Hz to 4 kHz (0: none)",
 }
 
 
