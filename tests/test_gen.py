@@ -122,6 +122,20 @@ def test_variable_length_and_style_options(tmp_path):
     assert m["style_name"] == "varied" and m["style"]["rotate"] == [0.0, 10.0]
 
 
+def test_a_style_file_is_named_in_the_manifest(tmp_path):
+    """With --style-file the manifest's style name is the preset the file starts from (its own
+    `preset` over --style) and the file's name; show titles the sheet with it."""
+    f = tmp_path / "wide.toml"
+    f.write_text('preset = "universal"\nlines = "0-8"\n')
+    d = tmp_path / "w"
+    cli("gen", "--out", d, "--style", "hard", "--style-file", f, "--val", 4, "-q")
+    m = sh.read_manifest(str(d))
+    assert m["style_name"] == "universal+wide.toml" and m["style"]["lines"] == [0, 8]
+    f.write_text('lines = "0-8"\n')
+    cli("gen", "--out", d, "--style", "hard", "--style-file", f, "--val", 4, "-q", "--overwrite")
+    assert sh.read_manifest(str(d))["style_name"] == "hard+wide.toml"
+
+
 def test_fonts_preset_is_the_default_look_in_every_training_family(tmp_path):
     """`--style fonts` renders at the default 160x60 with the library's knobs, half in its own
     font and half in every other training font family, none held out."""

@@ -204,7 +204,7 @@ def test_standardize_and_curriculum_default_to_on_for_styles_with_a_scene(tmp_pa
     f.write_text('preset = "universal"\nfonts = ["builtin"]\nsize = "200x70"\n')
     m, recipe = data_source(TrainConfig(on_the_fly=True, style_file=str(f)))
     assert recipe.style["fonts"] == ["builtin"] and m["image"] == {"width": 200, "height": 70}
-    assert recipe.style["mix"]["ramp"] == AUTO_CURRICULUM and recipe.style_name == "custom"
+    assert recipe.style["mix"]["ramp"] == AUTO_CURRICULUM and recipe.style_name == "universal+s.toml"
 
     for style, mix, scene in [("universal", "", True), ("default", "universal:0.3", True),
                               ("hard", "", False), ("", "", False)]:

@@ -151,7 +151,7 @@ def gen(ctx, out, train, val, test, kind, charset, length, voices, size, style, 
     from captchalab.gen.generate import generate
     from captchalab.gen.recipe import GenRequest, build_recipe
     from captchalab.gen.shards import read_manifest
-    from captchalab.gen.style import resolve_style, style_file_size
+    from captchalab.gen.style import resolve_style, style_file_size, style_label
 
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; give one")
@@ -186,7 +186,8 @@ def gen(ctx, out, train, val, test, kind, charset, length, voices, size, style, 
         if ctx.get_parameter_source("size") != click.core.ParameterSource.COMMANDLINE:
             size = style_file_size(style_file) or size
         req = GenRequest(charset=charset, length=length, size=size, style=resolved,
-                         style_name=style, counts={"train": train, "val": val, "test": test},
+                         style_name=style_label(style, style_file),
+                         counts={"train": train, "val": val, "test": test},
                          seed=seed, shard_size=shard_size)
         recipe = build_recipe(req)
     m, st = generate(recipe, out, workers=workers, resume=resume, overwrite=overwrite,
@@ -203,6 +204,7 @@ def _audio_recipe(ctx, given, train, val, test, charset, length, voices, style, 
                   seed, shard_size, knobs):
     from captchalab.gen.audio import resolve_audio_style
     from captchalab.gen.recipe import GenRequest, build_audio_recipe
+    from captchalab.gen.style import style_label
 
     wrong = [g for g in given if g in IMAGE_ONLY]
     if wrong:
@@ -215,7 +217,7 @@ def _audio_recipe(ctx, given, train, val, test, charset, length, voices, style, 
         charset = "0-9"
     if "length" not in given:
         length = "6"
-    req = GenRequest(charset=charset, length=length, style_name=style,
+    req = GenRequest(charset=charset, length=length, style_name=style_label(style, style_file),
                      counts={"train": train, "val": val, "test": test}, seed=seed,
                      shard_size=shard_size)
     return build_audio_recipe(req, resolved, list(voices))

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -411,6 +412,14 @@ def style_file_size(file: str | None) -> str | None:
         raise UsageError(f"style_file: {file}: size must be a string like \"160x60\"",
                          param="style_file")
     return size
+
+
+def style_label(name: str, file: str | None = None) -> str:
+    """The style's name in the manifest: the preset, and the style file's name when one is given
+    (`universal+wide.toml`: the file's own `preset` wins over --style, as in resolve_style)."""
+    if not file:
+        return name
+    return f"{load_style_file(file).get('preset', name)}+{os.path.basename(file)}"
 
 
 def resolve_style(name: str = "default", file: str | None = None,

@@ -38,9 +38,9 @@ def data_source(cfg: TrainConfig) -> tuple[dict, dict | None]:
     if not cfg.on_the_fly:
         raise UsageError("give --data DIR (a dataset from 'captchalab gen') or --on-the-fly")
     from captchalab.gen.stream import stream_recipe
-    from captchalab.gen.style import resolve_style, style_file_size
+    from captchalab.gen.style import resolve_style, style_file_size, style_label
 
-    name = cfg.style or ("custom" if cfg.style_file else "default")
+    name = style_label(cfg.style or "default", cfg.style_file or None)
     style = resolve_style(cfg.style or "default", cfg.style_file or None,
                           {"mix": cfg.mix} if cfg.mix else None)
     size = style_file_size(cfg.style_file or None)
