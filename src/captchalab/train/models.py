@@ -52,7 +52,8 @@ AUDIO_ARCHS = {
                            "audio-conv at 128 ms steps, for captchas with short gaps"),
     "audio-cmn": ArchSpec((16, 32, 64), ((2, 2), (2, 2), (2, 2)), 128, 0, "ctc",
                           "audio-conv with each mel band's mean over the clip subtracted: a "
-                          "voice's or a channel's fixed colouring removed (for other voices)"),
+                          "voice's or a channel's fixed colouring removed (read held-out voices "
+                          "worse than audio-conv; docs/audio.md)"),
 }
 AUDIO_NORMALIZED = {"audio-cmn"}  # LogMel(normalize=True)
 AUTO = "auto"  # --arch default: crnn-conv for images, audio-conv for audio
