@@ -124,7 +124,7 @@ def test_variable_length_and_style_options(tmp_path):
 
 def test_a_style_file_is_named_in_the_manifest(tmp_path):
     """With --style-file the manifest's style name is the preset the file starts from (its own
-    `preset` over --style) and the file's name; show titles the sheet with it."""
+    `preset` over --style) and the file's name."""
     f = tmp_path / "wide.toml"
     f.write_text('preset = "universal"\nlines = "0-8"\n')
     d = tmp_path / "w"
