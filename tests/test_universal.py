@@ -205,3 +205,120 @@ def test_mix_of_two_presets_keeps_the_samples_one_preset_would_draw(tmp_path):
 def test_mix_bad_input(tmp_path, mix, msg):
     p = cli("gen", "--out", tmp_path / "d", "--train", 10, "--mix", mix, check=False)
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def _library_mask(text, glyph_ids=False, spacing=0.0, seed=3):
+    """The library's glyphs as render.py asks for them (white or id inks on black), seeded."""
+    import captcha.image as ci
+
+    from captchalab.gen.render import SeededSecrets, _glyph_captcha
+
+    cap = _glyph_captcha(ci)(320, 120)
+    cap.glyph_ids, cap.spacing, cap.drawn = glyph_ids, spacing, 0
+    secrets = SeededSecrets()
+    secrets.rng.seed(seed)
+    saved, ci.secrets = ci.secrets, secrets
+    try:
+        return np.asarray(cap.create_captcha_image(text, (255, 255, 255), (0, 0, 0)))
+    finally:
+        ci.secrets = saved
+
+
+def test_glyph_captcha_draws_as_the_library_until_asked_and_its_ids_read_back():
+    import captcha.image as ci
+
+    from captchalab.gen.compose import MAX_GLYPHS, glyph_ids, glyph_ink
+    from captchalab.gen.render import SeededSecrets
+
+    plain = ci.ImageCaptcha(320, 120)
+    secrets = SeededSecrets()
+    secrets.rng.seed(3)
+    saved, ci.secrets = ci.secrets, secrets
+    try:
+        library = np.asarray(plain.create_captcha_image("k7pw2", (255, 255, 255), (0, 0, 0)))
+    finally:
+        ci.secrets = saved
+    assert np.array_equal(_library_mask("k7pw2"), library)  # ids off, no spacing: the library
+    # every id ink counts as fully drawn in the library's mask lookup (luminance >= 130)
+    inks = np.array([glyph_ink(k) for k in range(MAX_GLYPHS)])
+    assert len({tuple(i) for i in inks}) == MAX_GLYPHS and (inks @ [0.299, 0.587, 0.114]).min() >= 130
+    raw = _library_mask("k7pw2", glyph_ids=True)
+    # the coverage stays the library's, but for a few edge pixels whose darker colour the
+    # library's mask lookup (luminance x 1.97) no longer counts as fully drawn
+    changed = (raw[..., 0] != library[..., 0]).sum()
+    assert changed <= 0.005 * (library[..., 0] > 0).sum()
+    ided = raw.astype(np.float32) / 255
+    ids = glyph_ids(*np.moveaxis(ided, -1, 0))
+    drawn = ided[..., 0] > 0.1
+    found, counts = np.unique(ids[drawn], return_counts=True)
+    assert list(found[counts > 50]) == [0, 1, 2, 3, 4]  # stray edge pixels aside, five glyphs
+    xs = [np.nonzero(drawn & (ids == k))[1].mean() for k in range(5)]
+    assert xs == sorted(xs)  # read back left to right, in the order they were drawn
+
+
+def test_spacing_widens_the_text_and_stroke_thickens_or_thins_it():
+    from captchalab.gen.compose import stroke
+
+    def width(m):
+        cols = np.nonzero(m[..., 0].max(0))[0]
+        return cols[-1] - cols[0]
+
+    # a gap of a glyph's width after "a" (the library's own overlap, which grows with the
+    # mean glyph width, takes some of it back)
+    assert width(_library_mask("a1", spacing=1.0)) > 1.2 * width(_library_mask("a1"))
+    m = _library_mask("ab12")[..., 0]
+    assert (stroke(m, 2) > 0).sum() > (m > 0).sum() > (stroke(m, -1) > 0).sum() > 0
+    assert stroke(m, 0) is m
+
+
+def test_glyph_colours_shapes_and_clutter_colour_hand_worked():
+    from captchalab.gen.compose import (
+        BLUE_LEVELS,
+        GREEN_LEVELS,
+        Looks,
+        clutter_colour,
+        push_contrast_array,
+        scene,
+    )
+
+    # two 20x20 glyphs drawn in the inks of characters 0 and 1 (twice the 80x40 canvas)
+    mask = np.zeros((80, 160), np.uint8)
+    green, blue = mask.copy(), mask.copy()
+    mask[20:60, 20:60] = mask[20:60, 100:140] = 255
+    green[20:60, 20:60], blue[20:60, 20:60] = GREEN_LEVELS[0], BLUE_LEVELS[0]
+    green[20:60, 100:140], blue[20:60, 100:140] = GREEN_LEVELS[0], BLUE_LEVELS[1]
+    v = {**{k: getattr(Style(), k)[0] for k in KNOBS}, "bg": (255, 255, 255), "fg": (0, 0, 0),
+         "fg2": (0, 0, 0), "bg2": (255, 255, 255), "fg_alpha": 255, "glyph_colour": 1.0}
+    looks = Looks.draw(np.random.default_rng(0))
+    looks = Looks(np.array([[200, 0, 0], [0, 0, 200]] + [[0, 0, 0]] * 10), np.array([0, 90, 0]),
+                  looks.shapes, looks.shape_colours)
+    im = np.asarray(scene(mask, v, np.random.default_rng(0), (80, 40), (green, blue), looks))
+    # the block of 40x40 text glyphs, fitted into 80x40: each glyph keeps its own colour
+    left, right = im[20, 15], im[20, 65]
+    assert tuple(left) == (200, 0, 0) and tuple(right) == (0, 0, 200)
+    assert tuple(im[2, 40]) == (255, 255, 255)  # the background between them
+    half = {**v, "glyph_colour": 0.5}
+    im = np.asarray(scene(mask, half, np.random.default_rng(0), (80, 40), (green, blue), looks))
+    assert tuple(im[20, 15]) == (100, 0, 0)  # halfway from fg (black) to its own colour
+    # shapes: all 40 drawn, half under the text and half over it, in their own colours
+    many = {**v, "shapes": 40}
+    im2 = np.asarray(scene(mask, many, np.random.default_rng(0), (80, 40), (green, blue), looks))
+    assert (np.abs(im2.astype(int) - im).sum(-1) > 0).mean() > 0.1
+    # clutter: fg unless the knob moves it towards the clutter's own colour
+    assert clutter_colour({"clutter_colour": 0.0}, (10, 20, 30), looks) == (10, 20, 30)
+    assert clutter_colour({"clutter_colour": 1.0}, (10, 20, 30), looks) == (0, 90, 0)
+    # the per-pixel contrast push is push_contrast's, pixel by pixel
+    rng = np.random.default_rng(1)
+    fills, bgs = rng.integers(0, 256, (50, 3)), rng.integers(0, 256, (50, 3))
+    for f, b in zip(fills, bgs, strict=True):
+        arr = push_contrast_array(f[None, None].astype(float), b, 120)[0, 0]
+        assert np.abs(arr - push_contrast(f, b, 120)).max() <= 1
+
+
+def test_text_larger_than_the_canvas_is_cut_by_its_edges():
+    mask = np.zeros((60, 160), np.uint8)
+    mask[5:15, 40:80] = 255  # a 40x10 block: the largest fit in 160x60 is 4x (160x40)
+    v = dict(shear=0.0, tilt=0.0, wave=0.0, wave_period=80.0, text_scale=1.25, text_x=0.5,
+             text_y=0.5)
+    out = place_text(mask, v, (160, 60))  # 200x50, centred: 20 px cut off on either side
+    assert out.shape == (60, 160) and out[5:55].min() > 0.99 and out[:4].max() == 0

@@ -11,6 +11,7 @@ the sample's knob values (recorded in its record) and a numpy generator seeded f
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -36,35 +37,87 @@ def push_contrast(fg, bg, least: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in np.clip(out, 0, 255).round())
 
 
-def place_text(mask: np.ndarray, v: dict, size: tuple[int, int]) -> np.ndarray:
+def place_text(mask: np.ndarray, v: dict, size: tuple[int, int], extra=()):
     """The library's text mask (uint8 HxW) cropped to the text, tilted, sheared and waved, then
-    scaled by text_scale into the canvas at (text_x, text_y): float32 HxW in [0, 1]."""
+    scaled by text_scale into the canvas at (text_x, text_y) (text larger than the canvas is cut
+    by its edges): float32 HxW in [0, 1]. With `extra` layers (uint8 HxW: the glyph id layers,
+    see glyph_ids) the same is done to each and (mask, *extra) is returned."""
     w, h = size
     im = Image.fromarray(mask)
     box = im.getbbox()
     if box is None:  # nothing drawn (cannot happen for a non-empty label; kept safe)
-        return np.zeros((h, w), np.float32)
-    im = im.crop(box)
+        out = np.zeros((h, w), np.float32)
+        return (out, *(out.copy() for _ in extra)) if len(extra) else out
+    layers = [im.crop(box), *(Image.fromarray(e).crop(box) for e in extra)]
     if v["shear"]:
-        bw, bh = im.size
+        bw, bh = layers[0].size
         pad = int(abs(v["shear"]) * bh) + 1  # a wider canvas keeps the sheared text whole
-        im = im.transform((bw + pad, bh), Image.Transform.AFFINE,
-                          (1, v["shear"], -pad if v["shear"] > 0 else 0, 0, 1, 0),
-                          Image.Resampling.BILINEAR)
+        layers = [la.transform((bw + pad, bh), Image.Transform.AFFINE,
+                               (1, v["shear"], -pad if v["shear"] > 0 else 0, 0, 1, 0),
+                               Image.Resampling.BILINEAR) for la in layers]
     if v["tilt"]:
-        im = im.rotate(v["tilt"], Image.Resampling.BILINEAR, expand=True)
-    a = np.asarray(im, np.float32) / 255.0
+        layers = [la.rotate(v["tilt"], Image.Resampling.BILINEAR, expand=True) for la in layers]
+    arrays = [np.asarray(la, np.float32) / 255.0 for la in layers]
     if v["wave"]:
-        a = _wave(a, v["wave"], v["wave_period"])
-    bh, bw = a.shape
+        arrays = [_wave(a, v["wave"], v["wave_period"]) for a in arrays]
+    bh, bw = arrays[0].shape
     fit = min(w / bw, h / bh) * v["text_scale"]
-    nw, nh = max(1, min(w, round(bw * fit))), max(1, min(h, round(bh * fit)))
-    small = np.asarray(Image.fromarray(a).resize((nw, nh), Image.Resampling.BILINEAR))
+    nw, nh = max(1, round(bw * fit)), max(1, round(bh * fit))
+    if v["text_scale"] <= 1:  # as before text could be larger than the canvas
+        nw, nh = min(w, nw), min(h, nh)
     x = int(round(v["text_x"] * (w - nw)))
     y = int(round(v["text_y"] * (h - nh)))
-    out = np.zeros((h, w), np.float32)
-    out[y:y + nh, x:x + nw] = np.clip(small, 0, 1)
-    return out
+    outs = []
+    for a in arrays:
+        small = np.asarray(Image.fromarray(a).resize((nw, nh), Image.Resampling.BILINEAR))
+        out = np.zeros((h, w), np.float32)
+        x0, y0 = max(x, 0), max(y, 0)  # the part of the block inside the canvas
+        x1, y1 = min(x + nw, w), min(y + nh, h)
+        out[y0:y1, x0:x1] = np.clip(small[y0 - y:y1 - y, x0 - x:x1 - x], 0, 1)
+        outs.append(out)
+    return tuple(outs) if len(extra) else outs[0]
+
+
+# Glyph ids: with glyph colours the library draws character k (0, 1, ...; blanks excluded) in
+# ink (255, G, B) on black, G from GREEN_LEVELS and B from BLUE_LEVELS, so its coverage is the
+# red channel and k is read back from the green/red and blue/red ratios, also after placement
+# (all three scale alike). Levels lie far apart because the library's glyph edges come out with
+# noisy colour; every ink keeps a luminance the library's mask lookup counts as fully drawn.
+GREEN_LEVELS = (255, 175, 100)
+BLUE_LEVELS = (255, 170, 85, 0)
+MAX_GLYPHS = len(GREEN_LEVELS) * len(BLUE_LEVELS)  # characters this far apart share a colour
+
+
+def glyph_ink(k: int) -> tuple[int, int, int]:
+    """The colour character k (0-based) is drawn in when glyph ids are asked for."""
+    g, b = divmod(k % MAX_GLYPHS, len(BLUE_LEVELS))
+    return (255, GREEN_LEVELS[g], BLUE_LEVELS[b])
+
+
+def glyph_ids(cover: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """Character index (mod MAX_GLYPHS) of every pixel from the placed coverage and id layers
+    (0 where nothing is drawn)."""
+    ids = np.zeros(cover.shape, np.intp)
+    drawn = cover > 0.01
+    c = cover[drawn]
+    g = np.abs(green[drawn][:, None] / c[:, None] - _GREEN).argmin(-1)
+    b = np.abs(blue[drawn][:, None] / c[:, None] - _BLUE).argmin(-1)
+    ids[drawn] = g * len(BLUE_LEVELS) + b
+    return ids
+
+
+_GREEN, _BLUE = np.asarray(GREEN_LEVELS) / 255.0, np.asarray(BLUE_LEVELS) / 255.0
+
+
+def stroke(layer: np.ndarray, px: int) -> np.ndarray:
+    """Thicken (px > 0, a dilation) or thin (px < 0, an erosion) a uint8 layer by a square of
+    2|px|+1 pixels."""
+    if not px:
+        return layer
+    import cv2
+
+    kernel = np.ones((2 * abs(px) + 1,) * 2, np.uint8)
+    return (cv2.dilate if px > 0 else cv2.erode)(np.ascontiguousarray(layer), kernel)
 
 
 def _wave(a: np.ndarray, amplitude: float, period: float) -> np.ndarray:
@@ -73,8 +126,8 @@ def _wave(a: np.ndarray, amplitude: float, period: float) -> np.ndarray:
     h, w = a.shape
     out = np.zeros((h + 2 * pad, w), np.float32)
     shifts = np.round(amplitude * np.sin(2 * np.pi * np.arange(w) / period)).astype(int)
-    for x, s in enumerate(shifts):
-        out[pad + s:pad + s + h, x] = a[:, x]
+    rows = pad + shifts[None, :] + np.arange(h)[:, None]  # where each pixel of `a` lands
+    out[rows, np.broadcast_to(np.arange(w), (h, w))] = a
     return out
 
 
@@ -102,6 +155,73 @@ def background(v: dict, rng: np.random.Generator, size: tuple[int, int]) -> np.n
     return img
 
 
+def push_contrast_array(fill: np.ndarray, bg, least: int) -> np.ndarray:
+    """push_contrast for every pixel of an HxWx3 float fill (without the rounding)."""
+    lb = float(_LUMA @ np.asarray(bg, float))
+    lf = fill @ _LUMA
+    if lb < 128:
+        target = min(255.0, lb + least)
+        t = (target - lf) / np.maximum(255.0 - lf, 1e-6)
+        toward = 255.0
+    else:
+        target = max(0.0, lb - least)
+        t = 1.0 - target / np.maximum(lf, 1e-6)
+        toward = 0.0
+    t = np.where(np.abs(lf - lb) >= least, 0.0, np.clip(t, 0.0, 1.0))[..., None]
+    return np.clip(fill + t * (toward - fill), 0, 255)
+
+
+@dataclass(frozen=True)
+class Looks:
+    """The random draws of the character-colour, shape and clutter-colour knobs, from their own
+    stream ('looks'): a fixed amount per sample, so they leave the scene's other draws alone."""
+
+    glyphs: np.ndarray  # MAX_GLYPHS x 3: each character's own colour
+    clutter: np.ndarray  # 3: the clutter's own colour
+    shapes: np.ndarray  # MAX_SHAPES x 8 in [0, 1): kind, x, y, size, aspect, layer, angle, -
+    shape_colours: np.ndarray  # MAX_SHAPES x 3
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Looks:
+        return cls(rng.integers(0, 256, (MAX_GLYPHS, 3)), rng.integers(0, 256, 3),
+                   rng.random((MAX_SHAPES, 8)), rng.integers(0, 256, (MAX_SHAPES, 3)))
+
+
+MAX_SHAPES = 40
+
+
+def clutter_colour(v: dict, fg, looks: Looks | None) -> tuple[int, int, int]:
+    """The colour of lines, noise dots and arcs: fg blended towards the clutter's own colour."""
+    t = v.get("clutter_colour", 0.0)
+    if not t or looks is None:
+        return tuple(int(c) for c in fg)
+    c = np.asarray(fg, float) + t * (looks.clutter - np.asarray(fg, float))
+    return tuple(int(x) for x in np.clip(c, 0, 255).round())
+
+
+def draw_shapes(im: Image, v: dict, looks: Looks, layer: int) -> None:
+    """Draw the sample's filled shapes of one layer (0 under the text, 1 over it) into `im`:
+    rectangles, ellipses and triangles, up to a quarter of the height across."""
+    w, h = im.size
+    draw = ImageDraw.Draw(im)
+    for (kind, x, y, size, aspect, over, angle, _), col in zip(
+            looks.shapes[:v["shapes"]], looks.shape_colours, strict=False):
+        if int(over < 0.5) == layer:  # half of them under the text, half over it
+            continue
+        ry = h * (0.03 + 0.12 * size)
+        rx = ry * (0.4 + 1.6 * aspect)
+        cx, cy, fill = x * w, y * h, tuple(int(c) for c in col)
+        k = int(kind * 3)
+        if k == 0:
+            draw.rectangle([cx - rx, cy - ry, cx + rx, cy + ry], fill=fill)
+        elif k == 1:
+            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=fill)
+        else:
+            a = angle * 2 * np.pi + np.array([0.0, 2.1, 4.2])
+            draw.polygon(list(zip(cx + rx * np.cos(a), cy + ry * np.sin(a), strict=True)),
+                         fill=fill)
+
+
 def text_fill(fg, fg2, gradient: float, size: tuple[int, int]) -> np.ndarray:
     """The text's colour at every pixel: fg blended towards fg2 from left to right."""
     w, h = size
@@ -110,14 +230,30 @@ def text_fill(fg, fg2, gradient: float, size: tuple[int, int]) -> np.ndarray:
     return np.broadcast_to(fg + t * (fg2 - fg), (h, w, 3))
 
 
-def scene(mask: np.ndarray, v: dict, rng: np.random.Generator, size: tuple[int, int]) -> Image:
-    """Compose one captcha: background, placed text, struck lines and grid. RGB PIL image."""
+def scene(mask: np.ndarray, v: dict, rng: np.random.Generator, size: tuple[int, int],
+          ids=(), looks: Looks | None = None) -> Image:
+    """Compose one captcha: background, placed text, struck lines and grid. RGB PIL image.
+    `ids`: the green and blue glyph id layers (needed for glyph_colour, see glyph_ids);
+    `looks`: the draws of the knobs that have them (glyph_colour, shapes, clutter_colour)."""
     w, h = size
     fg = push_contrast(v["fg"], v["bg"], v["min_contrast"])
     fg2 = push_contrast(v["fg2"], v["bg"], v["min_contrast"])
     img = background(v, rng, size)
-    alpha = place_text(mask, v, size)[..., None] * (v["fg_alpha"] / 255.0)
-    img = img * (1 - alpha) + text_fill(fg, fg2, v["gradient"], size) * alpha
+    shapes = v.get("shapes", 0) and looks is not None
+    if shapes:
+        under = Image.fromarray(np.clip(img, 0, 255).round().astype(np.uint8), "RGB")
+        draw_shapes(under, v, looks, 0)
+        img = np.asarray(under, np.float32)
+    px = v.get("stroke", 0)
+    placed = place_text(stroke(mask, px), v, size, [stroke(i, px) for i in ids])
+    cover = placed[0] if len(ids) else placed
+    alpha = cover[..., None] * (v["fg_alpha"] / 255.0)
+    fill = text_fill(fg, fg2, v["gradient"], size)
+    t = v.get("glyph_colour", 0.0)
+    if t and len(ids) and looks is not None:
+        own = looks.glyphs[glyph_ids(*placed)].astype(np.float32)  # each character's colour
+        fill = push_contrast_array(fill + t * (own - fill), v["bg"], v["min_contrast"])
+    img = img * (1 - alpha) + fill * alpha
     im = Image.fromarray(np.clip(img, 0, 255).round().astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(im)
     grid, phase = v["grid"], rng.integers(0, 60, 2)
@@ -128,9 +264,12 @@ def scene(mask: np.ndarray, v: dict, rng: np.random.Generator, size: tuple[int, 
         for y in range(int(phase[1]) % grid, h, grid):
             draw.line([(0, y), (w, y)], fill=mid, width=1)
     ends = rng.random((10, 4))
+    line = clutter_colour(v, fg, looks)
     for x0, y0, x1, y1 in ends[:v["lines"]]:
         draw.line([(x0 * w * 0.3, h * (0.2 + 0.6 * y0)), (w * (0.7 + 0.3 * x1), h * (0.2 + 0.6 * y1))],
-                  fill=fg, width=v["line_width"])
+                  fill=line, width=v["line_width"])
+    if shapes:
+        draw_shapes(im, v, looks, 1)
     return im
 
 

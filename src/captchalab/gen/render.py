@@ -30,7 +30,8 @@ MIXES_RULE = ("; with several mixed-in styles (style.mix.of, share = the sum of 
 FONT_RULE = ("; the style stream's first draw u picks the font: index int(u * fonts), or with "
              "font weights the first font whose cumulative weight exceeds u")
 COMPOSE_RULE = ("; a style with a scene also seeds numpy's default_rng from stream 'compose' for "
-                "the scene's random positions")
+                "the scene's random positions, and another from stream 'looks' for the colours "
+                "of characters and clutter and the shapes")
 SPLIT_RULE = (
     "a label belongs to exactly one split: u = blake2b('captchalab-v1|{seed}|label|{text}') / 2^64; "
     "train if u < 0.8, val if u < 0.9, else test. A sample redraws its label until it falls in "
@@ -140,8 +141,8 @@ class Renderer:
             w, h = self.size
             if style.composed:  # room for the whole text: the scene scales it to fit
                 w, h = 2 * w, 2 * h
-            cap = self._ci.ImageCaptcha(w, h, fonts=[self.font_paths[font]],
-                                        font_sizes=style.font_sizes)
+            cap = _glyph_captcha(self._ci)(w, h, fonts=[self.font_paths[font]],
+                                           font_sizes=style.font_sizes)
             self._captchas[(font, mixed)] = cap
         return cap
 
@@ -173,10 +174,16 @@ class Renderer:
             if style.composed:  # the library's glyphs as a mask; compose.py draws the rest
                 from captchalab.gen import compose
 
-                mask = cap.create_captcha_image(text, (255, 255, 255), (0, 0, 0))
+                cap.glyph_ids = style.glyph_colour[1] > 0  # the style's, not the sample's
+                cap.spacing, cap.drawn = v["spacing"], 0
+                mask = np.asarray(cap.create_captcha_image(text, (255, 255, 255), (0, 0, 0)))
                 rng = np.random.default_rng(derive_seed(self.seed, split, index, "compose"))
-                im = compose.scene(np.asarray(mask.convert("L")), v, rng, self.size)
-                fg = compose.push_contrast(v["fg"], v["bg"], v["min_contrast"])
+                looks = compose.Looks.draw(np.random.default_rng(
+                    derive_seed(self.seed, split, index, "looks")))
+                im = compose.scene(mask[..., 0], v, rng, self.size,
+                                   (mask[..., 1], mask[..., 2]) if cap.glyph_ids else (), looks)
+                fg = compose.clutter_colour(
+                    v, compose.push_contrast(v["fg"], v["bg"], v["min_contrast"]), looks)
             else:
                 im = cap.create_captcha_image(text, fg, v["bg"])
             cap.create_noise_dots(im, fg, width=v["noise_dot_width"], number=v["noise_dots"])
@@ -190,6 +197,38 @@ class Renderer:
         if style.composed:
             im = compose.degrade(im, v, rng)
         return Sample(split, index, text, im, d, self.font_names[d.font], style, mixed)
+
+
+_GLYPH_CAPTCHA = None
+
+
+def _glyph_captcha(ci):
+    """ImageCaptcha that can draw each character in its own id colour (compose.glyph_ink) and
+    leave a gap after it (the spacing knob). Off (the defaults), it draws as ImageCaptcha does."""
+    global _GLYPH_CAPTCHA
+    if _GLYPH_CAPTCHA is None:
+        from PIL import Image
+
+        from captchalab.gen import compose
+
+        class GlyphCaptcha(ci.ImageCaptcha):
+            glyph_ids, spacing, drawn = False, 0.0, 0
+
+            def _draw_character(self, c, draw, color):
+                if c != " ":
+                    if self.glyph_ids:
+                        color = compose.glyph_ink(self.drawn)
+                    self.drawn += 1
+                im = super()._draw_character(c, draw, color)
+                pad = int(self.spacing * im.size[0]) if c != " " else 0
+                if pad:
+                    wide = Image.new("RGBA", (im.size[0] + pad, im.size[1]))
+                    wide.paste(im, (0, 0))
+                    im = wide
+                return im
+
+        _GLYPH_CAPTCHA = GlyphCaptcha
+    return _GLYPH_CAPTCHA
 
 
 def png_bytes(image, compress_level: int = 1) -> bytes:

@@ -52,7 +52,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
     # them (compose.py). Only styles that change one of these from its default use it; others
     # render exactly as the library does.
     *[Knob(*k, scene=True) for k in [
-        ("text_scale", float, 0.2, 1, "size of the text block, fraction of the largest that fits"),
+        ("text_scale", float, 0.2, 1.5,
+         "size of the text block, fraction of the largest that fits (over 1: cut by the edges)"),
         ("text_x", float, 0, 1, "horizontal place of the text block: 0 left .. 1 right"),
         ("text_y", float, 0, 1, "vertical place of the text block: 0 top .. 1 bottom"),
         ("tilt", float, -45, 45, "rotation of the whole text, degrees (signed range: -10-10)"),
@@ -74,6 +75,13 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("downscale", float, 1, 4, "shrink by this factor and scale back up (lost detail)"),
         ("noise", float, 0, 60, "Gaussian pixel noise, standard deviation (0-255 scale)"),
         ("jpeg", int, 0, 95, "JPEG quality the image is saved at (under 10: not saved as JPEG)"),
+        ("glyph_colour", float, 0, 1,
+         "how far each character's colour is drawn from fg towards one of its own (1: its own)"),
+        ("spacing", float, 0, 1.5, "extra gap after each character, fraction of its width"),
+        ("stroke", int, -3, 3, "thicker (+) or thinner (-) strokes, px at twice the size"),
+        ("shapes", int, 0, 40, "filled shapes in random colours, under or over the text"),
+        ("clutter_colour", float, 0, 1,
+         "how far lines, dots and arcs are drawn from fg towards a colour of their own"),
     ]],
 ]}
 SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
@@ -123,6 +131,11 @@ class Style:
     downscale: tuple[float, float] = (1.0, 1.0)
     noise: tuple[float, float] = (0.0, 0.0)
     jpeg: tuple[int, int] = (0, 0)
+    glyph_colour: tuple[float, float] = (0.0, 0.0)
+    spacing: tuple[float, float] = (0.0, 0.0)
+    stroke: tuple[int, int] = (0, 0)
+    shapes: tuple[int, int] = (0, 0)
+    clutter_colour: tuple[float, float] = (0.0, 0.0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
