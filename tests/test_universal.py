@@ -67,6 +67,8 @@ def test_contrast_push_and_text_placement_hand_worked():
     (["--train", 10, "--style", "universal", "--fonts", "pool,lora"], "Lora"),
     (["--test", 10, "--fonts", "robotoslab"], "did you mean 'roboto-slab'"),
     (["--test", 10, "--tilt", "-50-10"], "--tilt"),
+    (["--test", 10, "--stroke", "5"], "--stroke"),
+    (["--test", 10, "--glyph-colour", "2"], "--glyph-colour"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)
