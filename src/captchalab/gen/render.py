@@ -7,6 +7,7 @@ sample. That is process state, so parallel rendering uses processes, never threa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import random
@@ -199,36 +200,31 @@ class Renderer:
         return Sample(split, index, text, im, d, self.font_names[d.font], style, mixed)
 
 
-_GLYPH_CAPTCHA = None
-
-
+@functools.cache
 def _glyph_captcha(ci):
     """ImageCaptcha that can draw each character in its own id colour (compose.glyph_ink) and
     leave a gap after it (the spacing knob). Off (the defaults), it draws as ImageCaptcha does."""
-    global _GLYPH_CAPTCHA
-    if _GLYPH_CAPTCHA is None:
-        from PIL import Image
+    from PIL import Image
 
-        from captchalab.gen import compose
+    from captchalab.gen import compose
 
-        class GlyphCaptcha(ci.ImageCaptcha):
-            glyph_ids, spacing, drawn = False, 0.0, 0
+    class GlyphCaptcha(ci.ImageCaptcha):
+        glyph_ids, spacing, drawn = False, 0.0, 0
 
-            def _draw_character(self, c, draw, color):
-                if c != " ":
-                    if self.glyph_ids:
-                        color = compose.glyph_ink(self.drawn)
-                    self.drawn += 1
-                im = super()._draw_character(c, draw, color)
-                pad = int(self.spacing * im.size[0]) if c != " " else 0
-                if pad:
-                    wide = Image.new("RGBA", (im.size[0] + pad, im.size[1]))
-                    wide.paste(im, (0, 0))
-                    im = wide
-                return im
+        def _draw_character(self, c, draw, color):
+            if c != " ":
+                if self.glyph_ids:
+                    color = compose.glyph_ink(self.drawn)
+                self.drawn += 1
+            im = super()._draw_character(c, draw, color)
+            pad = int(self.spacing * im.size[0]) if c != " " else 0
+            if pad:
+                wide = Image.new("RGBA", (im.size[0] + pad, im.size[1]))
+                wide.paste(im, (0, 0))
+                im = wide
+            return im
 
-        _GLYPH_CAPTCHA = GlyphCaptcha
-    return _GLYPH_CAPTCHA
+    return GlyphCaptcha
 
 
 def png_bytes(image, compress_level: int = 1) -> bytes:
