@@ -119,7 +119,7 @@ def study(name, a, test, work) -> dict:
     for f in sorted(os.listdir(pool))[:a.unlabelled]:
         shutil.copyfile(os.path.join(pool, f), os.path.join(unl, f"{f.split('_')[0]}.png"))
     style = os.path.join(work, "fitted.toml")
-    t = cli("fit-style", unl, "--out", style, "--overwrite")
+    t = cli("fit-style", unl, "--out", style, "--overwrite", "--match-fonts", a.match_fonts)
     fdata = os.path.join(work, "fitted-data")
     t += cli("gen", "--out", fdata, "--style-file", style, "--train", a.fitted_samples,
              "--val", 500, "--overwrite", "-q")
@@ -212,6 +212,8 @@ def main():
     ap.add_argument("--samples", type=int, default=1000, help="test captchas per generator")
     ap.add_argument("--unlabelled", type=int, default=100, help="captchas fit-style sees")
     ap.add_argument("--fitted-samples", type=int, default=20000)
+    ap.add_argument("--match-fonts", type=int, default=8,
+                    help="fit-style's font families kept (0: the whole pool)")
     ap.add_argument("--pretrain-budget", default="4m")
     ap.add_argument("--finetune-budget", default="60s")
     ap.add_argument("--scratch-budget", default="90s")

@@ -474,9 +474,11 @@ def test_fit_style_gen_and_init_from_end_to_end(tmp_path):
         "--seed", 3, "-q", "--workers", 1)
     cli("export", site, "--png", tmp_path / "png")
     style = tmp_path / "site.toml"
-    p = cli("fit-style", tmp_path / "png" / "test", "--out", style, "--samples", 20)
-    assert "not fitted: the font" in p.stdout and (tmp_path / "site.png").is_file()
+    p = cli("fit-style", tmp_path / "png" / "test", "--out", style, "--samples", 20,
+            "--match-fonts", 2)
+    assert "not fitted: strike-through" in p.stdout and (tmp_path / "site.png").is_file()
     keys = __import__("tomllib").loads(style.read_text())
+    assert "fonts matched (feature distance): " in p.stdout and len(keys["fonts"]) == 2
     assert keys["size"] == "200x70"
     assert keys["bg"][0] <= 40 and keys["bg"][1] <= 80  # dark background
     assert keys["fg"][0] >= 150  # light text
@@ -487,6 +489,21 @@ def test_fit_style_gen_and_init_from_end_to_end(tmp_path):
     cli("train", "--data", tmp_path / "fitted", "--out", tmp_path / "ft", "--init-from",
         FIXTURE_RUN, "--resize", "--steps", 2, "--batch-size", 16, "-q")
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["image"]["width"] == 160
+
+
+def test_fit_style_matches_the_font_of_captchas_made_with_one_family():
+    """Captchas rendered in one family of the pool: among candidates that differ in kind
+    (script, condensed, slab, mono), match_fonts ranks that family first, nearest."""
+    import captchalab
+    from captchalab.gen.fitstyle import match_fonts, render_style
+
+    keys = {"preset": "default", "size": "160x60", "text_scale": [0.85, 1.0]}
+    candidates = ["builtin", "pacifico", "oswald", "roboto-slab"]
+    for family in ("pacifico", "roboto-slab"):
+        real = render_style({**keys, "fonts": [family]}, 40, seed=5)
+        ranked = match_fonts(keys, real, 30, 4, captchalab.load().features, candidates)
+        assert ranked[0][0] == family, ranked
+        assert [d for _, d in ranked] == sorted(d for _, d in ranked)
 
 
 @pytest.mark.parametrize("setup,msg", [

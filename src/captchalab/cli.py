@@ -334,14 +334,17 @@ def _kind_of(data_dir):
 @click.argument("folder", type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(),
               help="Style file to write (TOML; use it with gen --style-file).")
-@click.option("--fonts", help="Font file or folder the captchas use (the font cannot be fitted).  "
-              "[default: builtin, dejavu, stix and the pool]")
+@click.option("--fonts", help="Font file or folder the captchas use, if known (then no font is "
+              "matched).")
+@click.option("--match-fonts", "match", default=8, show_default=True, type=click.IntRange(0),
+              help="Keep the N font families whose renderings look most like the folder "
+              "(0: draw from all of builtin, dejavu, stix and the pool).")
 @click.option("--sheet", type=click.Path(),
               help="Contact sheet, real beside rendered.  [default: OUT with .png]")
 @click.option("--samples", default=200, show_default=True, type=click.IntRange(20),
               help="Renderings compared with the folder.")
 @click.option("--overwrite", is_flag=True, help="Replace --out and the sheet.")
-def fit_style_(folder, out, fonts, sheet, samples, overwrite):
+def fit_style_(folder, out, fonts, match, sheet, samples, overwrite):
     """Write a style file whose renderings resemble a folder of captchas (labelled or not)."""
     from captchalab.core.storage import write_atomic
     from captchalab.gen.fitstyle import UNFITTED, contact_sheet, fit_style, to_toml
@@ -350,11 +353,18 @@ def fit_style_(folder, out, fonts, sheet, samples, overwrite):
     for path in (out, sheet):
         if os.path.exists(path) and not overwrite:
             raise UsageError(f"{path} exists; give --overwrite to replace it", param="out")
-    fit = fit_style(folder, fonts=fonts, samples=samples)
+    features = None
+    if match and not fonts:
+        import captchalab
+        features = captchalab.load().features
+    fit = fit_style(folder, fonts=fonts, samples=samples, match=match, features=features)
+    matched = ("fonts matched (feature distance): "
+               + ", ".join(f"{f} {d:.2f}" for f, d in fit.fonts)) if fit.fonts else ""
     header = (f"fitted by `captchalab fit-style` from {fit.count} images in {folder}\n"
               f"distance real vs rendered: {fit.distance['mean']:.3f} (library default style: "
               f"{fit.baseline['mean']:.3f}); standardised mean difference of image statistics\n"
-              f"not fitted: {'; '.join(UNFITTED)}")
+              + (matched + "\n" if matched else "")
+              + f"not fitted: {'; '.join(UNFITTED)}")
     write_atomic(out, to_toml(fit.keys, header))
     contact_sheet(fit, sheet)
     worst = sorted((k for k in fit.distance if k != "mean"), key=lambda k: -fit.distance[k])[:3]
@@ -362,6 +372,8 @@ def fit_style_(folder, out, fonts, sheet, samples, overwrite):
     click.echo(f"distance real vs rendered {fit.distance['mean']:.3f} (library default style "
                f"{fit.baseline['mean']:.3f}); largest: "
                + ", ".join(f"{k} {fit.distance[k]:.2f}" for k in worst))
+    if matched:
+        click.echo(matched)
     click.echo(f"not fitted: {'; '.join(UNFITTED)}")
 
 

@@ -130,6 +130,7 @@ class Recognizer:
 
         # confidence calibration fitted after training (calibration.json); 1.0 = none
         self.temperature = read_temperature(run_dir)
+        self._features = None  # the feature model, built on first use
         import tensorflow as tf
 
         if self.data_kind == "audio":
@@ -179,6 +180,22 @@ class Recognizer:
         a = to_rgb(item, self.size if resize else None, name)
         self.check_size(a, name)
         return a
+
+    def features(self, images) -> np.ndarray:
+        """(n, 2 * channels) float32: for each image (resized to the model's input), the mean
+        and standard deviation over positions of the model's first sequence layer (the first
+        ReLU over time and channels, past the conv trunk) — what fit-style matches fonts by."""
+        if self._features is None:
+            import keras
+
+            layer = next((x for x in self.model.layers if isinstance(x, keras.layers.ReLU)
+                          and len(x.output.shape) == 3), None)
+            if layer is None or self.data_kind == "audio":
+                raise UsageError(f"{self.run_dir} is not an image model with a sequence layer")
+            self._features = keras.Model(self.model.inputs, layer.output)
+        x = self.batch([self.decode_item(a, "image", resize=True) for a in images])
+        out = self._features.predict(x, verbose=0, batch_size=128)
+        return np.concatenate([out.mean(1), out.std(1)], axis=1)
 
     def logits(self, batch) -> np.ndarray:
         """uint8 RGB [N,H,W,3] at the model's size (or an audio batch, see `batch`) -> logits

@@ -7,7 +7,15 @@ then text size and blur are matched by rendering: the text block is scaled until
 is as wide and tall as the real text (the library's arcs and dots belong to the block it places,
 so the scale cannot be read off directly), and the blur is the one whose renderings are as sharp
 as the real images.
-What this cannot see (the font, strike-through lines and arcs) is reported, not guessed.
+What it cannot measure directly (strike-through lines and arcs, glyph rotation) is reported,
+not guessed.
+
+The font is matched, not measured (`match_fonts`): each candidate family renders the fitted
+style, and the families whose renderings are nearest the real images in the shipped model's
+features are kept. The features are the mean and spread over positions of its first
+sequence layer (`sequence_layer`): a model trained to read many fonts still encodes each font's
+shapes there, and averaged over a set they no longer depend on which characters were drawn.
+Rendered as a candidate, a family of the pool ranks first against captchas made with it.
 
 The similarity figure is a standardised mean difference (Cohen's d) over the same statistics:
 for each one, |mean(real) - mean(rendered)| / pooled sd, averaged. It is cheap, needs no trained network, and
@@ -29,8 +37,9 @@ from captchalab.gen.folders import IMAGE_EXTS
 STATS = ("bg_luma", "fg_luma", "contrast", "text_w", "text_h", "text_x", "text_y", "noise",
          "sharpness", "specks", "ink")
 BLURS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.2)  # blur sigmas tried when matching the sharpness
-UNFITTED = ("the font (give --fonts FOLDER with the site's fonts; default: the pool's 58 "
-            "families)", "strike-through lines and arcs", "glyph rotation and warping")
+UNFITTED = ("strike-through lines and arcs", "glyph rotation and warping")
+# the font families match_fonts chooses from (the held-out ones are never among them)
+BASE_FAMILIES = ("builtin", "dejavu-sans", "dejavu-serif", "dejavu-mono", "stix")
 
 
 def image_paths(folder: str) -> list[str]:
@@ -132,7 +141,7 @@ def fit_knobs(stats: list[dict], size: tuple[int, int]) -> dict:
     return {
         "preset": "default",
         "size": f"{w}x{h}",
-        "fonts": ["builtin", "dejavu", "stix", "pool"],
+        "fonts": list(BASE_FAMILIES) + ["pool"],
         "bg": colour("bg"),
         "fg": colour("fg"),
         "min_contrast": int(max(0, np.percentile([s["contrast"] for s in stats], 10) - 10)),
@@ -197,6 +206,29 @@ def choose_blur(keys: dict, real: list[dict], count: int) -> dict:
     return best
 
 
+def candidate_families() -> list[str]:
+    from captchalab.gen import fonts
+
+    return [*BASE_FAMILIES, *(f for f in fonts.families() if f not in fonts.HELD_OUT)]
+
+
+def match_fonts(keys: dict, real_images: list[np.ndarray], count: int, keep: int, features,
+                candidates: list[str] | None = None) -> list[tuple[str, float]]:
+    """The `keep` candidate families whose renderings of the style in `keys` are nearest the
+    real images: (family, distance) nearest first. `features`: images -> (n, d) array (the
+    shipped model's `Recognizer.features`). The distance is the root mean square over features
+    of the difference of the two sets' means, each feature in units of its standard deviation
+    over all images scored."""
+    candidates = candidates or candidate_families()
+    real = features(real_images)
+    rendered = {c: features(render_style({**keys, "fonts": [c]}, count, seed=2))
+                for c in candidates}
+    sd = np.concatenate([real, *rendered.values()]).std(axis=0) + 1e-6
+    dist = {c: float(np.sqrt(np.mean(((real.mean(0) - r.mean(0)) / sd) ** 2)))
+            for c, r in rendered.items()}
+    return [(c, round(dist[c], 3)) for c in sorted(dist, key=dist.get)[:keep]]
+
+
 @dataclass
 class Fit:
     keys: dict  # the style file's table
@@ -205,9 +237,14 @@ class Fit:
     count: int  # images measured
     real: list  # a few real images, for the sheet
     rendered: list  # as many rendered ones
+    fonts: list  # [(family, distance)] that match_fonts kept; [] when not matched
 
 
-def fit_style(folder: str, fonts: str | None = None, samples: int = 200) -> Fit:
+def fit_style(folder: str, fonts: str | None = None, samples: int = 200,
+              match: int = 0, features=None) -> Fit:
+    """The fitted style of the images in `folder`. `fonts`: the site's font file or folder
+    (nothing matched); else the `match` families nearest the images in `features` (see
+    match_fonts; 0: every candidate)."""
     paths = image_paths(folder)
     images = load_images(paths)
     h, w = images[0].shape[:2]
@@ -218,11 +255,15 @@ def fit_style(folder: str, fonts: str | None = None, samples: int = 200) -> Fit:
     probe = min(samples, 60)
     keys["text_scale"] = match_scale(keys, real, probe)
     keys.update(choose_blur(keys, real, probe))
+    matched = []
+    if not fonts and match:
+        matched = match_fonts(keys, images[:200], probe, match, features)
+        keys["fonts"] = [f for f, _ in matched]
     rendered = render_style(keys, samples, seed=1)
     default = render_style({"preset": "default", "size": f"{w}x{h}"}, samples, seed=1)
     return Fit(keys, distance(real, [measure(a) for a in rendered]),
                distance(real, [measure(a) for a in default]), len(images), images[:8],
-               rendered[:8])
+               rendered[:8], matched)
 
 
 def to_toml(keys: dict, header: str) -> str:
