@@ -111,6 +111,7 @@ def test_predict_accepts_every_kind_of_image(run, pngs, small_dataset):
         rec.predict(np.full((60, 160, 3), 2.0))
 
 
+@pytest.mark.slow  # ~35 s: a report, its gallery and plots, twice
 def test_eval_report_on_the_dataset_and_on_its_images(run, pngs, small_dataset, tmp_path):
     p = cli("eval", "--model", run, "--data", small_dataset, "--out", tmp_path / "a", "--json")
     a = json.loads(p.stdout)

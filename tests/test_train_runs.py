@@ -269,6 +269,7 @@ def test_train_source_bad_input(tmp_path, args, msg):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # ~50 s: ten CLI runs
 def test_time_budget_then_eval_through_the_cli(small_dataset, digits, tmp_path):
     run = tmp_path / "run"
     p = cli("train", "--data", small_dataset, "--out", run, "--time-budget", "4s",
@@ -504,6 +505,24 @@ def test_fit_style_matches_the_font_of_captchas_made_with_one_family():
         ranked = match_fonts(keys, real, 30, 4, captchalab.load().features, candidates)
         assert ranked[0][0] == family, ranked
         assert [d for _, d in ranked] == sorted(d for _, d in ranked)
+
+
+def test_fit_style_stroke_width_hand_worked_and_matched_by_rendering():
+    """measure's stroke: twice the ink's area over its perimeter, relative to the text's height
+    (a 40 px square ring t px thick: about t / 40); choose_stroke finds the stroke knob that
+    captchas were rendered with."""
+    from captchalab.gen.fitstyle import choose_stroke, measure, render_style
+
+    for t in (4, 8):
+        a = np.full((60, 160, 3), 255, np.uint8)
+        a[10:50, 60:100] = 0
+        a[10 + t:50 - t, 60 + t:100 - t] = 255
+        assert measure(a)["stroke"] * 40 == pytest.approx(t, rel=0.1)
+    keys = {"preset": "default", "size": "160x60", "text_scale": [0.85, 1.0],
+            "fonts": ["roboto"]}
+    for px in (-1, 2):
+        real = [measure(a) for a in render_style({**keys, "stroke": [px, px]}, 30, seed=5)]
+        assert choose_stroke(keys, real, 30) == [px, px]
 
 
 @pytest.mark.parametrize("setup,msg", [

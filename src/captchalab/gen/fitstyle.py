@@ -2,18 +2,19 @@
 
 Each image is measured with simple statistics that a style knob controls: background and text
 colours (border pixels; pixels far from the background), the text block's size and place, pixel
-noise, sharpness and small specks. The knobs are set to the ranges those measurements span,
-then text size and blur are matched by rendering: the text block is scaled until rendered text
-is as wide and tall as the real text (the library's arcs and dots belong to the block it places,
-so the scale cannot be read off directly), and the blur is the one whose renderings are as sharp
-as the real images.
+noise, sharpness, small specks and stroke width. The knobs are set to the ranges those
+measurements span, then text size, blur and stroke width are matched by rendering: the text
+block is scaled until rendered text is as wide and tall as the real text (the library's arcs
+and dots belong to the block it places, so the scale cannot be read off directly), the blur is the one whose renderings are as sharp
+as the real images, and the stroke knob the one whose strokes are as wide (twice the ink's area
+over its perimeter, relative to the text's height).
 What it cannot measure directly (strike-through lines and arcs, glyph rotation) is reported,
 not guessed.
 
 The font is matched, not measured (`match_fonts`): each candidate family renders the fitted
 style, and the families whose renderings are nearest the real images in the shipped model's
 features are kept. The features are the mean and spread over positions of its first
-sequence layer (`sequence_layer`): a model trained to read many fonts still encodes each font's
+sequence layer (`Recognizer.features`): a model trained to read many fonts still encodes each font's
 shapes there, and averaged over a set they no longer depend on which characters were drawn.
 Rendered as a candidate, a family of the pool ranks first against captchas made with it.
 
@@ -35,7 +36,8 @@ from captchalab.core.plot import pyplot
 from captchalab.gen.folders import IMAGE_EXTS
 
 STATS = ("bg_luma", "fg_luma", "contrast", "text_w", "text_h", "text_x", "text_y", "noise",
-         "sharpness", "specks", "ink")
+         "sharpness", "specks", "ink", "stroke")
+STROKES = (-2, -1, 0, 1, 2, 3)  # stroke knob values tried when matching the stroke width
 BLURS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.2)  # blur sigmas tried when matching the sharpness
 UNFITTED = ("strike-through lines and arcs", "glyph rotation and warping")
 # the font families match_fonts chooses from (the held-out ones are never among them)
@@ -105,11 +107,15 @@ def measure(a: np.ndarray) -> dict:
     contrast = abs(float(_luma(fg) - _luma(bg)))
     lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F))
     sharp = float(np.percentile(lap[mask], 90)) / max(contrast, 1.0) if mask.any() else 0.0
+    # stroke width ~ 2 area / perimeter of the text's ink, as a fraction of the text's height
+    contours, _ = cv2.findContours(text.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    perimeter = sum(cv2.arcLength(c, True) for c in contours)
+    stroke_w = 2 * float(text.sum()) / max(perimeter, 1.0) / max(th * h, 1.0)
     return {"bg": bg, "fg": fg, "bg_luma": float(_luma(bg)), "fg_luma": float(_luma(fg)),
             "contrast": contrast, "text_w": tw, "text_h": th,
             "text_x": x0 / max(w - (x1 - x0 + 1), 1), "text_y": y0 / max(h - (y1 - y0 + 1), 1),
             "noise": noise, "sharpness": sharp, "specks": float(len(small)),
-            "ink": float(mask.mean())}
+            "ink": float(mask.mean()), "stroke": stroke_w}
 
 
 def _span(values, lo_q=10, hi_q=90, lo=None, hi=None, digits=2):
@@ -229,6 +235,18 @@ def match_fonts(keys: dict, real_images: list[np.ndarray], count: int, keep: int
     return [(c, round(dist[c], 3)) for c in sorted(dist, key=dist.get)[:keep]]
 
 
+def choose_stroke(keys: dict, real: list[dict], count: int) -> list[int]:
+    """The stroke knob (as a one-value range) from STROKES whose renderings' stroke width
+    (measure's "stroke", median) is nearest the real images'."""
+    target = float(np.median([s["stroke"] for s in real]))
+    gaps = {}
+    for px in STROKES:
+        imgs = render_style({**keys, "stroke": [px, px]}, count)
+        gaps[px] = abs(float(np.median([measure(a)["stroke"] for a in imgs])) - target)
+    best = min(gaps, key=gaps.get)
+    return [best, best]
+
+
 @dataclass
 class Fit:
     keys: dict  # the style file's table
@@ -259,6 +277,7 @@ def fit_style(folder: str, fonts: str | None = None, samples: int = 200,
     if not fonts and match:
         matched = match_fonts(keys, images[:200], probe, match, features)
         keys["fonts"] = [f for f, _ in matched]
+    keys["stroke"] = choose_stroke(keys, real, probe)  # after the fonts: their weight counts
     rendered = render_style(keys, samples, seed=1)
     default = render_style({"preset": "default", "size": f"{w}x{h}"}, samples, seed=1)
     return Fit(keys, distance(real, [measure(a) for a in rendered]),
