@@ -5,16 +5,15 @@ colours (border pixels; pixels far from the background), the text block's size a
 noise, sharpness, small specks and stroke width. The knobs are set to the ranges those
 measurements span, then text size, blur and stroke width are matched by rendering: the text
 block is scaled until rendered text is as wide and tall as the real text (the library's arcs
-and dots belong to the block it places, so the scale cannot be read off directly), the blur is the one whose renderings are as sharp
-as the real images, and the stroke knob the one whose strokes are as wide (twice the ink's area
-over its perimeter, relative to the text's height).
-What it cannot measure directly (strike-through lines and arcs, glyph rotation) is reported,
-not guessed.
+and dots belong to the block it places, so the scale cannot be read off directly), the blur is
+the one whose renderings are as sharp as the real images, and the stroke knob the one whose
+strokes are as wide (twice the ink's area over its perimeter, relative to the text's height).
+What it cannot measure (strike-through lines and arcs, glyph rotation) is reported, not guessed.
 
 The font is matched, not measured (`match_fonts`): each candidate family renders the fitted
 style, and the families whose renderings are nearest the real images in the shipped model's
-features are kept. The features are the mean and spread over positions of its first
-sequence layer (`Recognizer.features`): a model trained to read many fonts still encodes each font's
+features are kept. The features are the mean and spread over positions of its first sequence
+layer (`Recognizer.features`): a model trained to read many fonts still encodes each font's
 shapes there, and averaged over a set they no longer depend on which characters were drawn.
 Rendered as a candidate, a family of the pool ranks first against captchas made with it.
 
