@@ -529,6 +529,7 @@ def test_fit_style_stroke_width_hand_worked_and_matched_by_rendering():
     ("empty", "holds no images"),
     ("mixed", "images of mixed sizes (2 at 160x60, 1 at 100x40)"),
     ("exists", "exists; give --overwrite"),
+    ("match", "--match-fonts"),
 ])
 def test_fit_style_bad_input(tmp_path, setup, msg):
     from PIL import Image
@@ -541,7 +542,8 @@ def test_fit_style_bad_input(tmp_path, setup, msg):
     out = tmp_path / "s.toml"
     if setup == "exists":
         out.write_text("# mine\n")
-    p = cli("fit-style", folder, "--out", out, check=False)
+    extra = ["--match-fonts", -1] if setup == "match" else []
+    p = cli("fit-style", folder, "--out", out, *extra, check=False)
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.png").exists()
     assert setup != "exists" or out.read_text() == "# mine\n"
