@@ -280,6 +280,7 @@ def test_export_gives_the_keras_predictions(run, small_dataset, tmp_path, fmt):
         export_model(str(run), fmt, str(tmp_path / fmt))
 
 
+@pytest.mark.slow  # ~30 s: five predict runs
 def test_predict_min_confidence_rejects_the_unsure(run, pngs):
     rows = [json.loads(line) for line in cli("predict", "--model", run, pngs / "test", "--json",
                                              "--min-confidence", 1.0).stdout.splitlines()]

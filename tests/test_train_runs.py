@@ -111,6 +111,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_dataset, tmp_pa
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
+@pytest.mark.slow  # ~25 s: trains under a two-device strategy
 def test_mixed_precision_on_two_logical_cpu_devices(small_dataset, tmp_path):
     run = tmp_path / "run"  # with --jitter: its random draws under MirroredStrategy
     cli("train", "--data", small_dataset, "--out", run, "--mixed-precision", "--cpu-devices", 2,
