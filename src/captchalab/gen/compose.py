@@ -22,19 +22,8 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 def push_contrast(fg, bg, least: int) -> tuple[int, int, int]:
     """`fg` mixed towards white (on a dark background) or black (on a light one) until its
     luminance differs from `bg`'s by at least `least` (as far as white or black allow)."""
-    fg = np.asarray(fg, float)
-    lf, lb = float(_LUMA @ fg), float(_LUMA @ np.asarray(bg, float))
-    if abs(lf - lb) >= least:
-        return tuple(int(c) for c in fg)
-    if lb < 128:  # L(t) = lf + t (255 - lf)
-        target = min(255.0, lb + least)
-        t = (target - lf) / max(255.0 - lf, 1e-6)
-        out = fg + min(max(t, 0.0), 1.0) * (255.0 - fg)
-    else:  # L(t) = lf (1 - t)
-        target = max(0.0, lb - least)
-        t = 1.0 - target / max(lf, 1e-6)
-        out = fg * (1.0 - min(max(t, 0.0), 1.0))
-    return tuple(int(c) for c in np.clip(out, 0, 255).round())
+    out = push_contrast_array(np.asarray(fg, float)[None, None], bg, least)[0, 0]
+    return tuple(int(c) for c in out.round())
 
 
 def place_text(mask: np.ndarray, v: dict, size: tuple[int, int], extra=()):
@@ -159,16 +148,15 @@ def push_contrast_array(fill: np.ndarray, bg, least: int) -> np.ndarray:
     """push_contrast for every pixel of an HxWx3 float fill (without the rounding)."""
     lb = float(_LUMA @ np.asarray(bg, float))
     lf = fill @ _LUMA
-    if lb < 128:
+    if lb < 128:  # L(t) = lf + t (255 - lf)
         target = min(255.0, lb + least)
         t = (target - lf) / np.maximum(255.0 - lf, 1e-6)
-        toward = 255.0
-    else:
+    else:  # L(t) = lf (1 - t)
         target = max(0.0, lb - least)
         t = 1.0 - target / np.maximum(lf, 1e-6)
-        toward = 0.0
     t = np.where(np.abs(lf - lb) >= least, 0.0, np.clip(t, 0.0, 1.0))[..., None]
-    return np.clip(fill + t * (toward - fill), 0, 255)
+    out = fill + t * (255.0 - fill) if lb < 128 else fill * (1.0 - t)
+    return np.clip(out, 0, 255)
 
 
 @dataclass(frozen=True)
