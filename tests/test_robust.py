@@ -76,6 +76,7 @@ def test_robust_bad_input(run, tmp_path, args, msg):
     assert not (tmp_path / "study").exists()
 
 
+@pytest.mark.slow  # ~22 s: a whole sweep over a trained run
 def test_tiny_study_end_to_end(run, tmp_path):
     other = tmp_path / "copy"
     shutil.copytree(run, other)

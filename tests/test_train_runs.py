@@ -130,6 +130,7 @@ def test_mixed_precision_on_two_logical_cpu_devices(small_dataset, tmp_path):
     assert np.isfinite(float(_history(run)[0]["loss"]))
 
 
+@pytest.mark.slow  # ~21 s: trains from the on-the-fly stream
 def test_on_the_fly_training_from_a_preset(tmp_path):
     run = tmp_path / "run"
     cli("train", "--on-the-fly", "--style", "easy", "--out", run, "--epochs", 2,
