@@ -20,7 +20,9 @@ transfer bench's set) for four arms:
 Of the N labels, a fifth (at least 10) is the run's val split and the rest its train split, as a
 user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
 seconds of compute that arm took all told (the fitted arm includes fitting, generating and
-pretraining). Printed, and written as OUT/adapt.json and OUT/adapt.png.
+pretraining); a self-trained cell also lists, per round, the pseudo-labels kept, the share of
+them that is right and that round's accuracy. Printed, and written as OUT/adapt.json and
+OUT/adapt.png.
 
     python bench/adapt.py                      # ~60 minutes on 2 cores
     python bench/adapt.py --labels 0,100 --generator wheezy-captcha
@@ -77,9 +79,10 @@ def train(data, out, budget, init=None, lr=None, mix=None):
     return cli(*args)
 
 
-def self_train(a, data, start, fitted, unl, truths, work, min_confidence):
+def self_train(a, data, start, fitted, unl, truths, work, min_confidence, test):
     """Rounds of pseudo-labelling `unl` with the last run and fine-tuning `fitted` on `data`
-    with them mixed in. Returns (last run, seconds, [(kept, precision) per round])."""
+    with them mixed in. Returns (last run, seconds, [per round: {kept, precision, seq_acc}]),
+    seq_acc: that round's run on `test` (scored outside the timed compute)."""
     from captchalab.gen import shards as sh
 
     run, t, rounds = start, 0.0, []
@@ -90,9 +93,11 @@ def self_train(a, data, start, fitted, unl, truths, work, min_confidence):
         m = sh.read_manifest(pseudo)
         got = {os.path.basename(x["source/file"]): x["label/text"]
                for x in sh.iter_split(pseudo, m, "train")}
-        rounds.append((len(got), sum(truths[f] == v for f, v in got.items()) / len(got)))
+        precision = sum(truths[f] == v for f, v in got.items()) / max(1, len(got))
         run = os.path.join(work, f"round-{r}")
         t += train(data, run, a.finetune_budget, init=fitted, mix=f"{pseudo}:{a.pseudo_share}")
+        rounds.append({"kept": len(got), "precision": round(precision, 3),
+                       "seq_acc": round(accuracy(run, test)["seq_acc"], 3)})
     return run, t, rounds
 
 
@@ -144,12 +149,11 @@ def study(name, a, test, work) -> dict:
         truths[f"{index}.png"] = label
     if a.rounds and 0 in a.labels:
         run, t, rounds = self_train(a, fdata, fitted, fitted, unl, truths,
-                                    os.path.join(work, "self-0"), a.zero_min_confidence)
+                                    os.path.join(work, "self-0"), a.zero_min_confidence, test)
         out["self-trained"][0] = {**accuracy(run, test), "seconds": round(fitted_cost + t, 1),
-                                  "pseudo_labels": [{"kept": k, "precision": round(p, 3)}
-                                                    for k, p in rounds]}
+                                  "rounds": rounds}
         print(f"{name} N=0: self-trained {out['self-trained'][0]['seq_acc']:.3f} "
-              f"(pseudo-labels kept, right: {rounds})", flush=True)
+              f"(per round: {rounds})", flush=True)
     for n in [n for n in a.labels if n > 0]:
         data, t_import = labelled_data(pool, n, work)
         for arm, init, budget in (("scratch", None, a.scratch_budget),
@@ -162,11 +166,10 @@ def study(name, a, test, work) -> dict:
         if a.rounds:
             run, t, rounds = self_train(a, data, os.path.join(work, f"fitted-{n}"), fitted, unl,
                                         truths, os.path.join(work, f"self-{n}"),
-                                        a.min_confidence)
+                                        a.min_confidence, test)
             out["self-trained"][n] = {**accuracy(run, test),
                                       "seconds": round(out["fitted"][n]["seconds"] + t, 1),
-                                      "pseudo_labels": [{"kept": k, "precision": round(p, 3)}
-                                                        for k, p in rounds]}
+                                      "rounds": rounds}
         print(f"{name} N={n}: " + ", ".join(f"{arm} {out[arm][n]['seq_acc']:.3f}"
                                             for arm in ARMS if n in out[arm]), flush=True)
     return out

@@ -80,8 +80,8 @@ def test_bench_adapt_at_toy_size(tmp_path):
     res = json.loads((out / "adapt.json").read_text())["results"]["wheezy-captcha"]
     assert set(res["scratch"]) == {"20"} and set(res["pretrained"]) == set(res["fitted"]) == {"0", "20"}
     for n in ("0", "20"):  # at N = 0 too: the fitted run labels the unlabelled captchas
-        (pseudo,) = res["self-trained"][n].pop("pseudo_labels")
-        assert 0 < pseudo["kept"] <= 12 and 0 <= pseudo["precision"] <= 1
+        (r1,) = res["self-trained"][n].pop("rounds")
+        assert 0 < r1["kept"] <= 12 and 0 <= r1["precision"] <= 1 and 0 <= r1["seq_acc"] <= 1
         assert res["self-trained"][n]["seconds"] > res["fitted"][n]["seconds"]
     for arm in res.values():
         assert all(c["n"] == 12 and 0 <= c["seq_acc"] <= 1 and c["seconds"] >= 0
