@@ -479,7 +479,7 @@ def test_fit_style_gen_and_init_from_end_to_end(tmp_path):
     style = tmp_path / "site.toml"
     p = cli("fit-style", tmp_path / "png" / "test", "--out", style, "--samples", 20,
             "--match-fonts", 2)
-    assert "not fitted: strike-through" in p.stdout and (tmp_path / "site.png").is_file()
+    assert "not fitted: the shape of lines" in p.stdout and (tmp_path / "site.png").is_file()
     keys = __import__("tomllib").loads(style.read_text())
     assert "fonts matched (feature distance): " in p.stdout and len(keys["fonts"]) == 2
     assert keys["size"] == "200x70"
@@ -525,6 +525,25 @@ def test_fit_style_stroke_width_hand_worked_and_matched_by_rendering():
     for px in (-1, 2):
         real = [measure(a) for a in render_style({**keys, "stroke": [px, px]}, 30, seed=5)]
         assert choose_stroke(keys, real, 30) == [px, px]
+
+
+def test_fit_style_lines_hand_worked_and_matched_by_rendering():
+    """measure's span: the widest connected piece of ink over the text's width (two 20 px
+    blocks 40 px apart: 20 / 80; joined by a line: 1); choose_lines finds whether captchas
+    were struck through with a line."""
+    from captchalab.gen.fitstyle import choose_lines, measure, render_style
+
+    a = np.full((60, 160, 3), 255, np.uint8)
+    a[20:40, 40:60] = a[20:40, 100:120] = 0
+    assert measure(a)["span"] == pytest.approx(20 / 80, abs=0.03)
+    a[29:31, 40:120] = 0
+    assert measure(a)["span"] == pytest.approx(1.0, abs=0.03)
+    keys = {"preset": "default", "size": "160x60", "text_scale": [0.85, 1.0],
+            "fonts": ["roboto"], "noise_curves": [0, 0]}
+    for k in (0, 1):
+        imgs = render_style({**keys, "lines": [k, k], "line_width": [2, 2]}, 30, seed=5)
+        got = choose_lines(keys, [measure(a) for a in imgs], 30)
+        assert got["lines"] == [k, k], got
 
 
 @pytest.mark.parametrize("setup,msg", [

@@ -2,13 +2,17 @@
 
 Each image is measured with simple statistics that a style knob controls: background and text
 colours (border pixels; pixels far from the background), the text block's size and place, pixel
-noise, sharpness, small specks and stroke width. The knobs are set to the ranges those
-measurements span, then text size, blur and stroke width are matched by rendering: the text
-block is scaled until rendered text is as wide and tall as the real text (the library's arcs
-and dots belong to the block it places, so the scale cannot be read off directly), the blur is
-the one whose renderings are as sharp as the real images, and the stroke knob the one whose
-strokes are as wide (twice the ink's area over its perimeter, relative to the text's height).
-What it cannot measure (strike-through lines and arcs, glyph rotation) is reported, not guessed.
+noise, sharpness, small specks, stroke width and the span of the widest connected piece of ink.
+The knobs are set to the ranges those measurements span, then text size, blur, stroke width and
+strike-through lines are matched by rendering: the text block is scaled until rendered text is
+as wide and tall as the real text (the library's arcs and dots belong to the block it places,
+so the scale cannot be read off directly), the blur is the one whose renderings are as sharp as
+the real images, the stroke knob the one whose strokes are as wide (twice the ink's area over
+its perimeter, relative to the text's height), and the number of lines struck through the text
+the one whose renderings' widest piece of ink spans as much of the text as the real images'
+(a line joins the glyphs it crosses into one piece as wide as the text; glyphs that touch join
+too, which the rendering with the same fonts and spacing accounts for). What it cannot measure
+(the shape of lines and arcs, glyph rotation) is reported, not guessed.
 
 The font is matched, not measured (`match_fonts`): each candidate family renders the fitted
 style, and the families whose renderings are nearest the real images in the shipped model's
@@ -35,10 +39,11 @@ from captchalab.core.plot import pyplot
 from captchalab.gen.folders import IMAGE_EXTS
 
 STATS = ("bg_luma", "fg_luma", "contrast", "text_w", "text_h", "text_x", "text_y", "noise",
-         "sharpness", "specks", "ink", "stroke")
+         "sharpness", "specks", "ink", "stroke", "span")
 STROKES = (-2, -1, 0, 1, 2, 3)  # stroke knob values tried when matching the stroke width
 BLURS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.2)  # blur sigmas tried when matching the sharpness
-UNFITTED = ("strike-through lines and arcs", "glyph rotation and warping")
+UNFITTED = ("the shape of lines and arcs (lines are drawn straight)", "glyph rotation and warping")
+LINES = (0, 1, 2)  # strike-through line counts tried when matching the span
 # the font families match_fonts chooses from (the held-out ones are never among them)
 BASE_FAMILIES = ("builtin", "dejavu-sans", "dejavu-serif", "dejavu-mono", "stix")
 
@@ -110,11 +115,15 @@ def measure(a: np.ndarray) -> dict:
     contours, _ = cv2.findContours(text.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     perimeter = sum(cv2.arcLength(c, True) for c in contours)
     stroke_w = 2 * float(text.sum()) / max(perimeter, 1.0) / max(th * h, 1.0)
+    # the widest 8-connected piece of the text's ink, as a fraction of the text's width
+    n2, _, st2, _ = cv2.connectedComponentsWithStats(text.astype(np.uint8), connectivity=8)
+    widest = max((int(st2[i, cv2.CC_STAT_WIDTH]) for i in range(1, n2)), default=0)
     return {"bg": bg, "fg": fg, "bg_luma": float(_luma(bg)), "fg_luma": float(_luma(fg)),
             "contrast": contrast, "text_w": tw, "text_h": th,
             "text_x": x0 / max(w - (x1 - x0 + 1), 1), "text_y": y0 / max(h - (y1 - y0 + 1), 1),
             "noise": noise, "sharpness": sharp, "specks": float(len(small)),
-            "ink": float(mask.mean()), "stroke": stroke_w}
+            "ink": float(mask.mean()), "stroke": stroke_w,
+            "span": min(widest / max(x1 - x0 + 1, 1.0), 1.0)}
 
 
 def _span(values, lo_q=10, hi_q=90, lo=None, hi=None, digits=2):
@@ -246,6 +255,28 @@ def choose_stroke(keys: dict, real: list[dict], count: int) -> list[int]:
     return [best, best]
 
 
+def choose_lines(keys: dict, real: list[dict], count: int) -> dict:
+    """{"lines", "line_width"}: the count from LINES (as a one-value range) whose renderings'
+    mean span (measure's "span") is nearest the real images' (the fewest within 0.01 of the
+    nearest: one line already joins the text into one piece, so the span tells whether there
+    are lines more than how many), drawn 1 px to as wide as the
+    real strokes (the stroke statistic times the text's height, at most 4 px): a site's lines
+    are often thinner than its glyphs' strokes."""
+    target = float(np.mean([s["span"] for s in real]))
+    px = float(np.median([s["stroke"] * s["text_h"] for s in real])) * render_height(keys)
+    width = int(np.clip(round(px), 1, 4))
+    gaps = {}
+    for k in LINES:
+        imgs = render_style({**keys, "lines": [k, k], "line_width": [1, width]}, count)
+        gaps[k] = abs(float(np.mean([measure(a)["span"] for a in imgs])) - target)
+    best = min(k for k in LINES if gaps[k] <= min(gaps.values()) + 0.01)
+    return {"lines": [best, best], "line_width": [1, width]}
+
+
+def render_height(keys: dict) -> int:
+    return int(str(keys["size"]).split("x")[1])
+
+
 @dataclass
 class Fit:
     keys: dict  # the style file's table
@@ -277,6 +308,7 @@ def fit_style(folder: str, fonts: str | None = None, samples: int = 200,
         matched = match_fonts(keys, images[:200], probe, match, features)
         keys["fonts"] = [f for f, _ in matched]
     keys["stroke"] = choose_stroke(keys, real, probe)  # after the fonts: their weight counts
+    keys.update(choose_lines(keys, real, probe))  # after fonts and stroke: glyphs touch or not
     rendered = render_style(keys, samples, seed=1)
     default = render_style({"preset": "default", "size": f"{w}x{h}"}, samples, seed=1)
     return Fit(keys, distance(real, [measure(a) for a in rendered]),
