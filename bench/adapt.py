@@ -222,7 +222,7 @@ def main():
     ap.add_argument("--scratch-budget", default="90s")
     ap.add_argument("--unlabelled-pool", type=int, default=2000,
                     help="unlabelled captchas the self-trained arm labels")
-    ap.add_argument("--rounds", type=int, default=2, help="self-training rounds (0: no arm)")
+    ap.add_argument("--rounds", type=int, default=3, help="self-training rounds (0: no arm)")
     ap.add_argument("--min-confidence", type=float, default=0.5,
                     help="self-training: readings kept as pseudo-labels")
     ap.add_argument("--zero-min-confidence", type=float, default=0.9,
