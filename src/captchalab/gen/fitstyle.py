@@ -259,11 +259,12 @@ def choose_lines(keys: dict, real: list[dict], count: int) -> dict:
     """{"lines", "line_width"}: the count from LINES (as a one-value range) whose renderings'
     mean span (measure's "span") is nearest the real images' (the fewest within 0.01 of the
     nearest: one line already joins the text into one piece, so the span tells whether there
-    are lines more than how many), drawn 1 px to as wide as the
-    real strokes (the stroke statistic times the text's height, at most 4 px): a site's lines
-    are often thinner than its glyphs' strokes."""
+    are lines more than how many), drawn 1 px to as wide as the real strokes (the stroke
+    statistic times the text's height, at most 4 px): a site's lines are often thinner than its
+    glyphs' strokes."""
     target = float(np.mean([s["span"] for s in real]))
-    px = float(np.median([s["stroke"] * s["text_h"] for s in real])) * render_height(keys)
+    h = int(str(keys["size"]).split("x")[1])
+    px = float(np.median([s["stroke"] * s["text_h"] for s in real])) * h
     width = int(np.clip(round(px), 1, 4))
     gaps = {}
     for k in LINES:
@@ -271,10 +272,6 @@ def choose_lines(keys: dict, real: list[dict], count: int) -> dict:
         gaps[k] = abs(float(np.mean([measure(a)["span"] for a in imgs])) - target)
     best = min(k for k in LINES if gaps[k] <= min(gaps.values()) + 0.01)
     return {"lines": [best, best], "line_width": [1, width]}
-
-
-def render_height(keys: dict) -> int:
-    return int(str(keys["size"]).split("x")[1])
 
 
 @dataclass
