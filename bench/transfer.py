@@ -9,17 +9,21 @@ Test sets (each --samples captchas, 4 characters from 0-9a-z, 160x60):
                         other captcha generators from PyPI (the `transfer` extra; bench-only,
                         never training data), each drawing our labels with its own fonts,
                         colours and noise, scaled to 160x60
-Rows: each --model NAME=RUN; each --train RECIPE, trained here on the fly for --budget into
-OUT/runs/RECIPE (kept: a recipe already trained there is reused); plus ddddocr (the pretrained
-captcha OCR on PyPI), lower-cased. Recipes: default, varied, universal (`train --on-the-fly
---style NAME`), and the ablation universal-no-PART: universal with one part of its space
-(fonts, colour, geometry, clutter, degradations) put back to the captcha library's defaults.
+Rows: each --model NAME=RUN; each --train RECIPE, trained here for --budget into OUT/runs/RECIPE
+(kept: a recipe already trained there is reused) on the fly, or with --shards N from N samples
+rendered first into OUT/data/RECIPE (the shipped model's way; --mix mixes presets in either
+way); plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased. Recipes: default, varied,
+universal (`--style NAME`), and the ablation universal-no-PART: universal with one part of its
+space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
+defaults.
 Cells: full-sequence accuracy with its 95 % Wilson interval, and character accuracy. Printed,
 and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered once into OUT/sets
 (seeded: the same on every run) and reused.
 
     python bench/transfer.py --model default=runs/default --model universal=runs/universal
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
+    python bench/transfer.py --train universal,universal-no-clutter --shards 40000 \
+        --mix default:0.2 --budget 10m --no-peer
 """
 
 from __future__ import annotations
@@ -139,19 +143,31 @@ def recipe_args(name, folder):
     return ["--style-file", path]
 
 
-def train_recipe(name, out, budget):
-    """Train recipe `name` on the fly for `budget` into out/runs/name (reused if there)."""
+def train_recipe(name, out, budget, shards=0, mix=""):
+    """Train recipe `name` for `budget` into out/runs/name (reused if there): on the fly, or
+    from `shards` samples rendered first into out/data/name. Returns (run, seconds rendering)."""
     run = os.path.join(out, "runs", name)
     if os.path.isfile(os.path.join(run, "model.keras")):
         print(f"{name}: reusing {run}", flush=True)
-        return run
+        return run, None
     shutil.rmtree(run, ignore_errors=True)
+    style = [*recipe_args(name, os.path.join(out, "styles")), *(["--mix", mix] if mix else [])]
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "captchalab", "train", "--on-the-fly", "--out", run,
-                    "--time-budget", budget, "-q",
-                    *recipe_args(name, os.path.join(out, "styles"))], check=True)
-    print(f"{name}: trained in {time.perf_counter() - t:.0f} s", flush=True)
-    return run
+    gen_s = 0.0
+    if shards:
+        data = os.path.join(out, "data", name)
+        subprocess.run([sys.executable, "-m", "captchalab", "gen", "--out", data, "--train",
+                        str(shards), "--val", "1000", "--seed", "1", "--overwrite", "-q", *style],
+                       check=True)
+        gen_s = time.perf_counter() - t
+        args = ["--data", data]
+    else:
+        args = ["--on-the-fly", *style]
+    subprocess.run([sys.executable, "-m", "captchalab", "train", "--out", run, "--time-budget",
+                    budget, "-q", *args], check=True)
+    print(f"{name}: {f'rendered in {gen_s:.0f} s, ' if shards else ''}trained in "
+          f"{time.perf_counter() - t - gen_s:.0f} s", flush=True)
+    return run, round(gen_s, 1)
 
 
 def foreign_set(name, n, folder, tag="transfer"):
@@ -207,8 +223,13 @@ def main():
     ap.add_argument("--out", default="bench/out/transfer")
     ap.add_argument("--no-peer", action="store_true", help="skip the ddddocr row")
     ap.add_argument("--train", default="", metavar="RECIPE,…",
-                    help=f"recipes to train on the fly and score: {', '.join(RECIPES)}")
+                    help=f"recipes to train and score: {', '.join(RECIPES)}")
     ap.add_argument("--budget", default="10m", help="--time-budget of each --train recipe")
+    ap.add_argument("--shards", type=int, default=0, metavar="N",
+                    help="--train recipes: render N train samples first and train on them "
+                         "(0: on the fly)")
+    ap.add_argument("--mix", default="", metavar="PRESET:SHARE[,…]",
+                    help="--train recipes: presets mixed into each recipe (gen/train --mix)")
     a = ap.parse_args()
     models = dict(m.split("=", 1) for m in a.model)
     recipes = [r for r in a.train.split(",") if r]
@@ -232,8 +253,9 @@ def main():
             print(f"rendered {name}: {a.samples} in {time.perf_counter() - t:.0f} s", flush=True)
         sets[name] = load_set(folder)
 
+    gen_seconds = {}
     for r in recipes:
-        models[r] = train_recipe(r, a.out, a.budget)
+        models[r], gen_seconds[r] = train_recipe(r, a.out, a.budget, a.shards, a.mix)
 
     import captchalab
 
@@ -263,7 +285,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
         json.dump({"samples": a.samples, "models": models, "budget": a.budget if recipes else None,
-                   "results": results}, f, indent=2)
+                   "shards": a.shards if recipes else None, "mix": a.mix or None,
+                   "gen_seconds": gen_seconds, "results": results}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")
 

@@ -64,6 +64,26 @@ def test_bench_transfer_at_toy_size(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_transfer_trains_a_recipe_from_shards(tmp_path):
+    """--shards renders the recipe's samples (with --mix) and trains on them, not on the fly."""
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples", "4",
+                    "--out", str(out), "--train", "universal-no-degradations", "--shards", "64",
+                    "--mix", "default:0.2", "--budget", "3s", "--no-peer"],
+                   check=True, env=ENV, cwd=ROOT, capture_output=True)
+    res = json.loads((out / "transfer.json").read_text())
+    assert res["shards"] == 64 and res["mix"] == "default:0.2"
+    assert res["gen_seconds"]["universal-no-degradations"] > 0
+    from captchalab.gen import shards as sh
+    data = str(out / "data" / "universal-no-degradations")
+    m = sh.read_manifest(data)
+    assert m["splits"]["train"]["count"] == 64 and "blur" not in m["style"]  # at its default
+    assert m["style"]["mix"]["share"] == 0.2
+    cfg = json.loads((out / "runs" / "universal-no-degradations" / "config.json").read_text())
+    assert not cfg["train"].get("on_the_fly")
+
+
+@pytest.mark.slow
 def test_bench_adapt_at_toy_size(tmp_path):
     """bench/adapt.py runs every arm at every N, self-training included, and writes the curve
     (toy budgets: plumbing)."""
