@@ -69,6 +69,7 @@ def test_contrast_push_and_text_placement_hand_worked():
     (["--test", 10, "--tilt", "-50-10"], "--tilt"),
     (["--test", 10, "--stroke", "5"], "--stroke"),
     (["--test", 10, "--glyph-colour", "2"], "--glyph-colour"),
+    (["--test", 10, "--aspect", "0.1-1"], "--aspect"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)
@@ -324,3 +325,16 @@ def test_text_larger_than_the_canvas_is_cut_by_its_edges():
              text_y=0.5)
     out = place_text(mask, v, (160, 60))  # 200x50, centred: 20 px cut off on either side
     assert out.shape == (60, 160) and out[5:55].min() > 0.99 and out[:4].max() == 0
+
+
+def test_aspect_stretches_the_text_before_it_is_fitted():
+    mask = np.zeros((60, 160), np.uint8)
+    mask[5:15, 40:60] = 255  # a 20x10 block
+    v = dict(shear=0.0, tilt=0.0, wave=0.0, wave_period=80.0, text_scale=1.0, text_x=0.0,
+             text_y=0.5)
+    wide = place_text(mask, {**v, "aspect": 2.0}, (160, 60))  # 40x10, fitted 4x: 160x40
+    assert wide[10:50].min() > 0.99 and wide[:10].max() == 0 and wide[50:].max() == 0
+    narrow = place_text(mask, {**v, "aspect": 0.5}, (160, 60))  # 10x10, fitted 6x: 60x60
+    assert narrow[:, :60].min() > 0.99 and narrow[:, 60:].max() == 0
+    assert np.array_equal(place_text(mask, {**v, "aspect": 1.0}, (160, 60)),
+                          place_text(mask, v, (160, 60)))  # 1: as before the knob existed

@@ -27,8 +27,8 @@ def push_contrast(fg, bg, least: int) -> tuple[int, int, int]:
 
 
 def place_text(mask: np.ndarray, v: dict, size: tuple[int, int], extra=()):
-    """The library's text mask (uint8 HxW) cropped to the text, tilted, sheared and waved, then
-    scaled by text_scale into the canvas at (text_x, text_y) (text larger than the canvas is cut
+    """The library's text mask (uint8 HxW) cropped to the text, tilted, sheared and waved,
+    stretched to `aspect` times its width, then scaled by text_scale into the canvas at (text_x, text_y) (text larger than the canvas is cut
     by its edges): float32 HxW in [0, 1]. With `extra` layers (uint8 HxW: the glyph id layers,
     see glyph_ids) the same is done to each and (mask, *extra) is returned."""
     w, h = size
@@ -50,6 +50,7 @@ def place_text(mask: np.ndarray, v: dict, size: tuple[int, int], extra=()):
     if v["wave"]:
         arrays = [_wave(a, v["wave"], v["wave_period"]) for a in arrays]
     bh, bw = arrays[0].shape
+    bw = bw * v.get("aspect", 1.0)  # the block as stretched: fitted and resized to this width
     fit = min(w / bw, h / bh) * v["text_scale"]
     nw, nh = max(1, round(bw * fit)), max(1, round(bh * fit))
     if v["text_scale"] <= 1:  # as before text could be larger than the canvas

@@ -82,6 +82,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("shapes", int, 0, 40, "filled shapes in random colours, under or over the text"),
         ("clutter_colour", float, 0, 1,
          "how far lines, dots and arcs are drawn from fg towards a colour of their own"),
+        ("aspect", float, 0.3, 3,
+         "the text's width times this before it is fitted (over 1: wider glyphs and gaps)"),
     ]],
 ]}
 SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
@@ -136,6 +138,7 @@ class Style:
     stroke: tuple[int, int] = (0, 0)
     shapes: tuple[int, int] = (0, 0)
     clutter_colour: tuple[float, float] = (0.0, 0.0)
+    aspect: tuple[float, float] = (1.0, 1.0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
