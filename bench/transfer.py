@@ -222,6 +222,9 @@ def main():
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--out", default="bench/out/transfer")
     ap.add_argument("--no-peer", action="store_true", help="skip the ddddocr row")
+    ap.add_argument("--scales", default="", metavar="W1,W2,…",
+                    help="widths every model reads each image at (eval --scales; default: each "
+                         "run's own: 1,0.85,0.7 for the shipped model, 1 for others)")
     ap.add_argument("--train", default="", metavar="RECIPE,…",
                     help=f"recipes to train and score: {', '.join(RECIPES)}")
     ap.add_argument("--budget", default="10m", help="--time-budget of each --train recipe")
@@ -261,7 +264,7 @@ def main():
 
     results = {}
     for mname, run in models.items():
-        rec = captchalab.load(run)
+        rec = captchalab.load(run, [float(v) for v in a.scales.split(",")] if a.scales else None)
         t = time.perf_counter()
         results[mname] = {s: score(lab, [p.text for p in rec.predict(list(ims))])
                           for s, (lab, ims, _) in sets.items()}
@@ -286,6 +289,7 @@ def main():
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
         json.dump({"samples": a.samples, "models": models, "budget": a.budget if recipes else None,
                    "shards": a.shards if recipes else None, "mix": a.mix or None,
+                   "scales": a.scales or "each run's own",
                    "gen_seconds": gen_seconds, "results": results}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")

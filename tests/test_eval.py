@@ -148,7 +148,7 @@ def test_accuracy_by_style_value(run, tmp_path):
     assert len(fonts) >= 2 and sum(f["samples"] for f in fonts) == 30  # builtin + DejaVu faces
     assert len(r["by_style"]["rotate"]) == 5  # a drawn float: quantile bins
     assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4, "tta": False,
-                             "temperature": json.loads((run / "calibration.json").read_text())[
+                             "scales": [1.0], "temperature": json.loads((run / "calibration.json").read_text())[
                                  "temperature"]}
 
 
@@ -209,6 +209,40 @@ def test_test_time_augmentation_through_eval_and_predict(run, small_dataset, png
     assert [line.split("\t")[1] for line in p.stdout.splitlines()] == texts[:3]
 
 
+def test_squeeze_hand_worked():
+    from captchalab.eval.predictor import squeeze
+
+    batch = np.full((2, 4, 10, 3), 200, np.uint8)
+    batch[0, :, :, :] = 10  # image 0: dark all over but for two light columns
+    batch[0, :, 4:6] = 250
+    out = squeeze(batch, 0.5)  # 5 columns wide, from column 2, on the image's median colour
+    assert out.shape == batch.shape and out.dtype == np.uint8
+    assert (out[0, :, :2] == 10).all() and (out[0, :, 7:] == 10).all()
+    assert out[0, :, 2:7].max() > 100 and out[0, :, 2:7].min() == 10  # the light stripe, narrower
+    assert (out[1] == 200).all()  # a flat image stays flat
+    assert squeeze(batch, 1.0) is batch
+
+
+def test_reading_at_several_widths_keeps_the_most_confident(run, pngs, tmp_path):
+    import captchalab
+
+    files = sorted(str(f) for f in pngs.glob("test/*.png"))
+    scales = (1.0, 0.85, 0.7)
+    both = captchalab.load(run, scales).predict(files)
+    views = [captchalab.load(run, (s,)).predict(files) for s in scales]
+    assert captchalab.load(run).scales == (1.0,)  # a run without its own: one width
+    for i, q in enumerate(both):
+        best = max((v[i] for v in views), key=lambda v: v.confidence)
+        assert q.text == best.text and q.confidence == pytest.approx(best.confidence, rel=1e-5)
+    p = cli("eval", "--model", run, "--images", pngs / "test", "--scales", "1,0.85,0.7",
+            "--out", tmp_path / "r")
+    assert "widths 1,0.85,0.7" in p.stdout
+    r = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r["decoding"]["scales"] == list(scales)
+    p = cli("predict", "--model", run, *files[:3], "--scales", "1,0.85,0.7")
+    assert [line.split("\t")[1] for line in p.stdout.splitlines()] == [q.text for q in both[:3]]
+
+
 EVAL_BAD = [
     (["--images", "{empty}"], "holds no labelled images"),
     (["--images", "{upper}"], "label 'ABCD' has 'ABCD', which the model cannot output"),
@@ -243,6 +277,8 @@ def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
     (["export", "--model", "{run}", "--out", "{run}"], "exists and is not empty"),
     (["predict", "--model", "{run}", "--min-confidence", "2", "{run}"], "--min-confidence"),
     (["predict", "--model", "{run}", "-", "{run}"], "give '-' alone"),
+    (["predict", "--model", "{run}", "--scales", "1,1.5", "{run}"], "in (0, 1]"),
+    (["predict", "--model", "{run}", "--scales", "1,x", "{run}"], "not a list of numbers"),
 ])
 def test_predict_and_export_bad_input(run, tmp_path, args, msg):
     p = cli(*[a.format(run=run, none=tmp_path / "none") for a in args], check=False)

@@ -81,6 +81,18 @@ def main(argv=None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def parse_scales(text: str) -> tuple[float, ...]:
+    """--scales W1,W2,…: shares of the image's width, checked by the predictor's rule."""
+    from captchalab.eval.predictor import check_scales
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"scales: {text!r} is not a list of numbers; give shares of the "
+                         "image's width in (0, 1], e.g. 1,0.85,0.7", param="scales") from None
+    return check_scales(values)
+
+
 def _command_line() -> str:
     return "captchalab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -575,13 +587,18 @@ def train(ctx, data, out, resume, quiet, **opts):
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
+@click.option("--scales", callback=lambda c, p, v: v and parse_scales(v), metavar="W1,W2,…",
+              help="Read every image also squeezed to these shares of its width and keep the "
+              "most confident reading (one pass per width).  [default: the model's own; the "
+              "shipped model: 1,0.85,0.7; other runs: 1]")
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="With --images: skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
-def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, as_json):
+def eval_(run_dir, data, images, split, beam_width, tta, scales, out, resize, skip_bad,
+          as_json):
     """Score a model: accuracy with 95% CIs, CER, per position and length, confusions, errors."""
     import json
 
@@ -591,7 +608,8 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
     if images is None and skip_bad:
         raise UsageError("--skip-bad applies to --images only")
     report, files = evaluate(resolve_run(run_dir), data=data, images=images, split=split,
-                             beam_width=beam_width, tta=tta, out=out, resize=resize,
+                             beam_width=beam_width, tta=tta, scales=scales, out=out,
+                             resize=resize,
                              skip_bad=skip_bad)
     if as_json:
         click.echo(json.dumps(report, indent=1, ensure_ascii=False))
@@ -614,11 +632,16 @@ def eval_(run_dir, data, images, split, beam_width, tta, out, resize, skip_bad, 
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
+@click.option("--scales", callback=lambda c, p, v: v and parse_scales(v), metavar="W1,W2,…",
+              help="Read every image also squeezed to these shares of its width and keep the "
+              "most confident reading (one pass per width).  [default: the model's own; the "
+              "shipped model: 1,0.85,0.7; other runs: 1]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_confidence):
+def predict(run_dir, images, beam_width, tta, scales, resize, skip_bad, as_json,
+            min_confidence):
     """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
     import json
     import tempfile
@@ -637,7 +660,7 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
         else:
             audio = read_config(run).get("data_kind") == "audio"
             paths = expand_paths(images, AUDIO_EXTS if audio else None)
-        rec = load(run)
+        rec = load(run, scales)
         preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
                                         skip_bad=skip_bad, tta=tta,
                                         warn=lambda m: click.echo(m, err=True))
@@ -676,9 +699,13 @@ def predict(run_dir, images, beam_width, tta, resize, skip_bad, as_json, min_con
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: every model reads each image at every phase of its "
               "downscale grid (4 views at 1/2); that many times slower.")
+@click.option("--scales", callback=lambda c, p, v: v and parse_scales(v), metavar="W1,W2,…",
+              help="Read every image also squeezed to these shares of its width and keep the "
+              "most confident reading (one pass per width).  [default: the model's own; the "
+              "shipped model: 1,0.85,0.7; other runs: 1]")
 @click.option("-q", "--quiet", is_flag=True, help="No per-set lines.")
 def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, out, workers,
-           tta, quiet):
+           tta, scales, quiet):
     """Accuracy as knobs, fonts, lengths, charset, size and corruptions change (audio models:
     audio knobs, voices, length, charset); several models."""
     from captchalab.eval.corruptions import parse_corruptions, parse_severities
@@ -689,7 +716,7 @@ def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, 
     sevs = parse_severities(severities)
     r = study([resolve_run(r) for r in runs], sweeps=parsed, corruptions=names, severities=sevs, samples=samples,
               out=out, baseline=baseline and resolve_run(baseline), base_data=base_data, workers=workers, tta=tta,
-              echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+              scales=scales, echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     for name, s in r["summary"].items():
         line = f"{name}: clean sequence accuracy {s['clean_seq_acc']:.4f}"
         if "mean_corruption_seq_acc" in s:

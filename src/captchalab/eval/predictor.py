@@ -23,6 +23,35 @@ class Prediction:
     confidence: float  # greedy: product of the chosen per-step probabilities; beam: exp(-score)
 
 
+def check_scales(scales) -> tuple[float, ...]:
+    """Widths to read an image at (shares of its width), each in (0, 1], 1 to 8 of them."""
+    out = tuple(float(v) for v in scales)
+    if not 1 <= len(out) <= 8 or not all(0 < v <= 1 for v in out):
+        raise UsageError(f"scales: {','.join(f'{v:g}' for v in out) or 'none'} is not allowed; "
+                         "give 1 to 8 shares of the image's width in (0, 1], e.g. 1,0.85,0.7",
+                         param="scales")
+    return out
+
+
+def squeeze(batch: np.ndarray, share: float) -> np.ndarray:
+    """uint8 RGB [N,H,W,3] -> each image scaled to `share` of its width (bilinear), centred
+    on a canvas of its own median colour: glyphs drawn wider than the model learnt them become
+    as narrow as it expects. share 1: the batch as it is."""
+    from PIL import Image
+
+    if share >= 1:
+        return batch
+    n, h, w, _ = batch.shape
+    nw = max(1, round(w * share))
+    x0 = (w - nw) // 2
+    out = np.empty_like(batch)
+    out[:] = np.median(batch.reshape(n, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+    for i, im in enumerate(batch):
+        out[i, :, x0:x0 + nw] = np.asarray(
+            Image.fromarray(im).resize((nw, h), Image.Resampling.BILINEAR))
+    return out
+
+
 def read_config(run_dir: str) -> dict:
     """config.json of a run written by `captchalab train`; refuses anything else."""
     cfg_path, model_path = (os.path.join(run_dir, n) for n in ("config.json", "model.keras"))
@@ -119,13 +148,20 @@ def read_file(path, size: tuple[int, int], run_dir: str, resize: bool, skip_bad:
 class Recognizer:
     """A trained run ready to read captchas. Use `captchalab.load(run_dir)`."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, scales=None):
         self.run_dir = run_dir
         self.config = read_config(run_dir)
+        # widths every image is read at, the most confident reading kept (see `read`): given,
+        # or the run's own (config.json "inference"; the shipped model has some), or just 1
+        self.scales = check_scales(
+            scales or self.config.get("inference", {}).get("scales") or (1.0,))
         self.model = load_keras_model(run_dir)
         self.charset = Charset.from_json(self.config["charset"])
         self.kind = self.config.get("kind", "ctc")
         self.data_kind = self.config.get("data_kind", "image")
+        if self.data_kind == "audio" and self.scales != (1.0,):
+            raise UsageError("scales squeeze images; they do not apply to audio models",
+                             param="scales")
         from captchalab.eval.calibration import read_temperature
 
         # confidence calibration fitted after training (calibration.json); 1.0 = none
@@ -219,10 +255,20 @@ class Recognizer:
         """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
         the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2) and
         combine the views (`core.ctc.decode_views`); costs that many forward passes.
-        Confidences are scaled by the run's fitted temperature either way."""
+        Confidences are scaled by the run's fitted temperature either way. With several
+        `scales`, each image is also read squeezed to those shares of its width (`squeeze`)
+        and its most confident reading is kept: one forward pass (or tta's) per scale."""
         if tta and self.data_kind == "audio":
             raise UsageError("tta shifts images across the downscale grid; it does not apply "
                              "to audio models", param="tta")
+        if self.data_kind == "audio" or self.scales == (1.0,):
+            return self._read_view(batch, beam_width, tta)
+        views = [self._read_view(squeeze(batch, s), beam_width, tta) for s in self.scales]
+        best = np.argmax(np.stack([conf for _, conf in views]), axis=0)
+        return ([views[k][0][i] for i, k in enumerate(best)],
+                np.array([views[k][1][i] for i, k in enumerate(best)]))
+
+    def _read_view(self, batch: np.ndarray, beam_width: int, tta: bool):
         if not tta:  # confidence: p(text), scaled by the fitted temperature
             from captchalab.eval.calibration import sequence_confidence
 
@@ -359,6 +405,7 @@ def expand_paths(paths, exts=None) -> list[str]:
     return out
 
 
-def load(run_dir: str) -> Recognizer:
-    """The trained model in `run_dir` (written by `captchalab train`), ready to `.predict`."""
-    return Recognizer(str(run_dir))
+def load(run_dir: str, scales=None) -> Recognizer:
+    """The trained model in `run_dir` (written by `captchalab train`), ready to `.predict`.
+    scales: widths to read each image at (see Recognizer.read); default: the run's own."""
+    return Recognizer(str(run_dir), scales)
