@@ -1,10 +1,12 @@
 """Inference speed of a trained run through `captchalab.load(RUN).predict`.
 
 Batched images/s (batches of --batch-size, uint8 arrays and PNG bytes; arrays again with
-test-time augmentation) and warm single-image latency (median and 90th percentile of --repeats calls), for the Keras model and its TFLite
-export. Without --model, a default-arch run is trained for a few steps here (weights do not
-change the speed).
-Usage: python bench/inference.py [--model RUN] [--images 2048] [--batch-size 256]
+test-time augmentation) and warm single-image latency (median and 90th percentile of --repeats
+calls), for the Keras model read at one view and its TFLite export; for a run that reads at
+several widths and blurs of its own (the shipped model), arrays again with those views.
+Without --model, a default-arch run is trained for a few steps here (weights do not change the
+speed).
+Usage: python bench/inference.py [--model RUN|pretrained] [--images 2048] [--batch-size 256]
 """
 
 import argparse
@@ -38,7 +40,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=300)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = a.model
+        from captchalab.core.runconfig import resolve_run
+
+        run = a.model and resolve_run(a.model)  # "pretrained": the shipped model
         data = os.path.join(tmp, "data")
         subprocess.run([sys.executable, "-m", "captchalab", "gen", "--out", data, "--train",
                         "64", "--val", "64", "--test", str(a.images), "-q"], check=True)
@@ -57,15 +61,17 @@ def main():
         m = sh.read_manifest(data)
         pngs = [r["image/png"] for r in sh.iter_split(data, m, "test")]
         arrays = np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")) for p in pngs])
-        rec = captchalab.load(run)
+        own = captchalab.load(run)  # with the run's own widths and blurs, if it has any
+        rec = captchalab.load(run, (1.0,), (0.0,))
+        views = len(own.scales) * len(own.blurs)
         params = rec.model.count_params()
         print(f"{os.cpu_count()} cores; {rec.config['arch']} ({params:,} parameters), "
               f"{rec.size[0]}x{rec.size[1]} input; {len(pngs)} test images")
         print(f"{'what':48s} {'figure':>14s}")
 
-        def batched(inputs, tta=False):
+        def batched(inputs, tta=False, r=rec):
             t = time.perf_counter()
-            rec.predict(inputs, batch_size=a.batch_size, tta=tta)
+            r.predict(inputs, batch_size=a.batch_size, tta=tta)
             return len(inputs) / (time.perf_counter() - t)
 
         rec.predict(arrays[: a.batch_size])  # warm up
@@ -76,6 +82,15 @@ def main():
                 (f"batched ({a.batch_size}), uint8 arrays, tta=True", arrays, True)):
             best = max(batched(inputs, tta) for _ in range(3))
             print(f"{label:48s} {best:10.0f} img/s", flush=True)
+        if views > 1:
+            own.predict(arrays[: a.batch_size])  # warm up
+            best = max(batched(arrays, r=own) for _ in range(3))
+            label = f"batched ({a.batch_size}), uint8 arrays, the run's {views} views"
+            print(f"{label:48s} {best:10.0f} img/s", flush=True)
+            ts = np.array(timed(lambda: own.predict(arrays[0]), a.repeats)) * 1000
+            label = f"single image warm, uint8 array, {views} views"
+            print(f"{label:48s} {np.median(ts):6.2f} ms median, p90 {np.percentile(ts, 90):.2f}",
+                  flush=True)
         for label, one, tta in (("single image warm, uint8 array", arrays[0], False),
                                 ("single image warm, PNG bytes", pngs[0], False),
                                 ("single image warm, uint8 array, tta=True", arrays[0], True)):

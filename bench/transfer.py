@@ -222,6 +222,9 @@ def main():
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--out", default="bench/out/transfer")
     ap.add_argument("--no-peer", action="store_true", help="skip the ddddocr row")
+    ap.add_argument("--blurs", default="", metavar="S1,S2,…",
+                    help="blurs every model reads each image at (eval --blurs; default: each "
+                         "run's own: 0,1 for the shipped model, 0 for others)")
     ap.add_argument("--scales", default="", metavar="W1,W2,…",
                     help="widths every model reads each image at (eval --scales; default: each "
                          "run's own: 1,0.85,0.7 for the shipped model, 1 for others)")
@@ -264,7 +267,8 @@ def main():
 
     results = {}
     for mname, run in models.items():
-        rec = captchalab.load(run, [float(v) for v in a.scales.split(",")] if a.scales else None)
+        rec = captchalab.load(run, [float(v) for v in a.scales.split(",")] if a.scales else None,
+                              [float(v) for v in a.blurs.split(",")] if a.blurs else None)
         t = time.perf_counter()
         results[mname] = {s: score(lab, [p.text for p in rec.predict(list(ims))])
                           for s, (lab, ims, _) in sets.items()}
@@ -289,7 +293,7 @@ def main():
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
         json.dump({"samples": a.samples, "models": models, "budget": a.budget if recipes else None,
                    "shards": a.shards if recipes else None, "mix": a.mix or None,
-                   "scales": a.scales or "each run's own",
+                   "scales": a.scales or "each run's own", "blurs": a.blurs or "each run's own",
                    "gen_seconds": gen_seconds, "results": results}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")

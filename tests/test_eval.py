@@ -148,7 +148,7 @@ def test_accuracy_by_style_value(run, tmp_path):
     assert len(fonts) >= 2 and sum(f["samples"] for f in fonts) == 30  # builtin + DejaVu faces
     assert len(r["by_style"]["rotate"]) == 5  # a drawn float: quantile bins
     assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4, "tta": False,
-                             "scales": [1.0], "temperature": json.loads((run / "calibration.json").read_text())[
+                             "scales": [1.0], "blurs": [0.0], "temperature": json.loads((run / "calibration.json").read_text())[
                                  "temperature"]}
 
 
@@ -223,6 +223,18 @@ def test_squeeze_hand_worked():
     assert squeeze(batch, 1.0) is batch
 
 
+def test_blur_hand_worked():
+    from captchalab.eval.predictor import blur
+
+    batch = np.zeros((1, 9, 9, 3), np.uint8)
+    batch[0, 4, 4] = 255  # one light pixel: spread over its neighbours, total kept
+    out = blur(batch, 1.0)
+    assert out.shape == batch.shape and out.dtype == np.uint8
+    assert 0 < out[0, 4, 4, 0] < 255 and out[0, 4, 5, 0] > 0 and out[0, 0, 0, 0] == 0
+    assert abs(int(out[0, ..., 0].sum()) - 255) < 20
+    assert blur(batch, 0.0) is batch
+
+
 def test_reading_at_several_widths_keeps_the_most_confident(run, pngs, tmp_path):
     import captchalab
 
@@ -230,7 +242,8 @@ def test_reading_at_several_widths_keeps_the_most_confident(run, pngs, tmp_path)
     scales = (1.0, 0.85, 0.7)
     both = captchalab.load(run, scales).predict(files)
     views = [captchalab.load(run, (s,)).predict(files) for s in scales]
-    assert captchalab.load(run).scales == (1.0,)  # a run without its own: one width
+    plain = captchalab.load(run)
+    assert (plain.scales, plain.blurs) == ((1.0,), (0.0,))  # a run without its own: one view
     for i, q in enumerate(both):
         best = max((v[i] for v in views), key=lambda v: v.confidence)
         assert q.text == best.text and q.confidence == pytest.approx(best.confidence, rel=1e-5)
@@ -241,6 +254,14 @@ def test_reading_at_several_widths_keeps_the_most_confident(run, pngs, tmp_path)
     assert r["decoding"]["scales"] == list(scales)
     p = cli("predict", "--model", run, *files[:3], "--scales", "1,0.85,0.7")
     assert [line.split("\t")[1] for line in p.stdout.splitlines()] == [q.text for q in both[:3]]
+    # every width with every blur: 2 x 2 views, the most confident kept
+    four = captchalab.load(run, (1.0, 0.8), (0.0, 1.0)).predict(files)
+    views = [captchalab.load(run, (s,), (b,)).predict(files) for s in (1.0, 0.8) for b in (0, 1)]
+    for i, q in enumerate(four):
+        assert q.confidence == pytest.approx(max(v[i].confidence for v in views), rel=1e-5)
+    p = cli("eval", "--model", run, "--images", pngs / "test", "--scales", "1,0.8", "--blurs",
+            "0,1", "--json")
+    assert json.loads(p.stdout)["decoding"]["blurs"] == [0.0, 1.0]
 
 
 EVAL_BAD = [
@@ -279,6 +300,7 @@ def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
     (["predict", "--model", "{run}", "-", "{run}"], "give '-' alone"),
     (["predict", "--model", "{run}", "--scales", "1,1.5", "{run}"], "in (0, 1]"),
     (["predict", "--model", "{run}", "--scales", "1,x", "{run}"], "not a list of numbers"),
+    (["predict", "--model", "{run}", "--blurs", "0,5", "{run}"], "in [0, 4]"),
 ])
 def test_predict_and_export_bad_input(run, tmp_path, args, msg):
     p = cli(*[a.format(run=run, none=tmp_path / "none") for a in args], check=False)

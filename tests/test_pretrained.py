@@ -44,7 +44,7 @@ def test_load_without_a_path_is_the_shipped_model():
     assert os.path.abspath(rec.run_dir) == PRETRAINED_DIR
     assert rec.charset.chars == "0123456789abcdefghijklmnopqrstuvwxyz"
     assert isinstance(rec.predict(np.full((60, 160, 3), 255, np.uint8)).text, str)
-    assert rec.scales == (1.0, 0.85, 0.7)  # it reads at three widths (docs/transfer.md)
+    assert rec.scales == (1.0, 0.85, 0.7) and rec.blurs == (0.0, 1.0)  # docs/transfer.md
 
 
 def test_the_shipped_model_fits_the_limit():
@@ -60,7 +60,8 @@ def test_build_copies_a_run_and_refuses_what_cannot_ship(tmp_path, monkeypatch):
     dest = tmp_path / "model"
     files = build.build(FIXTURE_RUN, str(dest))
     assert "model.keras" in files and (dest / "config.json").is_file()
-    assert json.loads((dest / "config.json").read_text())["inference"]["scales"] == build.SCALES
+    inference = json.loads((dest / "config.json").read_text())["inference"]
+    assert inference == {"scales": build.SCALES, "blurs": build.BLURS}
     monkeypatch.setattr(build, "MAX_BYTES", 1000)
     with pytest.raises(UsageError, match="must fit in"):
         build.build(FIXTURE_RUN, str(tmp_path / "other"))

@@ -112,13 +112,13 @@ def test_study_with_test_time_augmentation_at_two_widths(run, tmp_path):
 
     out = tmp_path / "study"
     cli("robust", "--model", run, "--out", out, "--corruptions", "jpeg", "--severities", 1,
-        "--samples", 12, "--workers", 1, "--tta", "--scales", "1,0.8", "-q")
+        "--samples", 12, "--workers", 1, "--tta", "--scales", "1,0.8", "--blurs", "0,1", "-q")
     r = json.loads((out / "robust.json").read_text())
     md = (out / "robust.md").read_text()
     assert r["tta"] is True and "test-time augmentation" in md and "widths 1,0.8" in md
-    assert r["scales"] == {"run": [1.0, 0.8]}
+    assert r["scales"] == {"run": [1.0, 0.8]} and r["blurs"] == {"run": [0.0, 1.0]}
     images, truths, _ = read_set(str(out / r["clean"]["set"]))
-    preds = captchalab.load(run, (1, 0.8)).predict(list(images), tta=True)
+    preds = captchalab.load(run, (1, 0.8), (0, 1)).predict(list(images), tta=True)
     want = json.loads(json.dumps(accuracy(truths, [p.text for p in preds])))
     assert r["clean"]["results"]["run"] == want
 

@@ -5,15 +5,17 @@ from captchalab.core import __version__
 __all__ = ["__version__", "load"]
 
 
-def load(run_dir=None, scales=None):
+def load(run_dir=None, scales=None, blurs=None):
     """The trained model in `run_dir`, ready to read captchas: `load(run).predict(images)`.
     Without `run_dir` (or with "pretrained"): the generalist model shipped with captchalab.
     scales: widths (shares of the image's width) every image is read at, the most confident
     reading kept; default: the run's own (the shipped model: 1, 0.85, 0.7), else 1 alone.
+    blurs: Gaussian blurs (sigma, px) every width is also read at, likewise (the shipped
+    model: 0, 1; else 0 alone).
 
     See captchalab.eval.predictor.Recognizer. TensorFlow loads on this call, not on import.
     """
     from captchalab.core.runconfig import resolve_run
     from captchalab.eval.predictor import load as _load
 
-    return _load(resolve_run(run_dir), scales)
+    return _load(resolve_run(run_dir), scales, blurs)

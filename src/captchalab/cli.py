@@ -93,6 +93,18 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return check_scales(values)
 
 
+def parse_blurs(text: str) -> tuple[float, ...]:
+    """--blurs S1,S2,…: Gaussian blurs in px, checked by the predictor's rule."""
+    from captchalab.eval.predictor import check_blurs
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"blurs: {text!r} is not a list of numbers; give Gaussian blurs (sigma "
+                         "in px) in [0, 4], e.g. 0,1", param="blurs") from None
+    return check_blurs(values)
+
+
 def _command_line() -> str:
     return "captchalab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -591,13 +603,17 @@ def train(ctx, data, out, resume, quiet, **opts):
               help="Read every image also squeezed to these shares of its width and keep the "
               "most confident reading (one pass per width).  [default: the model's own; the "
               "shipped model: 1,0.85,0.7; other runs: 1]")
+@click.option("--blurs", callback=lambda c, p, v: v and parse_blurs(v), metavar="S1,S2,…",
+              help="Read every image (at every width) also blurred with these Gaussian sigmas, "
+              "px, and keep the most confident reading.  [default: the model's own; the shipped "
+              "model: 0,1; other runs: 0]")
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="With --images: skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
-def eval_(run_dir, data, images, split, beam_width, tta, scales, out, resize, skip_bad,
+def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, out, resize, skip_bad,
           as_json):
     """Score a model: accuracy with 95% CIs, CER, per position and length, confusions, errors."""
     import json
@@ -608,7 +624,7 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, out, resize, sk
     if images is None and skip_bad:
         raise UsageError("--skip-bad applies to --images only")
     report, files = evaluate(resolve_run(run_dir), data=data, images=images, split=split,
-                             beam_width=beam_width, tta=tta, scales=scales, out=out,
+                             beam_width=beam_width, tta=tta, scales=scales, blurs=blurs, out=out,
                              resize=resize,
                              skip_bad=skip_bad)
     if as_json:
@@ -636,11 +652,15 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, out, resize, sk
               help="Read every image also squeezed to these shares of its width and keep the "
               "most confident reading (one pass per width).  [default: the model's own; the "
               "shipped model: 1,0.85,0.7; other runs: 1]")
+@click.option("--blurs", callback=lambda c, p, v: v and parse_blurs(v), metavar="S1,S2,…",
+              help="Read every image (at every width) also blurred with these Gaussian sigmas, "
+              "px, and keep the most confident reading.  [default: the model's own; the shipped "
+              "model: 0,1; other runs: 0]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(run_dir, images, beam_width, tta, scales, resize, skip_bad, as_json,
+def predict(run_dir, images, beam_width, tta, scales, blurs, resize, skip_bad, as_json,
             min_confidence):
     """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
     import json
@@ -660,7 +680,7 @@ def predict(run_dir, images, beam_width, tta, scales, resize, skip_bad, as_json,
         else:
             audio = read_config(run).get("data_kind") == "audio"
             paths = expand_paths(images, AUDIO_EXTS if audio else None)
-        rec = load(run, scales)
+        rec = load(run, scales, blurs)
         preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
                                         skip_bad=skip_bad, tta=tta,
                                         warn=lambda m: click.echo(m, err=True))
@@ -703,9 +723,13 @@ def predict(run_dir, images, beam_width, tta, scales, resize, skip_bad, as_json,
               help="Read every image also squeezed to these shares of its width and keep the "
               "most confident reading (one pass per width).  [default: the model's own; the "
               "shipped model: 1,0.85,0.7; other runs: 1]")
+@click.option("--blurs", callback=lambda c, p, v: v and parse_blurs(v), metavar="S1,S2,…",
+              help="Read every image (at every width) also blurred with these Gaussian sigmas, "
+              "px, and keep the most confident reading.  [default: the model's own; the shipped "
+              "model: 0,1; other runs: 0]")
 @click.option("-q", "--quiet", is_flag=True, help="No per-set lines.")
 def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, out, workers,
-           tta, scales, quiet):
+           tta, scales, blurs, quiet):
     """Accuracy as knobs, fonts, lengths, charset, size and corruptions change (audio models:
     audio knobs, voices, length, charset); several models."""
     from captchalab.eval.corruptions import parse_corruptions, parse_severities
@@ -716,7 +740,7 @@ def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, 
     sevs = parse_severities(severities)
     r = study([resolve_run(r) for r in runs], sweeps=parsed, corruptions=names, severities=sevs, samples=samples,
               out=out, baseline=baseline and resolve_run(baseline), base_data=base_data, workers=workers, tta=tta,
-              scales=scales, echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+              scales=scales, blurs=blurs, echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     for name, s in r["summary"].items():
         line = f"{name}: clean sequence accuracy {s['clean_seq_acc']:.4f}"
         if "mean_corruption_seq_acc" in s:

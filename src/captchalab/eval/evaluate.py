@@ -154,7 +154,7 @@ def read_all(recognizer, samples, count: int, beam_width: int, tta: bool, with_s
 
 def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None,
              split: str = "test", beam_width: int = 0, tta: bool = False,
-             scales=None, out: str | None = None,
+             scales=None, blurs=None, out: str | None = None,
              resize: bool = False, skip_bad: bool = False, progress: bool = True,
              warn=_warn) -> tuple[dict, dict]:
     """Score `run_dir` on `data` (a split) or `images` (a labelled folder); write the report.
@@ -184,7 +184,7 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                                                                                   "report.json")):
         raise UsageError(f"out {out} holds other files and no earlier report.json; give a new "
                          "or empty folder (an earlier eval report there is replaced)", param="out")
-    recognizer = load(run_dir, scales)
+    recognizer = load(run_dir, scales, blurs)
 
     truths, preds, confs, names, meta, worst = read_all(recognizer, samples, count, beam_width,
                                                         tta, data is not None, progress)
@@ -197,9 +197,11 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                "decoding": {"method": (f"beam search (width {beam_width})" if beam_width > 1
                                        else "greedy") + (", test-time augmentation" if tta else "")
                                       + (", widths " + ",".join(f"{v:g}" for v in recognizer.scales)
-                                         if len(recognizer.scales) > 1 else ""),
+                                         if len(recognizer.scales) > 1 else "")
+                                      + (", blurs " + ",".join(f"{v:g}" for v in recognizer.blurs)
+                                         if recognizer.blurs != (0.0,) else ""),
                             "beam_width": beam_width, "tta": tta,
-                            "scales": list(recognizer.scales),
+                            "scales": list(recognizer.scales), "blurs": list(recognizer.blurs),
                             "temperature": recognizer.temperature}}
     report = build_report(truths, preds, confs, names, meta, config["charset"]["chars"], context)
     by_number = {i: rgb for _, i, rgb in worst}

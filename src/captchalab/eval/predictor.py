@@ -33,6 +33,26 @@ def check_scales(scales) -> tuple[float, ...]:
     return out
 
 
+def check_blurs(blurs) -> tuple[float, ...]:
+    """Gaussian blurs (sigma, px) to read an image at, each in [0, 4], 1 to 4 of them."""
+    out = tuple(float(v) for v in blurs)
+    if not 1 <= len(out) <= 4 or not all(0 <= v <= 4 for v in out):
+        raise UsageError(f"blurs: {','.join(f'{v:g}' for v in out) or 'none'} is not allowed; "
+                         "give 1 to 4 Gaussian blurs (sigma in px) in [0, 4], e.g. 0,1",
+                         param="blurs")
+    return out
+
+
+def blur(batch: np.ndarray, sigma: float) -> np.ndarray:
+    """uint8 RGB [N,H,W,3] -> each image Gaussian-blurred with `sigma` px (0: as it is)."""
+    from PIL import Image, ImageFilter
+
+    if sigma <= 0:
+        return batch
+    return np.stack([np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(sigma)))
+                     for im in batch])
+
+
 def squeeze(batch: np.ndarray, share: float) -> np.ndarray:
     """uint8 RGB [N,H,W,3] -> each image scaled to `share` of its width (bilinear), centred
     on a canvas of its own median colour: glyphs drawn wider than the model learnt them become
@@ -148,20 +168,22 @@ def read_file(path, size: tuple[int, int], run_dir: str, resize: bool, skip_bad:
 class Recognizer:
     """A trained run ready to read captchas. Use `captchalab.load(run_dir)`."""
 
-    def __init__(self, run_dir: str, scales=None):
+    def __init__(self, run_dir: str, scales=None, blurs=None):
         self.run_dir = run_dir
         self.config = read_config(run_dir)
-        # widths every image is read at, the most confident reading kept (see `read`): given,
-        # or the run's own (config.json "inference"; the shipped model has some), or just 1
-        self.scales = check_scales(
-            scales or self.config.get("inference", {}).get("scales") or (1.0,))
+        # widths and blurs every image is read at, the most confident reading kept (see
+        # `read`): given, or the run's own (config.json "inference"; the shipped model has
+        # some), or one width and no blur
+        own = self.config.get("inference", {})
+        self.scales = check_scales(scales or own.get("scales") or (1.0,))
+        self.blurs = check_blurs(blurs or own.get("blurs") or (0.0,))
         self.model = load_keras_model(run_dir)
         self.charset = Charset.from_json(self.config["charset"])
         self.kind = self.config.get("kind", "ctc")
         self.data_kind = self.config.get("data_kind", "image")
-        if self.data_kind == "audio" and self.scales != (1.0,):
-            raise UsageError("scales squeeze images; they do not apply to audio models",
-                             param="scales")
+        if self.data_kind == "audio" and (self.scales, self.blurs) != ((1.0,), (0.0,)):
+            raise UsageError("scales and blurs change images; they do not apply to audio models",
+                             param="scales" if self.scales != (1.0,) else "blurs")
         from captchalab.eval.calibration import read_temperature
 
         # confidence calibration fitted after training (calibration.json); 1.0 = none
@@ -256,14 +278,16 @@ class Recognizer:
         the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2) and
         combine the views (`core.ctc.decode_views`); costs that many forward passes.
         Confidences are scaled by the run's fitted temperature either way. With several
-        `scales`, each image is also read squeezed to those shares of its width (`squeeze`)
-        and its most confident reading is kept: one forward pass (or tta's) per scale."""
+        `scales` or `blurs`, each image is also read squeezed to those shares of its width
+        (`squeeze`) and blurred (`blur`), every width with every blur, and its most confident
+        reading is kept: one forward pass (or tta's) per pair."""
         if tta and self.data_kind == "audio":
             raise UsageError("tta shifts images across the downscale grid; it does not apply "
                              "to audio models", param="tta")
-        if self.data_kind == "audio" or self.scales == (1.0,):
+        if self.data_kind == "audio" or (self.scales, self.blurs) == ((1.0,), (0.0,)):
             return self._read_view(batch, beam_width, tta)
-        views = [self._read_view(squeeze(batch, s), beam_width, tta) for s in self.scales]
+        views = [self._read_view(blur(squeeze(batch, s), b), beam_width, tta)
+                 for s in self.scales for b in self.blurs]
         best = np.argmax(np.stack([conf for _, conf in views]), axis=0)
         return ([views[k][0][i] for i, k in enumerate(best)],
                 np.array([views[k][1][i] for i, k in enumerate(best)]))
@@ -405,7 +429,8 @@ def expand_paths(paths, exts=None) -> list[str]:
     return out
 
 
-def load(run_dir: str, scales=None) -> Recognizer:
+def load(run_dir: str, scales=None, blurs=None) -> Recognizer:
     """The trained model in `run_dir` (written by `captchalab train`), ready to `.predict`.
-    scales: widths to read each image at (see Recognizer.read); default: the run's own."""
-    return Recognizer(str(run_dir), scales)
+    scales, blurs: widths and Gaussian blurs to read each image at (see Recognizer.read);
+    default: the run's own."""
+    return Recognizer(str(run_dir), scales, blurs)

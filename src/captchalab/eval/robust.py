@@ -228,13 +228,14 @@ def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]],
           corruptions: list[str] | None,
           severities: list[int], samples: int, out: str, baseline: str | None = None,
           base_data: str | None = None, workers: int | None = None, tta: bool = False,
-          scales=None, echo=None) -> dict:
+          scales=None, blurs=None, echo=None) -> dict:
     """Run the whole study and write OUT/robust.json, robust.md and the PNGs; returns the report.
 
     Everything is checked (models, base recipe, every set's recipe) before anything is rendered.
     corruptions: names, or None for the default (all for image models, none for audio ones).
     tta: every model reads every image with test-time augmentation.
-    scales: widths every model reads each image at (see Recognizer.read); default: each run's.
+    scales, blurs: widths and blurs every model reads each image at (see Recognizer.read);
+    default: each run's own.
     """
     from captchalab.eval.corruptions import corrupt
 
@@ -244,7 +245,7 @@ def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]],
     from captchalab.eval.predictor import load
 
     names = _names(runs)
-    models = [load(r, scales) for r in runs]
+    models = [load(r, scales, blurs) for r in runs]
     sets_dir = os.path.join(out, "sets")
     report = {"schema": SCHEMA,
               "models": [{"name": n, "run": os.path.abspath(r), "arch": c["arch"]}
@@ -252,6 +253,7 @@ def study(runs: list[str], *, sweeps: list[tuple[str, list[str]]],
               "baseline": names[runs.index(baseline)] if baseline else None,
               "samples": samples, "tta": tta,
               "scales": {n: list(m.scales) for n, m in zip(names, models, strict=True)},
+              "blurs": {n: list(m.blurs) for n, m in zip(names, models, strict=True)},
               "kind": base.get("kind", "image"),
               "base": {"style_name": base.get("style_name"), "charset": base["charset"]["chars"],
                        "length": base["length"], "size": base.get("size"), "seed": base["seed"],
@@ -436,6 +438,8 @@ def markdown(report: dict, files: dict) -> str:
            + (", read with test-time augmentation" if report.get("tta") else "")
            + "".join(f", {n} read at widths {','.join(f'{v:g}' for v in s)}"
                      for n, s in report.get("scales", {}).items() if len(s) > 1)
+           + "".join(f", {n} read at blurs {','.join(f'{v:g}' for v in s)}"
+                     for n, s in report.get("blurs", {}).items() if len(s) > 1)
            + ". Cells: sequence / character accuracy.", "",
            "## Summary", ""]
     keys = ("mean_corruption_seq_acc", "retained", "mCE") if report["corruptions"] else ()

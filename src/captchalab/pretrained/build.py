@@ -3,7 +3,8 @@
 Copies what using a run needs (model.keras, config.json and calibration.json) into
 captchalab/pretrained/model/, after checking that it is small enough to ship and reads every
 character of 0-9a-z. The copied config.json gets the widths the shipped model reads every
-image at ("inference": {"scales": …}; docs/transfer.md#reading-at-several-widths)."""
+image at and the blurs ("inference": {"scales": …, "blurs": …};
+docs/transfer.md#reading-at-several-widths)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from captchalab.core.runconfig import PRETRAINED_DIR, read_run_config
 MAX_BYTES = 5 * 1024 * 1024  # what a pip install of captchalab may carry
 CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"
 FILES = ("model.keras", "config.json", "calibration.json")
-# every image is also read squeezed to 85 % and 70 % of its width, the most confident reading
-# kept: captchas scaled to 160x60 from other sizes have wider glyphs than the model learnt
+# every image is also read squeezed to 85 % and 70 % of its width, each width also blurred
+# (sigma 1 px), the most confident reading kept: captchas scaled to 160x60 from other sizes
+# have wider glyphs than the model learnt, and grain it trips on
 SCALES = [1.0, 0.85, 0.7]
+BLURS = [0.0, 1.0]
 
 
 def build(run_dir: str, dest: str = PRETRAINED_DIR) -> list[str]:
@@ -43,7 +46,7 @@ def build(run_dir: str, dest: str = PRETRAINED_DIR) -> list[str]:
         shutil.copyfile(os.path.join(run_dir, f), os.path.join(tmp, f))
     with open(os.path.join(tmp, "config.json")) as fh:
         config = json.load(fh)
-    config["inference"] = {**config.get("inference", {}), "scales": SCALES}
+    config["inference"] = {**config.get("inference", {}), "scales": SCALES, "blurs": BLURS}
     with open(os.path.join(tmp, "config.json"), "w") as fh:
         json.dump(config, fh, indent=2)
     shutil.rmtree(dest, ignore_errors=True)
