@@ -81,28 +81,36 @@ def main(argv=None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def parse_scales(text: str) -> tuple[float, ...]:
-    """--scales W1,W2,…: shares of the image's width, checked by the predictor's rule."""
-    from captchalab.eval.predictor import check_scales
+VIEW_LISTS = {  # --scales / --blurs: what a value is, checked by the predictor's rule
+    "scales": "shares of the image's width in (0, 1], e.g. 1,0.85,0.7",
+    "blurs": "Gaussian blurs (sigma in px) in [0, 4], e.g. 0,1",
+}
+
+
+def parse_view_list(param: str, text: str) -> tuple[float, ...]:
+    """--scales W1,W2,… or --blurs S1,S2,…: the views eval, predict and robust read at."""
+    from captchalab.eval import predictor
 
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise UsageError(f"scales: {text!r} is not a list of numbers; give shares of the "
-                         "image's width in (0, 1], e.g. 1,0.85,0.7", param="scales") from None
-    return check_scales(values)
+        raise UsageError(f"{param}: {text!r} is not a list of numbers; give {VIEW_LISTS[param]}",
+                         param=param) from None
+    return (predictor.check_scales if param == "scales" else predictor.check_blurs)(values)
 
 
-def parse_blurs(text: str) -> tuple[float, ...]:
-    """--blurs S1,S2,…: Gaussian blurs in px, checked by the predictor's rule."""
-    from captchalab.eval.predictor import check_blurs
-
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise UsageError(f"blurs: {text!r} is not a list of numbers; give Gaussian blurs (sigma "
-                         "in px) in [0, 4], e.g. 0,1", param="blurs") from None
-    return check_blurs(values)
+def _view_options(f):
+    """--scales and --blurs, for eval, predict and robust."""
+    f = click.option("--blurs", callback=lambda c, p, v: v and parse_view_list("blurs", v),
+                     metavar="S1,S2,…",
+                     help="Read every image (at every width) also blurred with these Gaussian "
+                     "sigmas, px, and keep the most confident reading.  [default: the model's "
+                     "own; the shipped model: 0,1; other runs: 0]")(f)
+    return click.option("--scales", callback=lambda c, p, v: v and parse_view_list("scales", v),
+                        metavar="W1,W2,…",
+                        help="Read every image also squeezed to these shares of its width and "
+                        "keep the most confident reading (one pass per width).  [default: the "
+                        "model's own; the shipped model: 1,0.85,0.7; other runs: 1]")(f)
 
 
 def _command_line() -> str:
@@ -599,14 +607,7 @@ def train(ctx, data, out, resume, quiet, **opts):
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
-@click.option("--scales", callback=lambda c, p, v: v and parse_scales(v), metavar="W1,W2,…",
-              help="Read every image also squeezed to these shares of its width and keep the "
-              "most confident reading (one pass per width).  [default: the model's own; the "
-              "shipped model: 1,0.85,0.7; other runs: 1]")
-@click.option("--blurs", callback=lambda c, p, v: v and parse_blurs(v), metavar="S1,S2,…",
-              help="Read every image (at every width) also blurred with these Gaussian sigmas, "
-              "px, and keep the most confident reading.  [default: the model's own; the shipped "
-              "model: 0,1; other runs: 0]")
+@_view_options
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
@@ -648,14 +649,7 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, out, res
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
-@click.option("--scales", callback=lambda c, p, v: v and parse_scales(v), metavar="W1,W2,…",
-              help="Read every image also squeezed to these shares of its width and keep the "
-              "most confident reading (one pass per width).  [default: the model's own; the "
-              "shipped model: 1,0.85,0.7; other runs: 1]")
-@click.option("--blurs", callback=lambda c, p, v: v and parse_blurs(v), metavar="S1,S2,…",
-              help="Read every image (at every width) also blurred with these Gaussian sigmas, "
-              "px, and keep the most confident reading.  [default: the model's own; the shipped "
-              "model: 0,1; other runs: 0]")
+@_view_options
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")
@@ -719,14 +713,7 @@ def predict(run_dir, images, beam_width, tta, scales, blurs, resize, skip_bad, a
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: every model reads each image at every phase of its "
               "downscale grid (4 views at 1/2); that many times slower.")
-@click.option("--scales", callback=lambda c, p, v: v and parse_scales(v), metavar="W1,W2,…",
-              help="Read every image also squeezed to these shares of its width and keep the "
-              "most confident reading (one pass per width).  [default: the model's own; the "
-              "shipped model: 1,0.85,0.7; other runs: 1]")
-@click.option("--blurs", callback=lambda c, p, v: v and parse_blurs(v), metavar="S1,S2,…",
-              help="Read every image (at every width) also blurred with these Gaussian sigmas, "
-              "px, and keep the most confident reading.  [default: the model's own; the shipped "
-              "model: 0,1; other runs: 0]")
+@_view_options
 @click.option("-q", "--quiet", is_flag=True, help="No per-set lines.")
 def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, out, workers,
            tta, scales, blurs, quiet):
