@@ -327,6 +327,9 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
     r = cli("predict", "--model", run, wavs / "test", "--json")
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(lines) == 16 and all(x["file"].endswith(".wav") for x in lines)
+    r = run_cli("predict", "--model", run, wavs / "test", "--scales", "1,0.8")
+    assert r.returncode == 2 and "do not apply to audio models" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     cli("import", wavs, "--out", tmp_path / "imported")
     assert cli("verify", tmp_path / "imported").returncode == 0
     # robust: audio knobs and voices; a copy of the built-in voice renders the same clips

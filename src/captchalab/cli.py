@@ -81,22 +81,16 @@ def main(argv=None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-VIEW_LISTS = {  # --scales / --blurs: what a value is, checked by the predictor's rule
-    "scales": "shares of the image's width in (0, 1], e.g. 1,0.85,0.7",
-    "blurs": "Gaussian blurs (sigma in px) in [0, 4], e.g. 0,1",
-}
-
-
 def parse_view_list(param: str, text: str) -> tuple[float, ...]:
     """--scales W1,W2,… or --blurs S1,S2,…: the views eval, predict and robust read at."""
-    from captchalab.eval import predictor
+    from captchalab.eval.predictor import VIEW_RULES, check_views
 
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise UsageError(f"{param}: {text!r} is not a list of numbers; give {VIEW_LISTS[param]}",
+        raise UsageError(f"{param}: {text!r} is not a list of numbers; give {VIEW_RULES[param][2]}",
                          param=param) from None
-    return (predictor.check_scales if param == "scales" else predictor.check_blurs)(values)
+    return check_views(param, values)
 
 
 def _view_options(f):

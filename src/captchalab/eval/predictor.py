@@ -23,23 +23,21 @@ class Prediction:
     confidence: float  # greedy: product of the chosen per-step probabilities; beam: exp(-score)
 
 
-def check_scales(scales) -> tuple[float, ...]:
-    """Widths to read an image at (shares of its width), each in (0, 1], 1 to 8 of them."""
-    out = tuple(float(v) for v in scales)
-    if not 1 <= len(out) <= 8 or not all(0 < v <= 1 for v in out):
-        raise UsageError(f"scales: {','.join(f'{v:g}' for v in out) or 'none'} is not allowed; "
-                         "give 1 to 8 shares of the image's width in (0, 1], e.g. 1,0.85,0.7",
-                         param="scales")
-    return out
+# The views an image is read at (see Recognizer.read): (value allowed, most values, what a
+# value is). scales: widths, shares of the image's width; blurs: Gaussian sigmas in px.
+VIEW_RULES = {
+    "scales": (lambda v: 0 < v <= 1, 8, "shares of the image's width in (0, 1], e.g. 1,0.85,0.7"),
+    "blurs": (lambda v: 0 <= v <= 4, 4, "Gaussian blurs (sigma in px) in [0, 4], e.g. 0,1"),
+}
 
 
-def check_blurs(blurs) -> tuple[float, ...]:
-    """Gaussian blurs (sigma, px) to read an image at, each in [0, 4], 1 to 4 of them."""
-    out = tuple(float(v) for v in blurs)
-    if not 1 <= len(out) <= 4 or not all(0 <= v <= 4 for v in out):
-        raise UsageError(f"blurs: {','.join(f'{v:g}' for v in out) or 'none'} is not allowed; "
-                         "give 1 to 4 Gaussian blurs (sigma in px) in [0, 4], e.g. 0,1",
-                         param="blurs")
+def check_views(param: str, values) -> tuple[float, ...]:
+    """`values` as the tuple of floats the views `param` ("scales" or "blurs") allow."""
+    ok, most, what = VIEW_RULES[param]
+    out = tuple(float(v) for v in values)
+    if not 1 <= len(out) <= most or not all(ok(v) for v in out):
+        raise UsageError(f"{param}: {','.join(f'{v:g}' for v in out) or 'none'} is not allowed; "
+                         f"give 1 to {most} {what}", param=param)
     return out
 
 
@@ -175,15 +173,15 @@ class Recognizer:
         # `read`): given, or the run's own (config.json "inference"; the shipped model has
         # some), or one width and no blur
         own = self.config.get("inference", {})
-        self.scales = check_scales(scales or own.get("scales") or (1.0,))
-        self.blurs = check_blurs(blurs or own.get("blurs") or (0.0,))
+        self.scales = check_views("scales", scales or own.get("scales") or (1.0,))
+        self.blurs = check_views("blurs", blurs or own.get("blurs") or (0.0,))
+        self.data_kind = self.config.get("data_kind", "image")
+        if self.data_kind == "audio" and not self.one_view:
+            raise UsageError("scales and blurs change images; they do not apply to audio models",
+                             param="scales" if self.scales != (1.0,) else "blurs")
         self.model = load_keras_model(run_dir)
         self.charset = Charset.from_json(self.config["charset"])
         self.kind = self.config.get("kind", "ctc")
-        self.data_kind = self.config.get("data_kind", "image")
-        if self.data_kind == "audio" and (self.scales, self.blurs) != ((1.0,), (0.0,)):
-            raise UsageError("scales and blurs change images; they do not apply to audio models",
-                             param="scales" if self.scales != (1.0,) else "blurs")
         from captchalab.eval.calibration import read_temperature
 
         # confidence calibration fitted after training (calibration.json); 1.0 = none
@@ -284,13 +282,18 @@ class Recognizer:
         if tta and self.data_kind == "audio":
             raise UsageError("tta shifts images across the downscale grid; it does not apply "
                              "to audio models", param="tta")
-        if self.data_kind == "audio" or (self.scales, self.blurs) == ((1.0,), (0.0,)):
+        if self.one_view:
             return self._read_view(batch, beam_width, tta)
         views = [self._read_view(blur(squeeze(batch, s), b), beam_width, tta)
                  for s in self.scales for b in self.blurs]
         best = np.argmax(np.stack([conf for _, conf in views]), axis=0)
         return ([views[k][0][i] for i, k in enumerate(best)],
                 np.array([views[k][1][i] for i, k in enumerate(best)]))
+
+    @property
+    def one_view(self) -> bool:
+        """Whether every image is read once, as it is (no other widths or blurs)."""
+        return self.scales == (1.0,) and self.blurs == (0.0,)
 
     def _read_view(self, batch: np.ndarray, beam_width: int, tta: bool):
         if not tta:  # confidence: p(text), scaled by the fitted temperature
