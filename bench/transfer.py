@@ -12,7 +12,7 @@ Test sets (each --samples captchas, 4 characters from 0-9a-z, 160x60):
 Rows: each --model NAME=RUN; each --train RECIPE, trained here for --budget into OUT/runs/RECIPE
 (kept: a recipe already trained there is reused) on the fly, or with --shards N from N samples
 rendered first into OUT/data/RECIPE (the shipped model's way; --mix mixes presets in either
-way); plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased. Recipes: default, varied,
+way), or for --steps N optimizer steps instead of --budget (the same training on any machine); plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased. Recipes: default, varied,
 universal (`--style NAME`), and the ablation universal-no-PART: universal with one part of its
 space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
 defaults.
@@ -24,6 +24,8 @@ and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered once in
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
     python bench/transfer.py --train universal,universal-no-clutter --shards 40000 \
         --mix default:0.2 --budget 10m --no-peer
+    python bench/transfer.py --train universal,universal-no-fonts --shards 30000 --steps 1500 \
+        --mix default:0.3 --scales 1 --no-peer --out bench/out/ablation
 """
 
 from __future__ import annotations
@@ -143,9 +145,10 @@ def recipe_args(name, folder):
     return ["--style-file", path]
 
 
-def train_recipe(name, out, budget, shards=0, mix=""):
-    """Train recipe `name` for `budget` into out/runs/name (reused if there): on the fly, or
-    from `shards` samples rendered first into out/data/name. Returns (run, seconds rendering)."""
+def train_recipe(name, out, budget, shards=0, mix="", steps=0):
+    """Train recipe `name` for `budget` (or `steps` optimizer steps, when > 0) into
+    out/runs/name (reused if there): on the fly, or from `shards` samples rendered first into
+    out/data/name. Returns (run, seconds rendering)."""
     run = os.path.join(out, "runs", name)
     if os.path.isfile(os.path.join(run, "model.keras")):
         print(f"{name}: reusing {run}", flush=True)
@@ -163,8 +166,9 @@ def train_recipe(name, out, budget, shards=0, mix=""):
         args = ["--data", data]
     else:
         args = ["--on-the-fly", *style]
-    subprocess.run([sys.executable, "-m", "captchalab", "train", "--out", run, "--time-budget",
-                    budget, "-q", *args], check=True)
+    length = ["--steps", str(steps)] if steps else ["--time-budget", budget]
+    subprocess.run([sys.executable, "-m", "captchalab", "train", "--out", run, *length, "-q",
+                    *args], check=True)
     print(f"{name}: {f'rendered in {gen_s:.0f} s, ' if shards else ''}trained in "
           f"{time.perf_counter() - t - gen_s:.0f} s", flush=True)
     return run, round(gen_s, 1)
@@ -231,6 +235,9 @@ def main():
     ap.add_argument("--train", default="", metavar="RECIPE,…",
                     help=f"recipes to train and score: {', '.join(RECIPES)}")
     ap.add_argument("--budget", default="10m", help="--time-budget of each --train recipe")
+    ap.add_argument("--steps", type=int, default=0, metavar="N",
+                    help="--train recipes: N optimizer steps each instead of --budget (the same "
+                         "training on any machine, however busy)")
     ap.add_argument("--shards", type=int, default=0, metavar="N",
                     help="--train recipes: render N train samples first and train on them "
                          "(0: on the fly)")
@@ -261,7 +268,7 @@ def main():
 
     gen_seconds = {}
     for r in recipes:
-        models[r], gen_seconds[r] = train_recipe(r, a.out, a.budget, a.shards, a.mix)
+        models[r], gen_seconds[r] = train_recipe(r, a.out, a.budget, a.shards, a.mix, a.steps)
 
     import captchalab
 
@@ -291,7 +298,9 @@ def main():
             f"{row[n]['seq_acc_ci95'][1]:.3f})" for n in names))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
-        json.dump({"samples": a.samples, "models": models, "budget": a.budget if recipes else None,
+        json.dump({"samples": a.samples, "models": models,
+                   "budget": a.budget if recipes and not a.steps else None,
+                   "steps": a.steps if recipes else None,
                    "shards": a.shards if recipes else None, "mix": a.mix or None,
                    "scales": a.scales or "each run's own", "blurs": a.blurs or "each run's own",
                    "gen_seconds": gen_seconds, "results": results}, f, indent=2)
