@@ -340,6 +340,7 @@ def test_a_model_learns_a_tiny_task(tmp_path):
     assert state["top"] >= 0.9, state["history"]
 
 
+@pytest.mark.slow  # ~15 s: trains
 def test_steps_end_training_mid_epoch(small_dataset, tmp_path):
     """--steps N trains N optimizer steps in all, not whole epochs: 60 train samples in
     batches of 16 are 3 steps an epoch, and 5 steps end the second epoch after 2 of them."""
