@@ -340,6 +340,17 @@ def test_a_model_learns_a_tiny_task(tmp_path):
     assert state["top"] >= 0.9, state["history"]
 
 
+@pytest.mark.slow  # ~15 s: trains
+def test_steps_end_training_mid_epoch(small_dataset, tmp_path):
+    """--steps N trains N optimizer steps in all, not whole epochs: 60 train samples in
+    batches of 16 are 3 steps an epoch, and 5 steps end the second epoch after 2 of them."""
+    run = tmp_path / "r"
+    cli("train", "--data", small_dataset, "--out", run, "--steps", 5, *TINY)
+    rows = _history(run)
+    assert [int(r["steps"]) for r in rows] == [3, 5]
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 5
+
+
 def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
     """--init-from builds the model with the source run's weights, adopts its architecture, and
     records where it started in config.json."""

@@ -47,6 +47,19 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class StepLimit(keras.callbacks.Callback):
+    """Stop after `steps` optimizer steps in all (a resumed run counts the steps before its
+    interruption): the last epoch is cut short there, and still evaluated and checkpointed."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True
+
+
 class ValMetrics(keras.callbacks.Callback):
     """Each epoch: loss and greedy-decoded accuracy on val and on a fixed train subset, added to
     the logs as val_* and train_*. `measure(ds)` returns the metrics of one dataset."""

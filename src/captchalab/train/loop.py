@@ -24,7 +24,7 @@ from captchalab.core.runconfig import CONFIG_VERSION, INPUT_VERSION  # noqa: E40
 from captchalab.gen import shards as sh  # noqa: E402
 from captchalab.gen.fonts import file_sha256  # noqa: E402
 from captchalab.train import input as inp  # noqa: E402
-from captchalab.train.callbacks import RunState, TimeBudget, ValMetrics  # noqa: E402
+from captchalab.train.callbacks import RunState, StepLimit, TimeBudget, ValMetrics  # noqa: E402
 from captchalab.train.config import (  # noqa: E402
     MIN_BUDGET_EPOCH_STEPS,
     TrainConfig,
@@ -297,6 +297,7 @@ def _run(cfg, m, frame, recipe, shape, state, cluster, t_start, command, verbose
                          report_budget=cfg.time_budget if verbose else 0.0)
     cbs = ([TimeBudget(cfg.time_budget, state["elapsed"], t_start, cfg.lr, cfg.schedule)]
            if cfg.time_budget else [])
+    cbs += [StepLimit(cfg.steps)] if cfg.steps > 0 else []  # the last epoch ends there
     cbs += [ValMetrics(metric_fn(model, cfg.arch, charset), val_ds, probe_ds), run_state, *extra]
     if chief:
         cbs.append(keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard"),
