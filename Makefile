@@ -46,11 +46,12 @@ bench-infer: $(STAMP)
 	$(BIN)/python bench/inference.py $(if $(MODEL),--model $(MODEL))
 
 # Transfer matrix: MODELS="default=RUN other=RUN2" and/or recipes trained on the fly,
-# TRAIN=universal,universal-no-fonts BUDGET=10m, against own and foreign test sets + ddddocr
+# TRAIN=universal,universal-no-fonts BUDGET=10m, against own and foreign test sets + ddddocr;
+# TRANSFER_ARGS: more bench/transfer.py options (--shards N --steps N --mix …)
 BUDGET ?= 10m
 bench-transfer: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
-	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m)) $(if $(TRAIN),--train $(TRAIN) --budget $(BUDGET))
+	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m)) $(if $(TRAIN),--train $(TRAIN) --budget $(BUDGET)) $(TRANSFER_ARGS)
 
 # Label-efficiency study, ~100 minutes: accuracy on two foreign generators against N labels
 # (scratch, shipped model, fitted style, self-training)

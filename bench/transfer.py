@@ -24,7 +24,7 @@ and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered once in
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
     python bench/transfer.py --train universal,universal-no-clutter --shards 40000 \
         --mix default:0.2 --budget 10m --no-peer
-    python bench/transfer.py --train universal,universal-no-fonts --shards 30000 --steps 1500 \
+    python bench/transfer.py --train universal,universal-no-fonts --shards 30000 --steps 1872 \
         --mix default:0.3 --scales 1 --no-peer --out bench/out/ablation
 """
 
@@ -306,6 +306,10 @@ def main():
                    "gen_seconds": gen_seconds, "results": results}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")
+    parts = [m for m in results if m.startswith("universal-no-")]
+    if "universal" in results and parts:
+        plot_ablation(results, parts, names, os.path.join(a.out, "ablation.png"))
+        print(f"wrote {a.out}/ablation.png")
 
 
 def plot(results, names, path):
@@ -341,6 +345,31 @@ def plot(results, names, path):
         ax.set_xlabel("full-sequence accuracy", fontsize=8)
     fig.suptitle("Reading captchas of other styles and generators (bars: 95 % intervals)",
                  fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_ablation(results, parts, names, path):
+    """What each part of the universal space buys: every universal-no-PART model's character
+    accuracy minus universal's, in points, per test set (red: the part helped that set)."""
+    from captchalab.core.plot import pyplot
+
+    plt = pyplot()
+    d = np.array([[100 * (results["universal"][n]["char_acc"] - results[p][n]["char_acc"])
+                   for n in names] for p in parts])
+    lim = max(1.0, float(np.abs(d).max()))
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.6, 0.5 * len(parts) + 1.9))
+    im = ax.imshow(d, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for (i, j), v in np.ndenumerate(d):
+        ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(v) > 0.6 * lim else "black")
+    ax.set_xticks(range(len(names)), [n.replace("-", "\n", 1) for n in names], fontsize=7)
+    ax.set_yticks(range(len(parts)), [p.removeprefix("universal-no-") for p in parts],
+                  fontsize=8)
+    ax.set_ylabel("part of the universal space", fontsize=8)
+    fig.colorbar(im, ax=ax, label="points of character accuracy the part adds")
+    ax.set_title("What each part buys: universal's character accuracy minus that without "
+                 "the part", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

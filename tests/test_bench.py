@@ -65,14 +65,20 @@ def test_bench_transfer_at_toy_size(tmp_path):
 
 @pytest.mark.slow
 def test_bench_transfer_trains_a_recipe_from_shards(tmp_path):
-    """--shards renders the recipe's samples (with --mix) and trains on them, not on the fly."""
+    """--shards renders the recipe's samples (with --mix) and trains on them, not on the fly,
+    for --steps steps; universal with an ablation recipe plots what the part buys."""
     out = tmp_path / "out"
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples", "4",
-                    "--out", str(out), "--train", "universal-no-degradations", "--shards", "64",
-                    "--mix", "default:0.2", "--budget", "3s", "--no-peer"],
+                    "--out", str(out), "--train", "universal,universal-no-degradations",
+                    "--shards", "64", "--mix", "default:0.2", "--steps", "3", "--no-peer"],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "transfer.json").read_text())
     assert res["shards"] == 64 and res["mix"] == "default:0.2"
+    assert res["steps"] == 3 and res["budget"] is None
+    for r in ("universal", "universal-no-degradations"):
+        rows = (out / "runs" / r / "history.csv").read_text().splitlines()
+        assert rows[-1].split(",")[1] == "3"  # the steps column
+    assert (out / "ablation.png").stat().st_size > 0
     assert res["gen_seconds"]["universal-no-degradations"] > 0
     from captchalab.gen import shards as sh
     data = str(out / "data" / "universal-no-degradations")
