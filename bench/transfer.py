@@ -12,10 +12,11 @@ Test sets (each --samples captchas, 4 characters from 0-9a-z, 160x60):
 Rows: each --model NAME=RUN; each --train RECIPE, trained here for --budget into OUT/runs/RECIPE
 (kept: a recipe already trained there is reused) on the fly, or with --shards N from N samples
 rendered first into OUT/data/RECIPE (the shipped model's way; --mix mixes presets in either
-way), or for --steps N optimizer steps instead of --budget (the same training on any machine); plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased. Recipes: default, varied,
-universal (`--style NAME`), and the ablation universal-no-PART: universal with one part of its
-space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
-defaults.
+way), or for --steps N optimizer steps instead of --budget (the same training on any
+machine); plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased. Recipes: default,
+varied, universal (`--style NAME`), and the ablation universal-no-PART: universal with one part
+of its space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
+defaults; with universal among the models, OUT/ablation.png plots what each part buys.
 Cells: full-sequence accuracy with its 95 % Wilson interval, and character accuracy. Printed,
 and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered once into OUT/sets
 (seeded: the same on every run) and reused.
