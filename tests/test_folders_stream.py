@@ -225,11 +225,32 @@ def test_import_label_with_keeps_the_confident_readings(unlabelled, tmp_path):
     by = m["origin"]["labelled_by"]
     assert by["min_confidence"] == cut and (by["read"], by["kept"]) == (len(reads), len(want))
     assert by["length"] == [4, 4]
+    from captchalab.core.runconfig import resolve_run
+    from captchalab.eval.predictor import read_config
+    own = read_config(resolve_run("pretrained"))["inference"]  # the shipped model's views
+    assert (by["scales"], by["blurs"]) == (own["scales"], own["blurs"])
+
+
+def test_import_label_with_reads_at_the_views_given(unlabelled, tmp_path):
+    """--scales/--blurs: the folder is read at those views, as predict reads it at them."""
+    p = cli("predict", "--model", "pretrained", unlabelled, "--json", "--scales", "1",
+            "--blurs", "0")
+    want = {os.path.basename(r["file"]): r["text"] for r in map(json.loads, p.stdout.splitlines())
+            if len(r["text"]) == 4}
+    out = tmp_path / "pseudo"
+    cli("import", unlabelled, "--out", out, "--label-with", "pretrained", "--min-confidence", 0,
+        "--length", 4, "--scales", "1", "--blurs", "0")
+    m = sh.read_manifest(str(out))
+    assert {r["source/file"]: r["label/text"] for r in sh.iter_split(str(out), m, "train")} == want
+    assert (m["origin"]["labelled_by"]["scales"], m["origin"]["labelled_by"]["blurs"]) == ([1.0],
+                                                                                           [0.0])
 
 
 @pytest.mark.parametrize("args,msg", [
     (["--min-confidence", "0.5"], "--min-confidence applies to --label-with RUN"),
     (["--length", "4"], "--length applies to --label-with RUN"),
+    (["--scales", "1,0.85"], "--scales applies to --label-with RUN"),
+    (["--label-with", "pretrained", "--blurs", "9"], "--blurs"),
     (["--label-with", "pretrained", "--length", "0"], "--length: '0'; lengths must be at least 1"),
     (["--label-with", "pretrained", "--length", "9"], "confidently with 9 characters"),
     (["--label-with", "NOTARUN"], "--label-with NOTARUN is not a trained captchalab run"),

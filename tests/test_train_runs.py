@@ -381,6 +381,30 @@ def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
                                 hashlib.sha256(open(path, "rb").read()).hexdigest()}
 
 
+def test_init_from_reads_as_its_source(tmp_path, small_dataset):
+    """A run started from one that is read at several widths and blurs (the shipped model's
+    "inference" views) is read at them too; load() and predict use them."""
+    import shutil
+
+    import captchalab
+
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURE_RUN, src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["inference"] = {"scales": [1.0, 0.8], "blurs": [0.0, 1.0]}
+    (src / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "ft"
+    cli("train", "--data", small_dataset, "--out", out, "--init-from", src, "--epochs", 1,
+        "--batch-size", 16, "-q")
+    assert json.loads((out / "config.json").read_text())["inference"] == cfg["inference"]
+    rec = captchalab.load(out)
+    assert (rec.scales, rec.blurs) == ((1.0, 0.8), (0.0, 1.0))
+    plain = tmp_path / "plain"
+    cli("train", "--data", small_dataset, "--out", plain, "--init-from", FIXTURE_RUN,
+        "--epochs", 1, "--batch-size", 16, "-q")
+    assert "inference" not in json.loads((plain / "config.json").read_text())
+
+
 @pytest.mark.parametrize("extra,msg", [
     (["--arch", "crnn"], "trained with arch small"),
     (["--init-from-bad"], "no config.json"),

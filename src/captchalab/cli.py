@@ -94,17 +94,18 @@ def parse_view_list(param: str, text: str) -> tuple[float, ...]:
 
 
 def _view_options(f):
-    """--scales and --blurs, for eval, predict and robust."""
+    """--scales and --blurs, for eval, predict, robust and import --label-with."""
     f = click.option("--blurs", callback=lambda c, p, v: v and parse_view_list("blurs", v),
                      metavar="S1,S2,…",
                      help="Read every image (at every width) also blurred with these Gaussian "
                      "sigmas, px, and keep the most confident reading.  [default: the model's "
-                     "own; the shipped model: 0,1; other runs: 0]")(f)
+                     "own; the shipped model and runs started from it: 0,1; other runs: 0]")(f)
     return click.option("--scales", callback=lambda c, p, v: v and parse_view_list("scales", v),
                         metavar="W1,W2,…",
                         help="Read every image also squeezed to these shares of its width and "
                         "keep the most confident reading (one pass per width).  [default: the "
-                        "model's own; the shipped model: 1,0.85,0.7; other runs: 1]")(f)
+                        "model's own; the shipped model and runs started from it: 1,0.85,0.7; "
+                        "other runs: 1]")(f)
 
 
 def _command_line() -> str:
@@ -422,10 +423,11 @@ def fit_style_(folder, out, fonts, match, sheet, samples, overwrite):
               help="With --label-with: keep readings at least this confident.")
 @click.option("--length", metavar="N|MIN-MAX",
               help="With --label-with: keep readings of this many characters (the site's).")
+@_view_options
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.pass_context
 def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_confidence,
-            length, overwrite):
+            length, scales, blurs, overwrite):
     """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png), or of labelled
     WAV files (mono, 8 kHz, 8 or 16 bit), into shards; or a folder of unlabelled ones, labelled
     by a model (--label-with)."""
@@ -443,10 +445,11 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
         keep = parse_length(length) if length else None
         prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)  # before reading
         items, origin = pseudo_labels(folder, run, min_confidence, split=split or "train",
-                                      length=keep, warn=lambda m: click.echo(m, err=True))
+                                      length=keep, warn=lambda m: click.echo(m, err=True),
+                                      scales=scales, blurs=blurs)
         charset = charset or origin["labelled_by"]["charset"]
     else:
-        for key in ("min_confidence", "length"):
+        for key in ("min_confidence", "length", "scales", "blurs"):
             if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
                 raise UsageError(f"--{key.replace('_', '-')} applies to --label-with RUN")
     m = import_folder(folder, out, charset=charset, size=size, split=split or "test",

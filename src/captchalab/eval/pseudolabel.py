@@ -15,12 +15,14 @@ from captchalab.core.errors import UsageError
 
 
 def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "train",
-                  length: tuple[int, int] | None = None, skip_bad: bool = False, warn=print):
+                  length: tuple[int, int] | None = None, skip_bad: bool = False, warn=print,
+                  scales=None, blurs=None):
     """(items, origin): (path, reading, split) for each file in `folder` that model `run`
     reads with at least `min_confidence` (and, given `length` (min, max), with that many
     characters), and what the manifest records of it (the run's charset among it). Images of
     another size are read resized to the model's (the dataset keeps their own size, as the
-    site's labelled captchas do: `train --init-from RUN --resize`)."""
+    site's labelled captchas do: `train --init-from RUN --resize`). scales, blurs: the views
+    each file is read at (predictor.Recognizer.read); None: the run's own."""
     from captchalab.eval.predictor import expand_paths, load, read_config
     from captchalab.gen.folders import AUDIO_EXTS
     from captchalab.gen.fonts import file_sha256
@@ -35,7 +37,8 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
         raise UsageError("label_with" + str(e)[len("model"):], param="label_with") from None
     audio = config.get("data_kind") == "audio"
     paths = expand_paths([folder], AUDIO_EXTS if audio else None)
-    preds, kept = load(run).predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
+    rec = load(run, scales, blurs)
+    preds, kept = rec.predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
     lo, hi = length or (1, float("inf"))
     items = [(p, r.text, split) for p, r in zip(kept, preds, strict=True)
              if lo <= len(r.text) <= hi and r.confidence >= min_confidence]
@@ -50,6 +53,8 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                               "config_sha256": file_sha256(os.path.join(run, "config.json")),
                               "charset": config["charset"]["chars"],
                               "min_confidence": min_confidence,
-                              "length": list(length) if length else None, "read": len(preds),
+                              "length": list(length) if length else None,
+                              "scales": list(rec.scales), "blurs": list(rec.blurs),
+                              "read": len(preds),
                               "kept": len(items)}}
     return items, origin

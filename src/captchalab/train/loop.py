@@ -134,7 +134,8 @@ def run_config(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shap
                strategy, cluster: dict | None, command: str) -> dict:
     """config.json: everything `eval`, `predict` and `export` need besides model.keras.
     `data_format`: the training data's charset and image size where they differ from the
-    model's (a run started from another: a subset charset, resized images)."""
+    model's (a run started from another: a subset charset, resized images); `inference`: the
+    widths and blurs it is read at, a run started from another's (frame)."""
     length = m["length"]
     if m.get("kind") == "audio":
         from captchalab.train.models import AUDIO_FRONT, audio_stride
@@ -148,7 +149,8 @@ def run_config(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shap
                 "data_format": {"charset": m["charset"], "image": m["image"]},
                 "input": {"format": "uint8 RGB [B,H,W,3] at the image size",
                           "version": INPUT_VERSION}, "model_shape": list(shape)}
-    return {"config_version": CONFIG_VERSION, "charset": frame["charset"], **what,
+    views = {"inference": frame["inference"]} if frame.get("inference") else {}
+    return {"config_version": CONFIG_VERSION, "charset": frame["charset"], **what, **views,
             "max_length": length[1], "length": list(length),
             "arch": cfg.arch, "kind": kind(cfg.arch), "train": asdict(cfg),
             "dataset": os.path.abspath(cfg.data) if cfg.data else None,

@@ -228,17 +228,18 @@ def mix_source(cfg: TrainConfig, m: dict, frame: dict) -> dict | None:
 
 def model_frame(cfg: TrainConfig, m: dict, resume: bool) -> dict:
     """What the model reads and writes, {"charset", "image"}: the data's own; with init_from
-    the source run's charset (unless new_head) and image size; on resume the run's own."""
+    the source run's charset (unless new_head) and image size, and how it is read ("inference":
+    the widths and blurs of the shipped model); on resume the run's own."""
     from captchalab.core.runconfig import read_run_config
 
     key = "audio" if m.get("kind") == "audio" else "image"
-    if resume:
-        stored = read_run_config(cfg.out)
-        return {"charset": stored["charset"], key: stored[key]}
-    src = init_source(cfg, m)
+    src = read_run_config(cfg.out) if resume else init_source(cfg, m)
     if src is None:
         return {"charset": m["charset"], key: m[key]}
-    return {"charset": m["charset"] if cfg.new_head else src["charset"], key: src[key]}
+    views = {"inference": src["inference"]} if src.get("inference") else {}
+    if resume:
+        return {"charset": src["charset"], key: src[key], **views}
+    return {"charset": m["charset"] if cfg.new_head else src["charset"], key: src[key], **views}
 
 
 def train(cfg: TrainConfig, command: str = "", verbose: int = 1, resume: bool = False,
