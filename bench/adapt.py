@@ -15,7 +15,9 @@ transfer bench's set) for four arms:
               (`--mix-data`); --rounds times, each round's run labelling for the next. At N = 0
               the fitted run itself labels them (at --zero-min-confidence: its confidence was
               calibrated on renderings, not on the site's captchas), and the rounds train on
-              the fitted renderings with the pseudo-labels as half of every batch
+              the fitted renderings with the pseudo-labels as half of every batch. Rounds
+              after the first start from the round before's run (--self-init fitted: each
+              from the fitted pretraining, as until 2026-12-05)
 
 Of the N labels, a fifth (at least 10) is the run's val split and the rest its train split, as a
 user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
@@ -94,8 +96,9 @@ def self_train(a, data, start, fitted, unl, truths, work, min_confidence, test):
         got = {os.path.basename(x["source/file"]): x["label/text"]
                for x in sh.iter_split(pseudo, m, "train")}
         precision = sum(truths[f] == v for f, v in got.items()) / max(1, len(got))
+        init = fitted if a.self_init == "fitted" or r == 1 else run
         run = os.path.join(work, f"round-{r}")
-        t += train(data, run, a.finetune_budget, init=fitted, mix=f"{pseudo}:{a.pseudo_share}")
+        t += train(data, run, a.finetune_budget, init=init, mix=f"{pseudo}:{a.pseudo_share}")
         rounds.append({"kept": len(got), "precision": round(precision, 3),
                        "seq_acc": round(accuracy(run, test)["seq_acc"], 3)})
     return run, t, rounds
@@ -223,6 +226,9 @@ def main():
     ap.add_argument("--unlabelled-pool", type=int, default=2000,
                     help="unlabelled captchas the self-trained arm labels")
     ap.add_argument("--rounds", type=int, default=3, help="self-training rounds (0: no arm)")
+    ap.add_argument("--self-init", choices=("fitted", "last"), default="last",
+                    help="self-training: each round starts from the fitted pretraining, or "
+                         "from the round before's run")
     ap.add_argument("--min-confidence", type=float, default=0.5,
                     help="self-training: readings kept as pseudo-labels")
     ap.add_argument("--zero-min-confidence", type=float, default=0.9,

@@ -93,19 +93,24 @@ def parse_view_list(param: str, text: str) -> tuple[float, ...]:
     return check_views(param, values)
 
 
-def _view_options(f):
-    """--scales and --blurs, for eval, predict, robust and import --label-with."""
+def _view_options(f=None, once=False):
+    """--scales and --blurs, for eval, predict and robust (the model's own views by default);
+    once: for import --label-with (one view by default: the calibrated confidence)."""
+    if f is None:
+        return lambda g: _view_options(g, once)
+    own = ("  [default: 0, once: the confidence is calibrated on one view]" if once else
+           "  [default: the model's own; the shipped model and runs started from it: {}; "
+           "other runs: {}]")
     f = click.option("--blurs", callback=lambda c, p, v: v and parse_view_list("blurs", v),
                      metavar="S1,S2,…",
                      help="Read every image (at every width) also blurred with these Gaussian "
-                     "sigmas, px, and keep the most confident reading.  [default: the model's "
-                     "own; the shipped model and runs started from it: 0,1; other runs: 0]")(f)
+                     "sigmas, px, and keep the most confident reading." + own.format("0,1", "0")
+                     )(f)
     return click.option("--scales", callback=lambda c, p, v: v and parse_view_list("scales", v),
                         metavar="W1,W2,…",
                         help="Read every image also squeezed to these shares of its width and "
-                        "keep the most confident reading (one pass per width).  [default: the "
-                        "model's own; the shipped model and runs started from it: 1,0.85,0.7; "
-                        "other runs: 1]")(f)
+                        "keep the most confident reading (one pass per width)."
+                        + own.replace("default: 0", "default: 1").format("1,0.85,0.7", "1"))(f)
 
 
 def _command_line() -> str:
@@ -423,7 +428,7 @@ def fit_style_(folder, out, fonts, match, sheet, samples, overwrite):
               help="With --label-with: keep readings at least this confident.")
 @click.option("--length", metavar="N|MIN-MAX",
               help="With --label-with: keep readings of this many characters (the site's).")
-@_view_options
+@_view_options(once=True)
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.pass_context
 def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_confidence,
