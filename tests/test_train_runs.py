@@ -383,7 +383,7 @@ def test_init_from_starts_from_the_runs_weights(tmp_path, small_dataset):
 
 def test_init_from_reads_as_its_source(tmp_path, small_dataset):
     """A run started from one that is read at several widths and blurs (the shipped model's
-    "inference" views) is read at them too; load() and predict use them."""
+    "inference" views) is read at them too, by load() and the commands built on it."""
     import shutil
 
     import captchalab

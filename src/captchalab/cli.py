@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
@@ -93,24 +94,24 @@ def parse_view_list(param: str, text: str) -> tuple[float, ...]:
     return check_views(param, values)
 
 
-def _view_options(f=None, once=False):
+def _view_options(f, once=False):
     """--scales and --blurs, for eval, predict and robust (the model's own views by default);
     once: for import --label-with (one view by default: the calibrated confidence)."""
-    if f is None:
-        return lambda g: _view_options(g, once)
-    own = ("  [default: 0, once: the confidence is calibrated on one view]" if once else
-           "  [default: the model's own; the shipped model and runs started from it: {}; "
-           "other runs: {}]")
+    def default(one, shipped):
+        if once:
+            return f"  [default: {one}, once: the confidence is calibrated on one view]"
+        return (f"  [default: the model's own; the shipped model and runs started from it: "
+                f"{shipped}; other runs: {one}]")
+
     f = click.option("--blurs", callback=lambda c, p, v: v and parse_view_list("blurs", v),
                      metavar="S1,S2,…",
                      help="Read every image (at every width) also blurred with these Gaussian "
-                     "sigmas, px, and keep the most confident reading." + own.format("0,1", "0")
-                     )(f)
+                     "sigmas, px, and keep the most confident reading." + default("0", "0,1"))(f)
     return click.option("--scales", callback=lambda c, p, v: v and parse_view_list("scales", v),
                         metavar="W1,W2,…",
                         help="Read every image also squeezed to these shares of its width and "
                         "keep the most confident reading (one pass per width)."
-                        + own.replace("default: 0", "default: 1").format("1,0.85,0.7", "1"))(f)
+                        + default("1", "1,0.85,0.7"))(f)
 
 
 def _command_line() -> str:
@@ -428,7 +429,7 @@ def fit_style_(folder, out, fonts, match, sheet, samples, overwrite):
               help="With --label-with: keep readings at least this confident.")
 @click.option("--length", metavar="N|MIN-MAX",
               help="With --label-with: keep readings of this many characters (the site's).")
-@_view_options(once=True)
+@functools.partial(_view_options, once=True)
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.pass_context
 def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_confidence,
