@@ -272,10 +272,10 @@ def test_cmn_front_end_ignores_a_colouring_of_the_whole_clip():
     assert moved[True] < 0.5 * moved[False], moved
 
 
-@pytest.mark.parametrize("arch", ["audio-conv", "audio-cmn"])
+@pytest.mark.parametrize("arch", ["audio-conv", "audio-cmn", "audio-crnn"])
 def test_a_clip_reads_the_same_however_it_is_padded(arch):
-    """LogMel + BlankPadding: padding a clip with silence to a longer batch changes nothing in
-    its valid steps, and every padded step is a certain blank."""
+    """Padding a clip with silence to a longer batch changes none of its steps (the convolutions
+    see zeros past its end either way), and every padded step is a certain blank."""
     from captchalab.core.tfimport import import_tensorflow
 
     import_tensorflow()
@@ -286,14 +286,44 @@ def test_a_clip_reads_the_same_however_it_is_padded(arch):
     r = AudioRenderer("0123456789", (2, 2), AudioStyle(gap=(0.2, 0.4)), ["builtin"], 0)
     pcm = r.render("train", 0).pcm
     alone = np.asarray(model({"audio": pcm[None], "audio_length": np.array([len(pcm)])}))
-    padded = np.full((2, len(pcm) + 5000), 128, np.uint8)
-    padded[0, :len(pcm)] = pcm  # the second clip: 3000 samples of silence
-    both = np.asarray(model({"audio": padded, "audio_length": np.array([len(pcm), 3000])}))
     t = alone.shape[1]
-    edge = 8  # steps whose receptive field reaches past the clip's end (zeros vs silence)
-    np.testing.assert_allclose(both[0, :t - edge], alone[0, :t - edge], atol=1e-4)
-    # past the end: blanks (the step the unpadded clip's pooling floors away may still read)
-    assert (both[0, t + 1:].argmax(-1) == 0).all() and (both[1, 2:].argmax(-1) == 0).all()
+    for extra in (37, 5000):
+        padded = np.full((2, len(pcm) + extra), 128, np.uint8)
+        padded[0, :len(pcm)] = pcm  # the second clip: 3000 samples of silence
+        padded[1, :3000] = pcm[:3000]
+        both = np.asarray(model({"audio": padded, "audio_length": np.array([len(pcm), 3000])}))
+        np.testing.assert_allclose(both[0, :t], alone[0], atol=1e-4)
+        assert (both[0, t:].argmax(-1) == 0).all() and (both[1, 2:].argmax(-1) == 0).all()
+
+
+def test_training_batches_group_clips_of_about_one_length():
+    """Training: every clip of a batch lies in one 0.5 s band, padded with silence to the
+    batch's longest; evaluation: every clip once, in order, padded to each batch's longest."""
+    from captchalab.core.tfimport import import_tensorflow
+
+    tf = import_tensorflow()
+    from captchalab.train.input import BUCKET, SILENCE, audio_batches
+
+    lengths = np.random.default_rng(0).integers(8000, 40000, 400)
+
+    def elements():
+        for i, n in enumerate(lengths):
+            yield {"audio": np.full(n, i % 200, np.uint8), "audio_length": np.int32(n)}, \
+                np.array([i % 7 + 1, 0], np.int32)
+
+    ds = tf.data.Dataset.from_generator(elements, output_signature=(
+        {"audio": tf.TensorSpec((None,), tf.uint8), "audio_length": tf.TensorSpec((), tf.int32)},
+        tf.TensorSpec((2,), tf.int32)))
+    seen = 0
+    for x, _ in audio_batches(ds, 8, True, 2):
+        n = x["audio_length"].numpy()
+        assert len(n) == 8 and len(set(n // BUCKET)) == 1
+        assert x["audio"].shape[1] == n.max()
+        assert all((x["audio"][i, k:] == SILENCE).numpy().all() for i, k in enumerate(n))
+        seen += 8
+    assert seen > 400 - 8 * (40000 // BUCKET + 1)  # only the bands' last partial batches dropped
+    got = np.concatenate([x["audio_length"].numpy() for x, _ in audio_batches(ds, 8, False, 2)])
+    np.testing.assert_array_equal(got, lengths)
 
 
 def test_dataset_seed_rule_names_audio(tmp_path):

@@ -148,16 +148,22 @@ class LogMel(keras.layers.Layer):
 
     normalize: subtract from each mel band its mean over the clip's own frames (cepstral mean
     normalisation), so a fixed colouring of the whole clip - a voice's brightness, a channel's
-    equaliser, the overall level - is gone before the model sees it; padded frames are then 0."""
+    equaliser, the overall level - is gone before the model sees it; padded frames are then 0.
+
+    exact: the clip is followed by fft/2 samples of silence before the STFT (so its last frames
+    read silence, not a reflection of the clip, whether or not the batch padded it), silence is
+    0 (log(1 + power / FLOOR)), and padded frames are 0 - what a convolution pads with - so a
+    model that zeroes padded steps after every layer (`MaskSteps(hop=...)`) reads a clip exactly
+    the same however its batch was padded. Models built before it have exact=False."""
 
     FLOOR = 1e-4  # power added before the log: silence, and the value of padded frames
 
     def __init__(self, rate: int = 8000, fft: int = 256, hop: int = 128, mels: int = 40,
-                 normalize: bool = False, **kwargs):
+                 normalize: bool = False, exact: bool = False, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.rate, self.fft, self.hop, self.mels = int(rate), int(fft), int(hop), int(mels)
-        self.normalize = bool(normalize)
+        self.normalize, self.exact = bool(normalize), bool(exact)
         self.mel = keras.layers.MelSpectrogram(
             fft_length=self.fft, sequence_stride=self.hop, sampling_rate=self.rate,
             num_mel_bins=self.mels, power_to_db=False, dtype="float32")
@@ -167,23 +173,32 @@ class LogMel(keras.layers.Layer):
 
     def call(self, pcm, lengths):
         x = (ops.cast(pcm, "float32") - 128.0) / 128.0
+        if self.exact:  # past each clip's end: silence, then fft/2 more of it
+            x = ops.pad(x * ops.squeeze(frame_mask(ops.shape(x)[1], 1, lengths), -1),
+                        [[0, 0], [0, self.fft // 2]])
         s = ops.transpose(self.mel(x), (0, 2, 1))  # [B, T, mels]
         logs = ops.log(s + self.FLOOR)
+        if self.exact:
+            logs = logs - float(np.log(self.FLOOR))  # silence: 0
         valid = frame_mask(ops.shape(logs)[1], self.hop, lengths)  # [B, T, 1]
         if self.normalize:
             frames = ops.maximum(ops.sum(valid, axis=1, keepdims=True), 1.0)  # [B, 1, 1]
             mean = ops.sum(valid * logs, axis=1, keepdims=True) / frames  # [B, 1, mels]
             return ops.expand_dims(valid * (logs - mean), -1)
+        if self.exact:
+            return ops.expand_dims(valid * logs, -1)
         floor = float(np.log(self.FLOOR))
         return ops.expand_dims(valid * logs + (1.0 - valid) * floor, -1)
 
     def compute_output_shape(self, pcm_shape, lengths_shape=None):
         b, n = pcm_shape
+        if n is not None and self.exact:
+            n += self.fft // 2
         return (b, None if n is None else n // self.hop + 1, self.mels, 1)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "fft": self.fft, "hop": self.hop,
-                "mels": self.mels, "normalize": self.normalize}
+                "mels": self.mels, "normalize": self.normalize, "exact": self.exact}
 
 
 @keras.saving.register_keras_serializable(package="captchalab")
@@ -220,33 +235,41 @@ class BandMask(keras.layers.Layer):
                 "seed": self.seed}
 
 
-def frame_mask(t, stride: int, lengths):
+def frame_mask(t, stride: int, lengths, hop: int = 0):
     """[B, t, 1] float32, 1 where valid: step i covers audio from sample i * stride on, valid
-    when that is inside the clip. (Built with expand_dims on numbers: TFLite's builtin
+    when that is inside the clip. hop > 0: steps pool stride/hop frames of `hop` samples, and a
+    step is valid when all its frames are (frame j valid when j * hop is inside the clip) - the
+    steps a clip has when nothing pads it. (Built with expand_dims on numbers: TFLite's builtin
     StridedSlice cannot add an axis to a bool tensor.)"""
+    n = ops.expand_dims(ops.cast(lengths, "int32"), 1)  # [B, 1]
+    if hop:
+        n = (n + hop - 1) // hop // (stride // hop)  # valid frames, pooled: valid steps
+        stride = 1
     steps = ops.expand_dims(ops.arange(t) * stride, 0)  # [1, t]
-    ends = ops.expand_dims(ops.cast(lengths, "int32"), 1)  # [B, 1]
-    return ops.expand_dims(ops.cast(steps < ends, "float32"), -1)
+    return ops.expand_dims(ops.cast(steps < n, "float32"), -1)
 
 
 @keras.saving.register_keras_serializable(package="captchalab")
 class MaskSteps(keras.layers.Layer):
-    """Steps [B,T,C] and clip lengths [B] -> the steps with those past each clip's end zeroed
-    (one step = `stride` audio samples), and the [B,T] mask itself for recurrent layers."""
+    """Steps [B,T,C] (or [B,T,F,C]) and clip lengths [B] -> the steps with those past each
+    clip's end zeroed (one step = `stride` audio samples; `hop` as in `frame_mask`), and the
+    [B,T] mask itself for recurrent layers."""
 
-    def __init__(self, stride: int, **kwargs):
+    def __init__(self, stride: int, hop: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.stride = int(stride)
+        self.stride, self.hop = int(stride), int(hop)
 
     def call(self, x, lengths):
-        valid = frame_mask(ops.shape(x)[1], self.stride, lengths)  # [B, T, 1]
-        return x * ops.cast(valid, x.dtype), ops.squeeze(valid, -1) > 0.5
+        valid = frame_mask(ops.shape(x)[1], self.stride, lengths, self.hop)  # [B, T, 1]
+        v = ops.cast(valid, x.dtype)
+        return x * (ops.expand_dims(v, -1) if len(x.shape) == 4 else v), \
+            ops.squeeze(valid, -1) > 0.5
 
     def compute_output_shape(self, x_shape, lengths_shape=None):
         return x_shape, x_shape[:2]
 
     def get_config(self):
-        return {**super().get_config(), "stride": self.stride}
+        return {**super().get_config(), "stride": self.stride, "hop": self.hop}
 
 
 @keras.saving.register_keras_serializable(package="captchalab")
@@ -255,13 +278,13 @@ class BlankPadding(keras.layers.Layer):
     end made a certain blank (class 0): a clip reads and scores the same whatever it was
     padded to in its batch. float32 in and out."""
 
-    def __init__(self, stride: int, **kwargs):
+    def __init__(self, stride: int, hop: int = 0, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        self.stride = int(stride)
+        self.stride, self.hop = int(stride), int(hop)
 
     def call(self, logits, lengths):
-        valid = frame_mask(ops.shape(logits)[1], self.stride, lengths)  # [B, T, 1]
+        valid = frame_mask(ops.shape(logits)[1], self.stride, lengths, self.hop)  # [B, T, 1]
         k = ops.shape(logits)[-1]
         blank = ops.expand_dims(ops.expand_dims(ops.one_hot(BLANK_ID, k) * BLANK_LOGIT, 0), 0)
         return valid * logits + (1.0 - valid) * blank
@@ -270,4 +293,4 @@ class BlankPadding(keras.layers.Layer):
         return logits_shape
 
     def get_config(self):
-        return {**super().get_config(), "stride": self.stride}
+        return {**super().get_config(), "stride": self.stride, "hop": self.hop}

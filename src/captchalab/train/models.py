@@ -216,20 +216,34 @@ def build_audio_model(arch: str, num_classes: int, dropout: float = 0.0, seed: i
     """(uint8 PCM [B,N] at 8 kHz, clip lengths [B]) -> float32 logits [B,T,num_classes], one step
     per `audio_stride(arch)` samples, class 0 the blank. The log mel spectrogram is the model's
     first layer (`LogMel`), so nothing outside the model prepares audio; steps past a clip's
-    end are zeroed and masked from the GRU. augment: SpecAugment's frequency masking on the
-    training batches (`BandMask`: two runs of up to 6 of the 32 mel bands per clip)."""
+    end are zeroed after every layer that mixes steps (and masked from the GRU), so a clip
+    reads exactly the same however its batch was padded. augment: SpecAugment's frequency
+    masking on the training batches (`BandMask`: two runs of up to 6 of the 32 mel bands per
+    clip)."""
     import keras
     from keras import layers
 
     from captchalab.core.layers import BandMask, BlankPadding, LogMel, MaskSteps
 
     filters, pools, units, rnn_layers, _, _ = AUDIO_ARCHS[arch]
+    hop = AUDIO_FRONT["hop"]
     pcm = keras.Input((None,), dtype="uint8", name="audio")
     lengths = keras.Input((), dtype="int32", name="audio_length")
-    x = LogMel(**AUDIO_FRONT, normalize=arch in AUDIO_NORMALIZED, name="logmel")(pcm, lengths)
+    x = LogMel(**AUDIO_FRONT, normalize=arch in AUDIO_NORMALIZED, exact=True,
+               name="logmel")(pcm, lengths)
+
+    def masked(x, stride):  # zero what lies past each clip's end, as a convolution pads
+        return MaskSteps(stride, hop)(x, lengths)[0]
+
     if augment:
-        x = BandMask(2, 6, seed=seed, name="band_mask")(x)
-    x = _trunk(x, filters, pools)
+        x = masked(BandMask(2, 6, seed=seed, name="band_mask")(x), hop)
+    stride = hop
+    for f, p in zip(filters, pools, strict=True):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        x = layers.MaxPooling2D(p)(layers.ReLU()(x))
+        stride *= p[0]
+        x = masked(x, stride)
     mels = AUDIO_FRONT["mels"]
     for _, pm in pools:
         mels //= pm
@@ -237,17 +251,16 @@ def build_audio_model(arch: str, num_classes: int, dropout: float = 0.0, seed: i
     x = layers.Dense(units, activation="relu")(x)
     if dropout:
         x = layers.Dropout(dropout, seed=seed)(x)
-    mask_steps = MaskSteps(audio_stride(arch), name="mask")
-    x, mask = mask_steps(x, lengths)
+    x, mask = MaskSteps(stride, hop, name="mask")(x, lengths)
     for _ in range(rnn_layers):
         x = layers.Bidirectional(layers.GRU(units, return_sequences=True))(x, mask=mask)
     if not rnn_layers:
         for _ in range(2):
             x = layers.Conv1D(units, 5, padding="same", use_bias=False)(x)
             x = layers.BatchNormalization(momentum=0.9)(x)
-            x = layers.ReLU()(x)
+            x = masked(layers.ReLU()(x), stride)
     x = layers.Dense(num_classes, dtype="float32", name="logits")(x)
-    logits = BlankPadding(audio_stride(arch), name="blank_padding")(x, lengths)
+    logits = BlankPadding(stride, hop, name="blank_padding")(x, lengths)
     return keras.Model({"audio": pcm, "audio_length": lengths}, logits, name=arch)
 
 
