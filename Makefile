@@ -53,7 +53,7 @@ bench-transfer: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
 	$(BIN)/python bench/transfer.py $(foreach m,$(MODELS),--model $(m)) $(if $(TRAIN),--train $(TRAIN) --budget $(BUDGET)) $(TRANSFER_ARGS)
 
-# Label-efficiency study, ~100 minutes: accuracy on two foreign generators against N labels
+# Label-efficiency study, ~4 hours: accuracy on two foreign generators against N labels
 # (scratch, shipped model, fitted style, self-training)
 bench-adapt: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[transfer]'
