@@ -5,6 +5,8 @@ Keras is imported inside the builders so that the checks run before TensorFlow l
 
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import NamedTuple
 
 from captchalab.core.errors import UsageError, suggest
@@ -114,14 +116,18 @@ def check_data(arch: str, input_shape, length: tuple[int, int]) -> None:
         check_time_steps(arch, input_shape[1], length[1])
 
 
-def _trunk(x, filters, pools):
+def _trunk(x, filters, pools, after_block=None):
+    """Conv blocks (conv, batch norm, ReLU, max pool); after_block(x, i) is applied to block
+    i's output (audio: zero the steps past each clip's end)."""
     from keras import layers
 
-    for f, p in zip(filters, pools, strict=True):
+    for i, (f, p) in enumerate(zip(filters, pools, strict=True)):
         x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(momentum=0.9)(x)  # eval statistics keep up at high lr
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D(p)(x)
+        if after_block is not None:
+            x = after_block(x, i)
     return x
 
 
@@ -237,13 +243,9 @@ def build_audio_model(arch: str, num_classes: int, dropout: float = 0.0, seed: i
 
     if augment:
         x = masked(BandMask(2, 6, seed=seed, name="band_mask")(x), hop)
-    stride = hop
-    for f, p in zip(filters, pools, strict=True):
-        x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.MaxPooling2D(p)(layers.ReLU()(x))
-        stride *= p[0]
-        x = masked(x, stride)
+    strides = list(itertools.accumulate((pt for pt, _ in pools), operator.mul, initial=hop))[1:]
+    x = _trunk(x, filters, pools, after_block=lambda x, i: masked(x, strides[i]))
+    stride = audio_stride(arch)
     mels = AUDIO_FRONT["mels"]
     for _, pm in pools:
         mels //= pm
