@@ -6,7 +6,7 @@ import pytest
 
 from captchalab.gen import shards as sh
 from captchalab.gen.compose import place_text, push_contrast
-from captchalab.gen.style import KNOBS, SCENE_KNOBS, Style, parse_range, preset
+from captchalab.gen.style import EFFECTS, KNOBS, SCENE_KNOBS, Style, parse_range, preset
 from conftest import cli, record_hashes
 
 
@@ -338,3 +338,33 @@ def test_aspect_stretches_the_text_before_it_is_fitted():
     assert narrow[:, :60].min() > 0.99 and narrow[:, 60:].max() == 0
     assert np.array_equal(place_text(mask, {**v, "aspect": 1.0}, (160, 60)),
                           place_text(mask, v, (160, 60)))  # 1: as before the knob existed
+
+
+def test_effects_switch_clutter_and_degradations_off_per_sample_and_leave_the_rest(tmp_path):
+    args = ["--style", "universal", "--test", 60, "--seed", 5, "-q"]
+    cli("gen", "--out", tmp_path / "all", *args)
+    cli("gen", "--out", tmp_path / "some", *args, "--effects", "0.3")
+    cli("gen", "--out", tmp_path / "none", *args, "--effects", "0")
+    recs = {}
+    for name in ("all", "some", "none"):
+        m = sh.read_manifest(str(tmp_path / name))
+        recs[name] = list(sh.iter_split(str(tmp_path / name), m, "test"))
+    assert "effects" in m["seed_rule"]
+    on = off = 0
+    for a, s, n in zip(recs["all"], recs["some"], recs["none"], strict=True):
+        assert a["label/text"] == s["label/text"] == n["label/text"]
+        assert (a["style/effects"], s["style/effects"], n["style/effects"]) == pytest.approx(
+            (1.0, 0.3, 0.0))
+        for k in KNOBS:  # everything but the effects is drawn as without them
+            if k not in EFFECTS and k != "effects":
+                assert a[f"style/{k}"] == s[f"style/{k}"] == n[f"style/{k}"], k
+        for k, gone in EFFECTS.items():
+            assert n[f"style/{k}"] == pytest.approx(gone), k
+            if a[f"style/{k}"] != pytest.approx(gone):  # drawn on: kept, or switched off
+                kept = s[f"style/{k}"] == a[f"style/{k}"]
+                assert kept or s[f"style/{k}"] == pytest.approx(gone), k
+                on, off = on + kept, off + (not kept)
+    assert 0.2 < on / (on + off) < 0.4  # ~30 % of the effects universal draws stay on
+    cli("verify", tmp_path / "some")
+    p = cli("show", tmp_path / "some", "--sample", "test:9", "--out", tmp_path / "s.png")
+    assert "identical" in p.stdout

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from captchalab.gen.style import Draws, Style, draw
+from captchalab.gen.style import Draws, Style, draw, gate_effects
 
 SEED_RULE = (
     "stream seed = first 8 bytes (big-endian) of blake2b('captchalab-v1|{seed}|{split}|{index}|"
@@ -32,7 +32,9 @@ FONT_RULE = ("; the style stream's first draw u picks the font: index int(u * fo
              "font weights the first font whose cumulative weight exceeds u")
 COMPOSE_RULE = ("; a style with a scene also seeds numpy's default_rng from stream 'compose' for "
                 "the scene's random positions, and another from stream 'looks' for the colours "
-                "of characters and clutter and the shapes")
+                "of characters and clutter and the shapes; with effects under 1, stream "
+                "'effects' gives one draw per effect (style.EFFECTS, in order), which is off for "
+                "the sample when the draw is >= its effects value")
 SPLIT_RULE = (
     "a label belongs to exactly one split: u = blake2b('captchalab-v1|{seed}|label|{text}') / 2^64; "
     "train if u < 0.8, val if u < 0.9, else test. A sample redraws its label until it falls in "
@@ -159,6 +161,9 @@ class Renderer:
         d = draw(style, self._style_rng, len(fonts), self._weights[mixed])
         d.font = fonts[d.font]
         v = d.values
+        if style.composed and v["effects"] < 1:  # its own stream: the knobs' draws stay put
+            self._style_rng.seed(derive_seed(self.seed, split, index, "effects"))
+            gate_effects(v, self._style_rng)
         cap = self._captcha(d.font, style, mixed)
         cap.character_rotate = (-v["rotate"], v["rotate"])
         cap.character_warp_dx = (v["warp_dx"] / 3, v["warp_dx"])

@@ -84,6 +84,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
          "how far lines, dots and arcs are drawn from fg towards a colour of their own"),
         ("aspect", float, 0.3, 3,
          "the text's width times this before it is fitted (over 1: wider glyphs and gaps)"),
+        ("effects", float, 0, 1,
+         "chance each background, clutter and degradation effect is on for a sample "
+         "(1: all the style draws; under 1 the others are off for it)"),
     ]],
 ]}
 SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
@@ -139,6 +142,7 @@ class Style:
     shapes: tuple[int, int] = (0, 0)
     clutter_colour: tuple[float, float] = (0.0, 0.0)
     aspect: tuple[float, float] = (1.0, 1.0)
+    effects: tuple[float, float] = (1.0, 1.0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
@@ -458,6 +462,24 @@ class Draws:
 
     font: int = 0  # index into the resolved font list
     values: dict = field(default_factory=dict)
+
+
+# What `effects` switches on and off, each with its value when off: the background's gradient,
+# texture and speckle, the text's colour gradient, every kind of clutter, every degradation.
+EFFECTS = {"gradient": 0.0, "bg_gradient": 0.0, "texture": 0.0, "speckle": 0.0, "grid": 0,
+           "lines": 0, "shapes": 0, "noise_dots": 0, "noise_curves": 0, "blur": 0.0,
+           "downscale": 1.0, "noise": 0.0, "jpeg": 0}
+
+
+def gate_effects(values: dict, rng) -> None:
+    """Switch each of EFFECTS off (to its value when off) unless a draw falls under the sample's
+    `effects` chance: one draw per effect in a fixed order, so a sample's set of effects depends
+    on its own stream only. Clean captchas with one or two kinds of clutter, as most generators
+    draw them, then occur as often as busy ones."""
+    rate = values.get("effects", 1.0)
+    for name, off in EFFECTS.items():
+        if rng.random() >= rate:
+            values[name] = off
 
 
 def draw(style: Style, rng, n_fonts: int, font_weights=None) -> Draws:
