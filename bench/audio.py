@@ -13,8 +13,8 @@ Targets (trained on the library's built-in voice only; test split: its default r
 digits and alnum train in two stages, both inside the budget: first on captchas with short gaps
 (`--gap 0.3-1`: half as long, and CTC leaves its all-blank plateau in a third of the time), then
 `--init-from` that run on the library's defaults (docs/audio.md, "Two stages").
-Then: inference speed of the first target's model, clips/s in batches of 32 on its 1 000 test
-clips; and every model on 1 000 six-digit captchas spoken by each voice under --voices (default
+Then: inference speed of the first target's model, clips/s through `captchalab.load(RUN).predict`
+on its 1 000 test clips (batches of 32 clips of about one length); and every model on 1 000 six-digit captchas spoken by each voice under --voices (default
 bench/out/voices, which `make voices` writes from TTS engines; never trained on).
 
 Prints a table, writes bench/out/audio/results.json and a PNG of val sequence accuracy against
@@ -103,19 +103,19 @@ def run_target(name, args):
             "history": hist, "warm_history": warm_hist, "run": run, "test": test}
 
 
-def inference_speed(run, test, batch=32):
-
+def inference_speed(run, test):
+    """Clips per second through Recognizer.predict (batches of AUDIO_BATCH clips)."""
     import captchalab
+    from captchalab.eval.predictor import AUDIO_BATCH as batch
     from captchalab.gen import shards as sh
     from captchalab.gen.audio import parse_wav
 
     m = sh.read_manifest(test)
     clips = [parse_wav(r["audio/wav"], "clip") for r in sh.iter_split(test, m, "test")]
     rec = captchalab.load(run)
-    rec.read(rec.batch(clips[:batch]))  # warm-up: tracing
+    rec.predict(clips[:4 * batch])  # warm-up: tracing
     t = time.perf_counter()
-    for lo in range(0, len(clips), batch):
-        rec.read(rec.batch(clips[lo:lo + batch]))
+    rec.predict(clips)  # batches of clips of about one length (predictor.by_length)
     dt = time.perf_counter() - t
     seconds = sum(len(c) for c in clips) / 8000
     return {"clips": len(clips), "batch": batch, "clips_per_s": len(clips) / dt,

@@ -398,11 +398,28 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
     clips = [rec.decode_item(str(p), str(p)) for p in sorted((wavs / "test").glob("*.wav"))[:3]]
     batch = rec.batch(clips)
     want = rec.logits(batch)
+    # predict reads clips in batches of one length, in another order: the same readings
+    every = [rec.decode_item(str(p), str(p)) for p in sorted((wavs / "test").glob("*.wav"))]
+    one_by_one = [rec.predict(c) for c in every]
+    together = rec.predict(every)
+    assert [p.text for p in together] == [p.text for p in one_by_one]
+    assert [p.confidence for p in together] == pytest.approx(
+        [p.confidence for p in one_by_one], abs=1e-4)
     for fmt in ("savedmodel", "tflite"):
         path = cli("export", "--model", run, "--format", fmt, "--out", tmp_path / fmt
                    ).stdout.split()[1]
         got = load_exported(path)(batch)
         np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_clips_are_read_in_batches_of_about_one_length():
+    from captchalab.eval.predictor import by_length
+
+    lengths = [50, 10, 40, 10, 30, 20, 60]
+    batches = by_length(lengths, 3)
+    assert batches == [[1, 3, 5], [4, 2, 0], [6]]  # shortest first; ties keep their order
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert by_length([], 32) == []
 
 
 def test_band_mask_masks_whole_bands_in_training_only():
