@@ -13,9 +13,10 @@ Targets (trained on the library's built-in voice only; test split: its default r
 digits and alnum train in two stages, both inside the budget: first on captchas with short gaps
 (`--gap 0.3-1`: half as long, and CTC leaves its all-blank plateau in a third of the time), then
 `--init-from` that run on the library's defaults (docs/audio.md, "Two stages").
-Then: inference speed of the first target's model, clips/s through `captchalab.load(RUN).predict`
-on its 1 000 test clips (batches of 32 clips of about one length); and every model on 1 000 six-digit captchas spoken by each voice under --voices (default
-bench/out/voices, which `make voices` writes from TTS engines; never trained on).
+Then: inference speed of the first target's model, clips/s through
+`captchalab.load(RUN).predict` on its 1 000 test clips (batches of 32 clips of about one
+length); and every model on 1 000 six-digit captchas spoken by each voice under --voices
+(default bench/out/voices, which `make voices` writes from TTS engines; never trained on).
 
 Prints a table, writes bench/out/audio/results.json and a PNG of val sequence accuracy against
 wall-clock time since the empty folder.

@@ -313,10 +313,11 @@ class Recognizer:
     def check_size(self, a: np.ndarray, name: str) -> None:
         check_size(a, self.size, name, self.run_dir)
 
-    def _read_clips(self, clips, beam_width: int, tta: bool = False) -> list[Prediction]:
+    def _read_clips(self, clips, beam_width: int, tta: bool = False,
+                    batch_size: int = 0) -> list[Prediction]:
         """Predictions for decoded clips, in their order, read in batches of one length."""
         out: list[Prediction | None] = [None] * len(clips)
-        for idx in by_length([len(c) for c in clips], AUDIO_BATCH):
+        for idx in by_length([len(c) for c in clips], min(batch_size or AUDIO_BATCH, AUDIO_BATCH)):
             texts, conf = self.read(self.batch([clips[i] for i in idx]), beam_width, tta)
             for i, t, c in zip(idx, texts, conf, strict=True):
                 out[i] = Prediction(t, float(c))
@@ -339,7 +340,7 @@ class Recognizer:
         items = [images] if single else list(images)
         if self.data_kind == "audio":  # all decoded first: batches of clips of one length
             clips = [self.decode_item(im, _name(im, i)) for i, im in enumerate(items)]
-            out = self._read_clips(clips, beam_width, tta)
+            out = self._read_clips(clips, beam_width, tta, batch_size)
             return out[0] if single else out
         out: list[Prediction] = []
         for lo in range(0, len(items), batch_size):
