@@ -70,6 +70,7 @@ def test_contrast_push_and_text_placement_hand_worked():
     (["--test", 10, "--stroke", "5"], "--stroke"),
     (["--test", 10, "--glyph-colour", "2"], "--glyph-colour"),
     (["--test", 10, "--aspect", "0.1-1"], "--aspect"),
+    (["--test", 10, "--effects", "2"], "--effects"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)
