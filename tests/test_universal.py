@@ -31,6 +31,31 @@ def test_universal_is_byte_identical_across_workers_and_records_every_draw(tmp_p
     assert "identical" in p.stdout
 
 
+def test_poster_draws_flat_grounds_with_lines_and_mixes_into_universal(tmp_path):
+    """poster: flat grounds (no gradient, texture, speckle, blur or noise), opaque text of a
+    contrast of at least 140, large text, strike lines and confetti; it mixes into universal
+    at a share, with no held-out family."""
+    d = tmp_path / "d"
+    cli("gen", "--out", d, "--style", "poster", "--test", 24, "-q")
+    m, style = sh.read_manifest(str(d)), preset("poster")
+    rows = list(sh.iter_split(str(d), m, "test"))
+    for r in rows:
+        assert all(r[f"style/{k}"] == 0 for k in ("gradient", "bg_gradient", "texture",
+                                                  "speckle", "blur", "noise", "grid"))
+        assert r["style/fg_alpha"] == 255 and 140 <= r["style/min_contrast"] <= 220
+        assert 0.75 - 1e-6 <= r["style/text_scale"] <= 1.1 + 1e-6
+    assert sum(r["style/lines"] > 0 for r in rows) >= 12
+    assert max(r["style/shapes"] for r in rows) > 6
+    mixed = tmp_path / "mixed"
+    cli("gen", "--out", mixed, "--style", "universal", "--mix",
+        "poster:0.2,default:0.2,fonts:0.3", "--train", 30, "-q")
+    st = Style.from_json(sh.read_manifest(str(mixed))["style"])
+    assert st.mixes[0] == style and st.mix_shares == (0.2, 0.2, 0.3)
+    p = cli("gen", "--out", tmp_path / "x", "--style", "poster", "--fonts", "pool,kalam",
+            "--train", 10, check=False)
+    assert p.returncode == 2 and "held-out" in p.stderr
+
+
 def test_styles_without_a_scene_render_and_store_as_before():
     assert not Style().composed and not preset("varied").composed and preset("universal").composed
     assert not set(SCENE_KNOBS) & set(Style().to_json())  # stored as before the scene existed
@@ -62,6 +87,21 @@ def test_contrast_push_and_text_placement_hand_worked():
     assert out[30:60, 0:60].min() > 0.99 and out[:30].max() == 0 and out[:, 60:].max() == 0
 
 
+def test_overflow_cuts_the_text_at_the_top_or_bottom_and_keeps_its_width():
+    # a 20x10 block (top half 255, bottom half 128) fits 160x60 at 6x (120x60); overflow 0.5
+    # makes it 120 tall: enlarged to the full width (160 < 240), then only taller
+    mask = np.zeros((60, 160), np.uint8)
+    mask[5:10, 40:60], mask[10:15, 40:60] = 255, 128
+    v = dict(shear=0.0, tilt=0.0, wave=0.0, wave_period=80.0, text_scale=1.0, text_x=0.5,
+             text_y=0.0, overflow=0.5)
+    top = place_text(mask, v, (160, 60))  # text_y 0: the bottom half is cut
+    assert top[:48].min() > 0.99 and top[:48, [0, 159]].min() > 0.99  # bilinear: 12 px blend
+    bottom = place_text(mask, {**v, "text_y": 1.0}, (160, 60))  # text_y 1: the top half is cut
+    assert np.allclose(bottom[12:], 128 / 255, atol=0.01)
+    assert np.array_equal(place_text(mask, {**v, "overflow": 0.0}, (160, 60))[:, 20:140] > 0,
+                          np.ones((60, 120), bool))  # no overflow: 120x60, centred, as before
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--train", 10, "--fonts", "kalam"], "held-out families"),
     (["--train", 10, "--style", "universal", "--fonts", "pool,lora"], "Lora"),
@@ -71,6 +111,7 @@ def test_contrast_push_and_text_placement_hand_worked():
     (["--test", 10, "--glyph-colour", "2"], "--glyph-colour"),
     (["--test", 10, "--aspect", "0.1-1"], "--aspect"),
     (["--test", 10, "--effects", "2"], "--effects"),
+    (["--test", 10, "--overflow", "0.8"], "--overflow"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)

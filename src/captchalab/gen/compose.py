@@ -28,8 +28,11 @@ def push_contrast(fg, bg, least: int) -> tuple[int, int, int]:
 
 def place_text(mask: np.ndarray, v: dict, size: tuple[int, int], extra=()):
     """The library's text mask (uint8 HxW) cropped to the text, tilted, sheared and waved,
-    stretched to `aspect` times its width, then scaled by text_scale into the canvas at (text_x, text_y) (text larger than the canvas is cut
-    by its edges): float32 HxW in [0, 1]. With `extra` layers (uint8 HxW: the glyph id layers,
+    stretched to `aspect` times its width, then scaled by text_scale into the canvas at
+    (text_x, text_y) (text larger than the canvas is cut by its edges); with `overflow`,
+    enlarged (as far as the width fits, then only taller) until that share of its height
+    falls past the top or bottom edge (text_y 0: the bottom is cut, 1: the top). Returns
+    float32 HxW in [0, 1]. With `extra` layers (uint8 HxW: the glyph id layers,
     see glyph_ids) the same is done to each and (mask, *extra) is returned."""
     w, h = size
     im = Image.fromarray(mask)
@@ -55,6 +58,10 @@ def place_text(mask: np.ndarray, v: dict, size: tuple[int, int], extra=()):
     nw, nh = max(1, round(bw * fit)), max(1, round(bh * fit))
     if v["text_scale"] <= 1:  # as before text could be larger than the canvas
         nw, nh = min(w, nw), min(h, nh)
+    if v.get("overflow", 0.0) > 0:  # larger, as far as the width allows, then only taller
+        tall = round(h / (1 - v["overflow"]))
+        if tall > nh:
+            nw, nh = min(w, max(nw, round(nw * tall / nh))), tall
     x = int(round(v["text_x"] * (w - nw)))
     y = int(round(v["text_y"] * (h - nh)))
     outs = []

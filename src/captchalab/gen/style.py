@@ -87,6 +87,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("effects", float, 0, 1,
          "chance each background, clutter and degradation effect is on for a sample "
          "(1: all the style draws; under 1 the others are off for it)"),
+        ("overflow", float, 0, 0.5,
+         "share of the text's height past the top or bottom edge (text_y picks which): "
+         "the text is enlarged as far as the width fits, then stretched taller"),
     ]],
 ]}
 SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
@@ -143,6 +146,7 @@ class Style:
     clutter_colour: tuple[float, float] = (0.0, 0.0)
     aspect: tuple[float, float] = (1.0, 1.0)
     effects: tuple[float, float] = (1.0, 1.0)
+    overflow: tuple[float, float] = (0.0, 0.0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
@@ -251,6 +255,19 @@ PRESETS: dict[str, dict] = {
                   "fg2": "0-255", "bg_gradient": "0-1", "bg2": "0-255", "texture": "0-0.4",
                   "speckle": "0-0.04", "lines": "0-2", "line_width": "1-3", "grid": "0-40",
                   "blur": "0-1", "downscale": "1-1.8", "noise": "0-10", "jpeg": "0-95"},
+    # a poster look: flat grounds, large text that may touch the edges, strike lines, arcs and
+    # confetti (of the text's colour or not), per-character colours, thin or bold strokes;
+    # no blur or noise, some JPEG. Mixed into the shipped recipe (docs/transfer.md)
+    "poster": {"fonts": ["builtin", "dejavu", "stix", "pool"],
+               "font_sizes": [36, 42, 50, 56], "rotate": "0-30", "warp_dx": "0-0.4",
+               "warp_dy": "0-0.4", "offset_dx": "0-6", "offset_dy": "0-6",
+               "space_prob": "0-0.5", "word_offset": "0-0.3", "noise_dots": "0-40",
+               "noise_dot_width": "1-6", "noise_curves": "0-3", "bg": "0-255", "fg": "0-255",
+               "fg_alpha": 255, "min_contrast": "140-220", "text_scale": "0.75-1.1",
+               "text_x": "0.3-0.7", "text_y": "0.3-0.7", "tilt": [-8, 8],
+               "shear": [-0.3, 0.3], "glyph_colour": "0-1", "stroke": [-1, 1], "lines": "0-6",
+               "line_width": "1-3", "clutter_colour": "0-1", "shapes": "0-12",
+               "spacing": "0-0.3", "jpeg": "0-95"},
 }
 
 
