@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from captchalab.gen import shards as sh
-from captchalab.gen.compose import place_text, push_contrast
+from captchalab.gen.compose import Looks, draw_marks, place_text, push_contrast
 from captchalab.gen.style import EFFECTS, KNOBS, SCENE_KNOBS, Style, parse_range, preset
 from conftest import cli, record_hashes
 
@@ -102,6 +102,36 @@ def test_overflow_cuts_the_text_at_the_top_or_bottom_and_keeps_its_width():
                           np.ones((60, 120), bool))  # no overflow: 120x60, centred, as before
 
 
+def test_scribbles_and_rings_hand_worked():
+    """A scribble whose ends are drawn at 1/12 and 11/12 runs from the left edge to the right
+    one (ends span a tenth past each edge); a ring of size 0.5 and aspect 0.2 on 60 px is a
+    circle of radius 0.08 * 60 + 0.42 * 60 * 0.5 = 17.4 px."""
+    from PIL import Image
+
+    looks = Looks.draw(np.random.default_rng(0))
+    looks.scribbles[0] = [1 / 12, 0.5, 11 / 12, 0.5, 0.0]  # 1 px wide: line_width 1
+    looks.rings[0] = [0.5, 0.5, 0.5, 0.2, 0.0]
+    im = Image.new("L", (160, 60), 0)
+    draw_marks(im, {"scribble": 1, "rings": 0, "line_width": 1}, looks, 255)
+    a = np.asarray(im)
+    assert a[30].min() == 255 and a.sum() == 160 * 255  # one row, edge to edge
+    im = Image.new("L", (160, 60), 0)
+    draw_marks(im, {"scribble": 0, "rings": 1, "line_width": 1}, looks, 255)
+    ys, xs = np.nonzero(np.asarray(im))
+    r = np.hypot(xs - 80, ys - 30)
+    assert len(r) > 80 and 15.5 < r.min() and r.max() < 18.5
+    assert np.asarray(im)[30, 80] == 0  # an outline, not filled
+
+
+def test_scribbles_and_rings_are_drawn_recorded_and_rerendered_identically(tmp_path):
+    d = tmp_path / "d"
+    cli("gen", "--out", d, "--style", "poster", "--scribble", "2-5", "--rings", 1, "--test", 8,
+        "-q")
+    rows = list(sh.iter_split(str(d), sh.read_manifest(str(d)), "test"))
+    assert all(2 <= r["style/scribble"] <= 5 and r["style/rings"] == 1 for r in rows)
+    assert "identical" in cli("show", d, "--sample", "test:5", "--out", tmp_path / "s.png").stdout
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--train", 10, "--fonts", "kalam"], "held-out families"),
     (["--train", 10, "--style", "universal", "--fonts", "pool,lora"], "Lora"),
@@ -112,6 +142,7 @@ def test_overflow_cuts_the_text_at_the_top_or_bottom_and_keeps_its_width():
     (["--test", 10, "--aspect", "0.1-1"], "--aspect"),
     (["--test", 10, "--effects", "2"], "--effects"),
     (["--test", 10, "--overflow", "0.8"], "--overflow"),
+    (["--test", 10, "--scribble", "30"], "--scribble"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)
@@ -336,7 +367,7 @@ def test_glyph_colours_shapes_and_clutter_colour_hand_worked():
          "fg2": (0, 0, 0), "bg2": (255, 255, 255), "fg_alpha": 255, "glyph_colour": 1.0}
     looks = Looks.draw(np.random.default_rng(0))
     looks = Looks(np.array([[200, 0, 0], [0, 0, 200]] + [[0, 0, 0]] * 10), np.array([0, 90, 0]),
-                  looks.shapes, looks.shape_colours)
+                  looks.shapes, looks.shape_colours, looks.scribbles, looks.rings)
     im = np.asarray(scene(mask, v, np.random.default_rng(0), (80, 40), (green, blue), looks))
     # the block of 40x40 text glyphs, fitted into 80x40: each glyph keeps its own colour
     left, right = im[20, 15], im[20, 65]

@@ -176,14 +176,20 @@ class Looks:
     clutter: np.ndarray  # 3: the clutter's own colour
     shapes: np.ndarray  # MAX_SHAPES x 8 in [0, 1): kind, x, y, size, aspect, layer, angle, -
     shape_colours: np.ndarray  # MAX_SHAPES x 3
+    scribbles: np.ndarray  # MAX_SCRIBBLES x 5 in [0, 1): x0, y0, x1, y1, width
+    rings: np.ndarray  # MAX_RINGS x 5 in [0, 1): x, y, size, aspect, width
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Looks:
+        # appended draws come last, so what the earlier fields draw never changes
         return cls(rng.integers(0, 256, (MAX_GLYPHS, 3)), rng.integers(0, 256, 3),
-                   rng.random((MAX_SHAPES, 8)), rng.integers(0, 256, (MAX_SHAPES, 3)))
+                   rng.random((MAX_SHAPES, 8)), rng.integers(0, 256, (MAX_SHAPES, 3)),
+                   rng.random((MAX_SCRIBBLES, 5)), rng.random((MAX_RINGS, 5)))
 
 
 MAX_SHAPES = 40
+MAX_SCRIBBLES = 20
+MAX_RINGS = 10
 
 
 def clutter_colour(v: dict, fg, looks: Looks | None) -> tuple[int, int, int]:
@@ -216,6 +222,24 @@ def draw_shapes(im: Image, v: dict, looks: Looks, layer: int) -> None:
             a = angle * 2 * np.pi + np.array([0.0, 2.1, 4.2])
             draw.polygon(list(zip(cx + rx * np.cos(a), cy + ry * np.sin(a), strict=True)),
                          fill=fill)
+
+
+def draw_marks(im: Image, v: dict, looks: Looks, colour) -> None:
+    """Draw the sample's scribbles (straight lines at any angle, ends anywhere up to a tenth
+    past the edges) and rings (outlined ellipses anywhere, up to the height across) over
+    everything, each 1 to line_width px wide, in `colour`."""
+    w, h = im.size
+    draw = ImageDraw.Draw(im)
+    most = max(1, v.get("line_width", 1))
+    for x0, y0, x1, y1, width in looks.scribbles[:v.get("scribble", 0)]:
+        draw.line([(w * (1.2 * x0 - 0.1), h * (1.2 * y0 - 0.1)),
+                   (w * (1.2 * x1 - 0.1), h * (1.2 * y1 - 0.1))],
+                  fill=colour, width=1 + int(width * most))
+    for x, y, size, aspect, width in looks.rings[:v.get("rings", 0)]:
+        ry = h * (0.08 + 0.42 * size)
+        rx = ry * (0.5 + 2.5 * aspect)
+        draw.ellipse([w * x - rx, h * y - ry, w * x + rx, h * y + ry], outline=colour,
+                     width=1 + int(width * most))
 
 
 def text_fill(fg, fg2, gradient: float, size: tuple[int, int]) -> np.ndarray:
@@ -266,6 +290,8 @@ def scene(mask: np.ndarray, v: dict, rng: np.random.Generator, size: tuple[int, 
                   fill=line, width=v["line_width"])
     if shapes:
         draw_shapes(im, v, looks, 1)
+    if looks is not None and (v.get("scribble", 0) or v.get("rings", 0)):
+        draw_marks(im, v, looks, line)
     return im
 
 

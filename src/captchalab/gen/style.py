@@ -81,7 +81,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("stroke", int, -3, 3, "thicker (+) or thinner (-) strokes, px at twice the size"),
         ("shapes", int, 0, 40, "filled shapes in random colours, under or over the text"),
         ("clutter_colour", float, 0, 1,
-         "how far lines, dots and arcs are drawn from fg towards a colour of their own"),
+         "how far lines, scribbles, rings, dots and arcs are drawn from fg towards a colour "
+         "of their own"),
         ("aspect", float, 0.3, 3,
          "the text's width times this before it is fitted (over 1: wider glyphs and gaps)"),
         ("effects", float, 0, 1,
@@ -90,6 +91,10 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("overflow", float, 0, 0.5,
          "share of the text's height past the top or bottom edge (text_y picks which): "
          "the text is enlarged as far as the width fits, then stretched taller"),
+        ("scribble", int, 0, 20,
+         "straight lines at any angle anywhere, over everything, 1 to line_width px wide"),
+        ("rings", int, 0, 10,
+         "outlined ellipses anywhere, over everything, 1 to line_width px wide"),
     ]],
 ]}
 SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
@@ -147,6 +152,8 @@ class Style:
     aspect: tuple[float, float] = (1.0, 1.0)
     effects: tuple[float, float] = (1.0, 1.0)
     overflow: tuple[float, float] = (0.0, 0.0)
+    scribble: tuple[int, int] = (0, 0)
+    rings: tuple[int, int] = (0, 0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
@@ -485,7 +492,7 @@ class Draws:
 # texture and speckle, the text's colour gradient, every kind of clutter, every degradation.
 EFFECTS = {"gradient": 0.0, "bg_gradient": 0.0, "texture": 0.0, "speckle": 0.0, "grid": 0,
            "lines": 0, "shapes": 0, "noise_dots": 0, "noise_curves": 0, "blur": 0.0,
-           "downscale": 1.0, "noise": 0.0, "jpeg": 0}
+           "downscale": 1.0, "noise": 0.0, "jpeg": 0, "scribble": 0, "rings": 0}
 
 
 def gate_effects(values: dict, rng) -> None:
