@@ -143,6 +143,7 @@ def test_scribbles_and_rings_are_drawn_recorded_and_rerendered_identically(tmp_p
     (["--test", 10, "--effects", "2"], "--effects"),
     (["--test", 10, "--overflow", "0.8"], "--overflow"),
     (["--test", 10, "--scribble", "30"], "--scribble"),
+    (["--test", 10, "--rings", "1-11"], "--rings"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)

@@ -230,7 +230,7 @@ def draw_marks(im: Image, v: dict, looks: Looks, colour) -> None:
     everything, each 1 to line_width px wide, in `colour`."""
     w, h = im.size
     draw = ImageDraw.Draw(im)
-    most = max(1, v.get("line_width", 1))
+    most = v["line_width"]
     for x0, y0, x1, y1, width in looks.scribbles[:v.get("scribble", 0)]:
         draw.line([(w * (1.2 * x0 - 0.1), h * (1.2 * y0 - 0.1)),
                    (w * (1.2 * x1 - 0.1), h * (1.2 * y1 - 0.1))],
