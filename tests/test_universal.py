@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from captchalab.gen import shards as sh
-from captchalab.gen.compose import Looks, draw_marks, place_text, push_contrast
+from captchalab.gen.compose import (BLUE_LEVELS, GREEN_LEVELS, Looks, draw_marks, hollow,
+                                    place_text, push_contrast)
 from captchalab.gen.style import EFFECTS, KNOBS, SCENE_KNOBS, Style, parse_range, preset
 from conftest import cli, record_hashes
 
@@ -123,12 +124,34 @@ def test_scribbles_and_rings_hand_worked():
     assert np.asarray(im)[30, 80] == 0  # an outline, not filled
 
 
-def test_scribbles_and_rings_are_drawn_recorded_and_rerendered_identically(tmp_path):
+def test_hollow_keeps_the_outline_of_the_chosen_characters_hand_worked():
+    """Two 20x20 squares, characters 0 and 1 (their id inks); only character 0's draw is under
+    the share 0.5, and the width draw 0.5 makes px = 1 + int(1.5) = 2: its inside (the square
+    eroded by 5x5) is emptied, leaving a ring 2 px wide, and character 1 stays filled."""
+    mask = np.zeros((40, 60), np.uint8)
+    green, blue = mask.copy(), mask.copy()
+    mask[10:30, 5:25] = mask[10:30, 35:55] = 255
+    green[10:30, 5:25], blue[10:30, 5:25] = GREEN_LEVELS[0], BLUE_LEVELS[0]
+    green[10:30, 35:55], blue[10:30, 35:55] = GREEN_LEVELS[0], BLUE_LEVELS[1]
+    looks = Looks.draw(np.random.default_rng(0))
+    looks.hollow[:] = 0.9
+    looks.hollow[0], looks.hollow[-1] = 0.1, 0.5
+    m, g, b = hollow(mask, [green, blue], 0.5, looks)
+    ring = mask[:, :30].astype(bool)
+    ring[12:28, 7:23] = False  # a 2 px border of the left square
+    assert np.array_equal(m[:, :30] > 0, ring) and m[:, :30][ring].min() == 255
+    assert np.array_equal(m[:, 30:], mask[:, 30:])  # character 1: whole
+    assert np.array_equal(g[m > 0], green[m > 0]) and np.array_equal(b[m > 0], blue[m > 0])
+    assert np.array_equal(hollow(mask, [green, blue], 0.0, looks)[0], mask)
+
+
+def test_scribbles_rings_hollow_are_drawn_recorded_and_rerendered_identically(tmp_path):
     d = tmp_path / "d"
-    cli("gen", "--out", d, "--style", "poster", "--scribble", "2-5", "--rings", 1, "--test", 8,
-        "-q")
+    cli("gen", "--out", d, "--style", "poster", "--scribble", "2-5", "--rings", 1,
+        "--hollow", "0.3-0.6", "--test", 8, "-q")
     rows = list(sh.iter_split(str(d), sh.read_manifest(str(d)), "test"))
     assert all(2 <= r["style/scribble"] <= 5 and r["style/rings"] == 1 for r in rows)
+    assert all(0.3 <= r["style/hollow"] <= 0.6 for r in rows)
     assert "identical" in cli("show", d, "--sample", "test:5", "--out", tmp_path / "s.png").stdout
 
 
@@ -144,6 +167,7 @@ def test_scribbles_and_rings_are_drawn_recorded_and_rerendered_identically(tmp_p
     (["--test", 10, "--overflow", "0.8"], "--overflow"),
     (["--test", 10, "--scribble", "30"], "--scribble"),
     (["--test", 10, "--rings", "1-11"], "--rings"),
+    (["--test", 10, "--hollow", "2"], "--hollow"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)
@@ -368,7 +392,7 @@ def test_glyph_colours_shapes_and_clutter_colour_hand_worked():
          "fg2": (0, 0, 0), "bg2": (255, 255, 255), "fg_alpha": 255, "glyph_colour": 1.0}
     looks = Looks.draw(np.random.default_rng(0))
     looks = Looks(np.array([[200, 0, 0], [0, 0, 200]] + [[0, 0, 0]] * 10), np.array([0, 90, 0]),
-                  looks.shapes, looks.shape_colours, looks.scribbles, looks.rings)
+                  looks.shapes, looks.shape_colours, looks.scribbles, looks.rings, looks.hollow)
     im = np.asarray(scene(mask, v, np.random.default_rng(0), (80, 40), (green, blue), looks))
     # the block of 40x40 text glyphs, fitted into 80x40: each glyph keeps its own colour
     left, right = im[20, 15], im[20, 65]

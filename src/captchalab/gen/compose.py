@@ -117,6 +117,22 @@ def stroke(layer: np.ndarray, px: int) -> np.ndarray:
     return (cv2.dilate if px > 0 else cv2.erode)(np.ascontiguousarray(layer), kernel)
 
 
+def hollow(mask: np.ndarray, ids, share: float, looks: Looks) -> tuple:
+    """Keep only the outline of the characters whose draw (looks.hollow, by glyph id) falls
+    under `share`: their ink is scaled by 1 - (the mask eroded by a square of 2 px + 1, px 1
+    to 3 from the last draw), so a stroke narrower than 2 px stays whole. The id layers are
+    scaled alike, which keeps their ratios to the mask. uint8 (mask, *ids) in and out."""
+    import cv2
+
+    px = 1 + int(looks.hollow[-1] * 3)
+    f = mask.astype(np.float32) / 255.0
+    chosen = looks.hollow[:MAX_GLYPHS] < share
+    picked = chosen[glyph_ids(f, ids[0] / 255.0, ids[1] / 255.0)] & (mask > 0)
+    inner = cv2.erode(np.ascontiguousarray(mask), np.ones((2 * px + 1,) * 2, np.uint8))
+    keep = np.where(picked, 1.0 - inner.astype(np.float32) / 255.0, 1.0)
+    return tuple(np.round(a * keep).astype(np.uint8) for a in (mask, *ids))
+
+
 def _wave(a: np.ndarray, amplitude: float, period: float) -> np.ndarray:
     """Shift each column down by amplitude * sin(2 pi x / period), padding the height."""
     pad = int(np.ceil(amplitude)) + 1
@@ -178,13 +194,15 @@ class Looks:
     shape_colours: np.ndarray  # MAX_SHAPES x 3
     scribbles: np.ndarray  # MAX_SCRIBBLES x 5 in [0, 1): x0, y0, x1, y1, width
     rings: np.ndarray  # MAX_RINGS x 5 in [0, 1): x, y, size, aspect, width
+    hollow: np.ndarray  # MAX_GLYPHS + 1 in [0, 1): each character's draw, then the outline width
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Looks:
         # appended draws come last, so what the earlier fields draw never changes
         return cls(rng.integers(0, 256, (MAX_GLYPHS, 3)), rng.integers(0, 256, 3),
                    rng.random((MAX_SHAPES, 8)), rng.integers(0, 256, (MAX_SHAPES, 3)),
-                   rng.random((MAX_SCRIBBLES, 5)), rng.random((MAX_RINGS, 5)))
+                   rng.random((MAX_SCRIBBLES, 5)), rng.random((MAX_RINGS, 5)),
+                   rng.random(MAX_GLYPHS + 1))
 
 
 MAX_SHAPES = 40
@@ -254,7 +272,8 @@ def scene(mask: np.ndarray, v: dict, rng: np.random.Generator, size: tuple[int, 
           ids=(), looks: Looks | None = None) -> Image:
     """Compose one captcha: background, placed text, struck lines and grid. RGB PIL image.
     `ids`: the green and blue glyph id layers (needed for glyph_colour, see glyph_ids);
-    `looks`: the draws of the knobs that have them (glyph_colour, shapes, clutter_colour)."""
+    `looks`: the draws of the knobs that have them (glyph_colour, shapes, clutter_colour,
+    scribble, rings, hollow)."""
     w, h = size
     fg = push_contrast(v["fg"], v["bg"], v["min_contrast"])
     fg2 = push_contrast(v["fg2"], v["bg"], v["min_contrast"])
@@ -265,7 +284,10 @@ def scene(mask: np.ndarray, v: dict, rng: np.random.Generator, size: tuple[int, 
         draw_shapes(under, v, looks, 0)
         img = np.asarray(under, np.float32)
     px = v.get("stroke", 0)
-    placed = place_text(stroke(mask, px), v, size, [stroke(i, px) for i in ids])
+    mask, ids = stroke(mask, px), [stroke(i, px) for i in ids]
+    if v.get("hollow", 0.0) and len(ids) and looks is not None:
+        mask, *ids = hollow(mask, ids, v["hollow"], looks)
+    placed = place_text(mask, v, size, ids)
     cover = placed[0] if len(ids) else placed
     alpha = cover[..., None] * (v["fg_alpha"] / 255.0)
     fill = text_fill(fg, fg2, v["gradient"], size)

@@ -180,7 +180,8 @@ class Renderer:
             if style.composed:  # the library's glyphs as a mask; compose.py draws the rest
                 from captchalab.gen import compose
 
-                cap.glyph_ids = style.glyph_colour[1] > 0  # the style's, not the sample's
+                # the style's, not the sample's
+                cap.glyph_ids = style.glyph_colour[1] > 0 or style.hollow[1] > 0
                 cap.spacing, cap.drawn = v["spacing"], 0
                 mask = np.asarray(cap.create_captcha_image(text, (255, 255, 255), (0, 0, 0)))
                 rng = np.random.default_rng(derive_seed(self.seed, split, index, "compose"))

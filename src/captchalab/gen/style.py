@@ -95,6 +95,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
          "straight lines at any angle anywhere, over everything, 1 to line_width px wide"),
         ("rings", int, 0, 10,
          "outlined ellipses anywhere, over everything, 1 to line_width px wide"),
+        ("hollow", float, 0, 1,
+         "share of the characters drawn as outlines only (hollow glyphs), 1 to 3 px wide"),
     ]],
 ]}
 SCENE_KNOBS = tuple(k for k, knob in KNOBS.items() if knob.scene)
@@ -154,6 +156,7 @@ class Style:
     overflow: tuple[float, float] = (0.0, 0.0)
     scribble: tuple[int, int] = (0, 0)
     rings: tuple[int, int] = (0, 0)
+    hollow: tuple[float, float] = (0.0, 0.0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
