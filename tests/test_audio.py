@@ -298,11 +298,12 @@ def test_a_clip_reads_the_same_however_it_is_padded(arch):
 
 def test_training_batches_group_clips_of_about_one_length():
     """Training: every clip of a batch lies in one 0.5 s band, padded with silence to the
-    batch's longest; evaluation: every clip once, in order, padded to each batch's longest."""
+    batch's longest (for --jit: to the band's top, so compiled steps see one shape per band);
+    evaluation: every clip once, in order, padded to each batch's longest."""
     from captchalab.core.tfimport import import_tensorflow
 
     tf = import_tensorflow()
-    from captchalab.train.input import BUCKET, SILENCE, audio_batches
+    from captchalab.train.input import BUCKET, SILENCE, audio_batches, pad_to_band
 
     lengths = np.random.default_rng(0).integers(8000, 40000, 400)
 
@@ -320,6 +321,10 @@ def test_training_batches_group_clips_of_about_one_length():
         assert len(n) == 8 and len(set(n // BUCKET)) == 1
         assert x["audio"].shape[1] == n.max()
         assert all((x["audio"][i, k:] == SILENCE).numpy().all() for i, k in enumerate(n))
+        banded, _ = pad_to_band(x, None)
+        assert banded["audio"].shape[1] == -(-n.max() // BUCKET) * BUCKET
+        assert (banded["audio"][:, :n.max()] == x["audio"]).numpy().all()
+        assert (banded["audio"][:, n.max():] == SILENCE).numpy().all()
         seen += 8
     assert seen > 400 - 8 * (40000 // BUCKET + 1)  # only the bands' last partial batches dropped
     got = np.concatenate([x["audio_length"].numpy() for x, _ in audio_batches(ds, 8, False, 2)])
@@ -345,6 +350,7 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
     cli("gen", "--out", d, "--kind", "audio", "--train", 64, "--val", 16, "--test", 16,
         "--length", "2-3", "--gap", "0.5-1", "-q")
     cli("train", "--data", d, "--out", run, "--epochs", 1, "-q")
+    cli("train", "--data", d, "--out", tmp_path / "jit", "--epochs", 1, "--jit", "-q")
     config = json.load(open(run / "config.json"))
     assert config["data_kind"] == "audio" and config["arch"] == "audio-conv"
     assert config["train"]["batch_size"] == 32 and config["audio"]["rate"] == 8000

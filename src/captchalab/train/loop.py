@@ -127,6 +127,8 @@ def datasets(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, first_
                                   shard=(worker, n_workers))
         train_ds = inp.mix_batches(train_ds, inp.adapt(other, mix_m, frame), share,
                                    cfg.batch_size, m["length"][1], seed=cfg.seed)
+    if cfg.jit and "audio" in frame:  # a compiled step per band, not per batch length
+        train_ds = train_ds.map(inp.pad_to_band)
     return train_ds, val_ds, probe_ds
 
 
