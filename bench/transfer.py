@@ -13,7 +13,9 @@ Rows: each --model NAME=RUN; each --train RECIPE, trained here for --budget into
 (kept: a recipe already trained there is reused) on the fly, or with --shards N from N samples
 rendered first into OUT/data/RECIPE (the shipped model's way; --mix mixes presets in either
 way), or for --steps N optimizer steps instead of --budget (the same training on any
-machine); plus ddddocr (the pretrained captcha OCR on PyPI), lower-cased. Recipes: default,
+machine); with --known-length, each model again as "NAME len4", reading every captcha as one
+of 4 characters (`eval --length 4`: what a user who knows a site's length gets); plus ddddocr
+(the pretrained captcha OCR on PyPI, which has no such option), lower-cased. Recipes: default,
 varied, universal (`--style NAME`), and the ablation universal-no-PART: universal with one part
 of its space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
 defaults; with universal among the models, OUT/ablation.png plots what each part buys.
@@ -47,6 +49,7 @@ from PIL import Image, ImageFont
 
 CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 SIZE = (160, 60)
+LENGTH = 4  # characters of every captcha of every set
 EXTRA = "pip install -e '.[transfer]'"
 
 
@@ -181,7 +184,7 @@ def foreign_set(name, n, folder, tag="transfer"):
     os.makedirs(folder, exist_ok=True)
     for i in range(n):
         rng = random.Random(f"{tag}|{name}|{i}")
-        text = "".join(rng.choice(CHARS) for _ in range(4))
+        text = "".join(rng.choice(CHARS) for _ in range(LENGTH))
         random.seed(f"{tag}|{name}|{i}|render")  # the generators draw from `random`
         im = FOREIGN[name](text, rng).convert("RGB").resize(SIZE, Image.Resampling.BILINEAR)
         im.save(os.path.join(folder, f"{i:05d}_{text}.png"))
@@ -233,6 +236,9 @@ def main():
     ap.add_argument("--scales", default="", metavar="W1,W2,…",
                     help="widths every model reads each image at (eval --scales; default: each "
                          "run's own: 1,0.85,0.7 for the shipped model, 1 for others)")
+    ap.add_argument("--known-length", action="store_true",
+                    help=f"also score each model reading every captcha as one of {LENGTH} "
+                         f"characters (eval --length {LENGTH}): a row 'NAME len{LENGTH}' each")
     ap.add_argument("--train", default="", metavar="RECIPE,…",
                     help=f"recipes to train and score: {', '.join(RECIPES)}")
     ap.add_argument("--budget", default="10m", help="--time-budget of each --train recipe")
@@ -274,9 +280,13 @@ def main():
     import captchalab
 
     results = {}
-    for mname, run in models.items():
+    readers = [(m, run, None) for m, run in models.items()]
+    if a.known_length:
+        readers += [(f"{m} len{LENGTH}", run, LENGTH) for m, run in models.items()]
+    for mname, run, length in readers:
         rec = captchalab.load(run, [float(v) for v in a.scales.split(",")] if a.scales else None,
-                              [float(v) for v in a.blurs.split(",")] if a.blurs else None)
+                              [float(v) for v in a.blurs.split(",")] if a.blurs else None,
+                              length)
         t = time.perf_counter()
         results[mname] = {s: score(lab, [p.text for p in rec.predict(list(ims))])
                           for s, (lab, ims, _) in sets.items()}
@@ -304,6 +314,7 @@ def main():
                    "steps": a.steps if recipes else None,
                    "shards": a.shards if recipes else None, "mix": a.mix or None,
                    "scales": a.scales or "each run's own", "blurs": a.blurs or "each run's own",
+                   "known_length": LENGTH if a.known_length else None,
                    "gen_seconds": gen_seconds, "results": results}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")

@@ -187,6 +187,21 @@ def test_predict_cli(run, pngs, tmp_path):
     assert "warning: skipped" in p.stderr and "zz.png" in p.stderr
 
 
+def test_predict_and_eval_with_a_known_length(run, small_dataset, pngs, tmp_path):
+    import captchalab
+
+    files = sorted(str(f) for f in pngs.glob("test/*.png"))
+    p = cli("predict", "--model", run, *files, "--json", "--length", "3")
+    assert {len(json.loads(line)["text"]) for line in p.stdout.splitlines()} == {3}
+    got = captchalab.load(run, length=(2, 3)).predict(files, tta=True)
+    assert {len(g.text) for g in got} <= {2, 3}
+    assert {len(g.text) for g in captchalab.load(run, length=5).predict(files[:4])} == {5}
+    p = cli("eval", "--model", run, "--data", small_dataset, "--length", "4", "--out", tmp_path)
+    assert p.stdout.startswith("test split: 20 samples, the best path of 4 characters")
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["decoding"]["length"] == [4, 4] and r["by_length"][0]["length"] == 4
+
+
 def test_test_time_augmentation_through_eval_and_predict(run, small_dataset, pngs, tmp_path):
     import captchalab
     from captchalab.core.ctc import decode_views
@@ -207,6 +222,44 @@ def test_test_time_augmentation_through_eval_and_predict(run, small_dataset, png
     np.testing.assert_allclose([q.confidence for q in tta], conf, rtol=1e-4)
     p = cli("predict", "--model", run, *files[:3], "--tta")
     assert [line.split("\t")[1] for line in p.stdout.splitlines()] == texts[:3]
+
+
+def test_reading_of_a_known_length_is_the_best_path_of_that_length():
+    """length_ids against every path of small random logits; a hand-worked case; greedy where
+    no path that long fits."""
+    import itertools
+
+    from captchalab.core.ctc import _log_softmax, greedy_ids, length_ids
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        t, k, lo = int(rng.integers(1, 6)), int(rng.integers(2, 5)), int(rng.integers(1, 4))
+        hi = lo + int(rng.integers(0, 2))
+        logits = rng.normal(0, 2, (1, t, k)).astype(np.float32)
+        logp = _log_softmax(logits)[0]
+        best = max((sum(logp[i, c] for i, c in enumerate(path))
+                    for path in itertools.product(range(k), repeat=t)
+                    if lo <= len([c for i, c in enumerate(path)
+                                  if c and (i == 0 or path[i - 1] != c)]) <= hi), default=None)
+        ids, conf = length_ids(logits, lo, hi)
+        if best is None:  # no path that long fits in the steps: the greedy reading
+            np.testing.assert_array_equal(ids, greedy_ids(logits)[0])
+        else:
+            assert lo <= (ids[0] >= 0).sum() <= hi
+            assert np.log(conf[0]) == pytest.approx(best, abs=1e-5)
+    # classes blank, a, b, c; greedy reads "aba"
+    p = np.array([[.1, .9, 0, 0], [.4, 0, .6, 0], [.1, .9, 0, 0], [.7, 0, 0, .3]])
+    logits = np.log(p + 1e-9)[None].astype(np.float32)
+
+    def read(ids):
+        return [int(i) for i in ids[0] if i >= 0]
+
+    assert read(greedy_ids(logits)[0]) == [1, 2, 1]
+    ids, conf = length_ids(logits, 2, 2)  # "aa": the b's step read as a blank, .9 .4 .9 .7
+    assert read(ids) == [1, 1] and conf[0] == pytest.approx(.9 * .4 * .9 * .7, rel=1e-4)
+    ids, conf = length_ids(logits, 4, 4)  # "abac": the last blank read as c
+    assert read(ids) == [1, 2, 1, 3] and conf[0] == pytest.approx(.9 * .6 * .9 * .3, rel=1e-4)
+    assert read(length_ids(logits, 5, 6)[0]) == [1, 2, 1]  # 4 steps hold 5 at most: greedy
 
 
 def test_squeeze_hand_worked():
@@ -301,6 +354,9 @@ def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
     (["predict", "--model", "{run}", "--scales", "1,1.5", "{run}"], "in (0, 1]"),
     (["predict", "--model", "{run}", "--scales", "1,x", "{run}"], "not a list of numbers"),
     (["predict", "--model", "{run}", "--blurs", "0,5", "{run}"], "in [0, 4]"),
+    (["predict", "--model", "{run}", "--length", "0", "{run}"], "lengths must be at least 1"),
+    (["predict", "--model", "{run}", "--length", "4", "--beam-width", "3", "{run}"],
+     "does not combine with --beam-width"),
 ])
 def test_predict_and_export_bad_input(run, tmp_path, args, msg):
     p = cli(*[a.format(run=run, none=tmp_path / "none") for a in args], check=False)

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from captchalab.core.ctc import check_decoding
 from captchalab.core.errors import DataError, RunFailed, UsageError
 from captchalab.core.runconfig import resolve_run
 from captchalab.gen.recipe import GenRequest as _GEN  # defaults
@@ -611,14 +612,17 @@ def train(ctx, data, out, resume, quiet, **opts):
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
+@click.option("--length", "read_length", metavar="N|MIN-MAX",
+              help="Only readings of this many characters, for captchas known to have them: "
+              "the most probable reading of that length (CTC models).  [default: any]")
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="With --images: skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
-def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, out, resize, skip_bad,
-          as_json):
+def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_length, out, resize,
+          skip_bad, as_json):
     """Score a model: accuracy with 95% CIs, CER, per position and length, confusions, errors."""
     import json
 
@@ -627,8 +631,10 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, out, res
 
     if images is None and skip_bad:
         raise UsageError("--skip-bad applies to --images only")
+    check_decoding(beam_width, read_length)
     report, files = evaluate(resolve_run(run_dir), data=data, images=images, split=split,
-                             beam_width=beam_width, tta=tta, scales=scales, blurs=blurs, out=out,
+                             beam_width=beam_width, tta=tta, scales=scales, blurs=blurs,
+                             length=read_length, out=out,
                              resize=resize,
                              skip_bad=skip_bad)
     if as_json:
@@ -653,12 +659,15 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, out, res
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
+@click.option("--length", "read_length", metavar="N|MIN-MAX",
+              help="Only readings of this many characters, for captchas known to have them: "
+              "the most probable reading of that length (CTC models).  [default: any]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(run_dir, images, beam_width, tta, scales, blurs, resize, skip_bad, as_json,
-            min_confidence):
+def predict(run_dir, images, beam_width, tta, scales, blurs, read_length, resize, skip_bad,
+            as_json, min_confidence):
     """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
     import json
     import tempfile
@@ -668,6 +677,7 @@ def predict(run_dir, images, beam_width, tta, scales, blurs, resize, skip_bad, a
 
     if "-" in images and len(images) > 1:
         raise UsageError("predict -: reads one image from stdin; give '-' alone")
+    check_decoding(beam_width, read_length)
     run = resolve_run(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         if images == ("-",):  # the bytes go through the same file checks as any image
@@ -677,7 +687,7 @@ def predict(run_dir, images, beam_width, tta, scales, blurs, resize, skip_bad, a
         else:
             audio = read_config(run).get("data_kind") == "audio"
             paths = expand_paths(images, AUDIO_EXTS if audio else None)
-        rec = load(run, scales, blurs)
+        rec = load(run, scales, blurs, read_length)
         preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
                                         skip_bad=skip_bad, tta=tta,
                                         warn=lambda m: click.echo(m, err=True))

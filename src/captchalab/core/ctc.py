@@ -7,15 +7,23 @@ import functools
 import numpy as np
 
 from captchalab.core.charset import BLANK_ID, Charset
+from captchalab.core.errors import UsageError
 
 
-def decode(logits, charset: Charset, beam_width: int = 0):
-    """Logits [B,T,K+1] -> (texts, confidences). Greedy when beam_width <= 1, else beam search.
+def decode(logits, charset: Charset, beam_width: int = 0,
+           length: tuple[int, int] | None = None):
+    """Logits [B,T,K+1] -> (texts, confidences). Greedy when beam_width <= 1, else beam search;
+    given `length` (min, max), the most probable path whose reading has that many characters
+    (`length_ids`; not with beam search).
 
-    Confidence: greedy, the product of the chosen per-step probabilities; beam, exp(-path score).
+    Confidence: greedy or by length, the product of the chosen per-step probabilities; beam,
+    exp(-path score).
     """
     logits = np.asarray(logits, dtype=np.float32)
-    if beam_width and beam_width > 1:
+    check_decoding(beam_width, length)
+    if length is not None:
+        ids, conf = length_ids(logits, *length)
+    elif beam_width and beam_width > 1:
         import keras  # only beam search needs it; greedy decoding is plain numpy
 
         b, t, _ = logits.shape
@@ -52,6 +60,67 @@ def greedy_ids(logits):
     return out, conf
 
 
+def check_decoding(beam_width: int, length) -> None:
+    """Refuse a beam search together with a known length (not combined)."""
+    if length and beam_width and beam_width > 1:
+        raise UsageError("--length reads the most probable path of that length; it does not "
+                         "combine with --beam-width over 1", param="length")
+
+
+def length_ids(logits, lo: int, hi: int):
+    """The most probable path (one class per step) whose reading - repeats merged, blanks
+    dropped - has lo..hi characters: Viterbi over (characters read so far, last class). Returns
+    (ids padded with -1 [B, T], path probabilities [B]); where no path that long fits in the
+    steps (hi characters need at least hi steps, more for repeats), the greedy reading."""
+    logp = _log_softmax(np.asarray(logits, np.float32)).astype(np.float64)
+    b, t, k = logp.shape
+    rows, chars = np.arange(b), np.arange(1, k)
+    score = np.full((b, hi + 1, k), -np.inf)  # [sample, characters read, last class]
+    score[:, 0, BLANK_ID] = logp[:, 0, BLANK_ID]
+    if hi:
+        score[:, 1, 1:] = logp[:, 0, 1:]
+    came_k = np.zeros((t, b, hi + 1, k), np.int16)  # the state each step came from
+    came_c = np.zeros((t, b, hi + 1, k), np.int16)
+    for step in range(1, t):
+        new = np.full_like(score, -np.inf)
+        # a blank: after anything, as many characters read
+        came_c[step, :, :, BLANK_ID] = score.argmax(-1)
+        came_k[step, :, :, BLANK_ID] = np.arange(hi + 1)
+        new[:, :, BLANK_ID] = score.max(-1) + logp[:, step, None, BLANK_ID]
+        # character c with n read: c held on (n, c), or a new one after a blank or another
+        # character (n - 1); the best other character is the best, or the second best for it
+        before = score[:, :-1]
+        order = np.argsort(-before[:, :, 1:], -1)[:, :, :2] + 1
+        first, second = order[..., :1], order[..., -1:]  # one character class: no other
+        other_c = np.where(chars == first, second, first)
+        other = np.where(other_c == chars, -np.inf, np.take_along_axis(before, other_c, -1))
+        options = np.stack([score[:, 1:, 1:],
+                            np.broadcast_to(before[:, :, BLANK_ID:BLANK_ID + 1], other.shape),
+                            other])
+        pick = options.argmax(0)
+        new[:, 1:, 1:] = options.max(0) + logp[:, step, None, 1:]
+        n = np.arange(1, hi + 1)[:, None]
+        came_k[step, :, 1:, 1:] = np.where(pick == 0, n, n - 1)
+        came_c[step, :, 1:, 1:] = np.where(pick == 0, chars, np.where(pick == 1, BLANK_ID, other_c))
+        score = new
+    end = score[:, lo:hi + 1].reshape(b, -1)
+    best = end.argmax(-1)
+    n, c = best // k + lo, best % k
+    path = np.zeros((b, t), np.int64)
+    for step in range(t - 1, -1, -1):
+        path[:, step] = c
+        n, c = came_k[step, rows, n, c], came_c[step, rows, n, c]
+    ids, conf = greedy_ids(logits)
+    found = np.isfinite(end[rows, best])
+    for r in np.flatnonzero(found):
+        row = path[r]
+        keep = np.r_[True, row[1:] != row[:-1]] & (row != BLANK_ID)
+        ids[r] = -1
+        ids[r, :keep.sum()] = row[keep]
+    conf = np.where(found, np.exp(end[rows, best]), conf)
+    return ids, conf
+
+
 def decode_heads(logits, charset: Charset):
     """Per-position logits [B,L,K+1] -> (texts, confidences = product of the chosen probabilities)."""
     probs = softmax(logits)
@@ -59,11 +128,12 @@ def decode_heads(logits, charset: Charset):
     return [charset.decode(int(i) for i in row) for row in ids], probs.max(-1).prod(-1)
 
 
-def decode_output(kind: str, logits, charset: Charset, beam_width: int = 0):
+def decode_output(kind: str, logits, charset: Charset, beam_width: int = 0,
+                  length: tuple[int, int] | None = None):
     """Decode a model's logits by its kind ('ctc' or 'heads', see train.models.kind)."""
     if kind == "heads":
         return decode_heads(logits, charset)
-    return decode(logits, charset, beam_width)
+    return decode(logits, charset, beam_width, length)
 
 
 def tta_shifts(downscale: int) -> list[tuple[int, int]]:
@@ -136,7 +206,7 @@ def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
 
 
 def decode_views(kind: str, views, charset: Charset, beam_width: int = 0,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, length: tuple[int, int] | None = None):
     """Test-time augmentation: logits of the same images seen several ways (a list of
     [B,T,K+1]) -> (texts, confidences).
 
@@ -152,7 +222,7 @@ def decode_views(kind: str, views, charset: Charset, beam_width: int = 0,
         logp = sum(_log_softmax(v / temperature) for v in views) / n
         return ([charset.decode(int(i) for i in row) for row in ids],
                 np.exp(np.take_along_axis(logp, ids[..., None], -1)[..., 0].sum(-1)))
-    proposals = [decode(v, charset, beam_width)[0] for v in views]
+    proposals = [decode(v, charset, beam_width, length)[0] for v in views]
     pairs = sorted({(i, p[i]) for p in proposals for i in range(len(p))})
     rows = np.array([i for i, _ in pairs])
     texts = [x for _, x in pairs]

@@ -152,9 +152,14 @@ def read_all(recognizer, samples, count: int, beam_width: int, tta: bool, with_s
     return truths, preds, confs, names, meta, worst
 
 
+def _length_text(length: tuple[int, int]) -> str:
+    lo, hi = length
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None,
              split: str = "test", beam_width: int = 0, tta: bool = False,
-             scales=None, blurs=None, out: str | None = None,
+             scales=None, blurs=None, length=None, out: str | None = None,
              resize: bool = False, skip_bad: bool = False, progress: bool = True,
              warn=_warn) -> tuple[dict, dict]:
     """Score `run_dir` on `data` (a split) or `images` (a labelled folder); write the report.
@@ -184,7 +189,7 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                                                                                   "report.json")):
         raise UsageError(f"out {out} holds other files and no earlier report.json; give a new "
                          "or empty folder (an earlier eval report there is replaced)", param="out")
-    recognizer = load(run_dir, scales, blurs)
+    recognizer = load(run_dir, scales, blurs, length)
 
     truths, preds, confs, names, meta, worst = read_all(recognizer, samples, count, beam_width,
                                                         tta, data is not None, progress)
@@ -195,12 +200,15 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                "data": {"path": os.path.abspath(path), "what": what,
                         "split": split if data is not None else None},
                "decoding": {"method": (f"beam search (width {beam_width})" if beam_width > 1
+                                       else f"the best path of {_length_text(recognizer.length)} "
+                                       "characters" if recognizer.length
                                        else "greedy") + (", test-time augmentation" if tta else "")
                                       + (", widths " + ",".join(f"{v:g}" for v in recognizer.scales)
                                          if len(recognizer.scales) > 1 else "")
                                       + (", blurs " + ",".join(f"{v:g}" for v in recognizer.blurs)
                                          if recognizer.blurs != (0.0,) else ""),
                             "beam_width": beam_width, "tta": tta,
+                            "length": list(recognizer.length) if recognizer.length else None,
                             "scales": list(recognizer.scales), "blurs": list(recognizer.blurs),
                             "temperature": recognizer.temperature}}
     report = build_report(truths, preds, confs, names, meta, config["charset"]["chars"], context)

@@ -166,7 +166,7 @@ def read_file(path, size: tuple[int, int], run_dir: str, resize: bool, skip_bad:
 class Recognizer:
     """A trained run ready to read captchas. Use `captchalab.load(run_dir)`."""
 
-    def __init__(self, run_dir: str, scales=None, blurs=None):
+    def __init__(self, run_dir: str, scales=None, blurs=None, length=None):
         self.run_dir = run_dir
         self.config = read_config(run_dir)
         # widths and blurs every image is read at, the most confident reading kept (see
@@ -182,6 +182,15 @@ class Recognizer:
         self.model = load_keras_model(run_dir)
         self.charset = Charset.from_json(self.config["charset"])
         self.kind = self.config.get("kind", "ctc")
+        # readings of this many characters (min, max) only, when the captchas are known to
+        # have them: the most probable path of that length (core.ctc.length_ids)
+        from captchalab.gen.recipe import parse_length
+
+        self.length = None if length is None else parse_length(
+            str(length) if isinstance(length, (str, int)) else "-".join(map(str, length)))
+        if self.length and self.kind != "ctc":
+            raise UsageError(f"length: this run ({self.config['arch']}) reads a fixed number of "
+                             "positions; --length applies to CTC models", param="length")
         from captchalab.eval.calibration import read_temperature
 
         # confidence calibration fitted after training (calibration.json); 1.0 = none
@@ -269,7 +278,7 @@ class Recognizer:
         """Logits -> (texts, confidences) with this model's kind and charset."""
         from captchalab.core.ctc import decode_output
 
-        return decode_output(self.kind, logits, self.charset, beam_width)
+        return decode_output(self.kind, logits, self.charset, beam_width, self.length)
 
     def read(self, batch: np.ndarray, beam_width: int = 0, tta: bool = False):
         """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
@@ -308,7 +317,7 @@ class Recognizer:
         shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))
         logits = self.logits(np.concatenate([shift(batch, dy, dx) for dy, dx in shifts]))
         return decode_views(self.kind, np.split(logits, len(shifts)), self.charset, beam_width,
-                            self.temperature)
+                            self.temperature, self.length)
 
     def check_size(self, a: np.ndarray, name: str) -> None:
         check_size(a, self.size, name, self.run_dir)
@@ -457,8 +466,9 @@ def expand_paths(paths, exts=None) -> list[str]:
     return out
 
 
-def load(run_dir: str, scales=None, blurs=None) -> Recognizer:
+def load(run_dir: str, scales=None, blurs=None, length=None) -> Recognizer:
     """The trained model in `run_dir` (written by `captchalab train`), ready to `.predict`.
     scales, blurs: widths and Gaussian blurs to read each image at (see Recognizer.read);
-    default: the run's own."""
-    return Recognizer(str(run_dir), scales, blurs)
+    default: the run's own. length: N, (min, max) or "MIN-MAX": only readings of that many
+    characters, for captchas known to have them (CTC models); default: any."""
+    return Recognizer(str(run_dir), scales, blurs, length)
