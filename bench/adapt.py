@@ -99,17 +99,29 @@ def self_train(a, data, start, fitted, unl, truths, work, min_confidence, test):
         init = fitted if a.self_init == "fitted" or r == 1 else run
         run = os.path.join(work, f"round-{r}")
         t += train(data, run, a.finetune_budget, init=init, mix=f"{pseudo}:{a.pseudo_share}")
+        acc = accuracy(run, test)
         rounds.append({"kept": len(got), "precision": round(precision, 3),
-                       "seq_acc": round(accuracy(run, test)["seq_acc"], 3)})
+                       "seq_acc": round(acc["seq_acc"], 3),
+                       **({"seq_acc_length_4": round(acc["length_4"]["seq_acc"], 3)}
+                          if "length_4" in acc else {})})
     return run, t, rounds
 
 
+KNOWN = {"known_length": False}  # --known-length: also read the test set as 4 characters
+
+
 def accuracy(run, test) -> dict:
+    """`score` of `run` on `test`; with --known-length, also reading each captcha as one of 4
+    characters (`eval --length 4`), under "length_4"."""
     import captchalab
 
     labels, images, _ = test
     preds = [p.text for p in captchalab.load(run).predict(list(images))]
-    return score(labels, preds)
+    out = score(labels, preds)
+    if KNOWN["known_length"]:
+        preds = [p.text for p in captchalab.load(run, length=4).predict(list(images))]
+        out["length_4"] = {k: v for k, v in score(labels, preds).items() if k != "n"}
+    return out
 
 
 def study(name, a, test, work) -> dict:
@@ -236,7 +248,11 @@ def main():
     ap.add_argument("--zero-min-confidence", type=float, default=0.9,
                     help="self-training at N = 0: readings of the fitted run kept")
     ap.add_argument("--pseudo-length", default="4",
-                    help="self-training: reading lengths kept (the generators' labels have 4)")
+                    help="self-training: the captchas' length, each read as a reading of it "
+                         "(import --length; the generators' labels have 4)")
+    ap.add_argument("--known-length", action="store_true",
+                    help="also score every run reading the test captchas as 4 characters "
+                         "(eval --length 4), outside the timed compute")
     ap.add_argument("--pseudo-share", type=float, default=0.5,
                     help="self-training: share of each batch from the pseudo-labels")
     ap.add_argument("--out", default="bench/out/adapt")
@@ -244,6 +260,7 @@ def main():
                     help="where the test sets are (shared with bench/transfer.py)")
     a = ap.parse_args()
     a.labels = sorted({int(n) for n in a.labels.split(",")})
+    KNOWN["known_length"] = a.known_length
     try:
         for mod in ("claptcha", "wheezy.captcha", "multicolorcaptcha"):
             __import__(mod)
@@ -264,7 +281,9 @@ def main():
         for arm, cells in arms.items():
             print(f"  {arm:11s}" + "".join(
                 f"  N={n}: {c['seq_acc']:.3f} ({c['seq_acc_ci95'][0]:.3f}-"
-                f"{c['seq_acc_ci95'][1]:.3f}) [{c['seconds']:.0f}]" for n, c in cells.items()))
+                f"{c['seq_acc_ci95'][1]:.3f}) [{c['seconds']:.0f}]"
+                + (f" len4 {c['length_4']['seq_acc']:.3f}" if "length_4" in c else "")
+                for n, c in cells.items()))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "adapt.json"), "w") as f:
         json.dump({"settings": {k: v for k, v in vars(a).items()}, "results": results}, f,

@@ -429,7 +429,8 @@ def fit_style_(folder, out, fonts, match, sheet, samples, overwrite):
               type=click.FloatRange(0, 1, max_open=True),
               help="With --label-with: keep readings at least this confident.")
 @click.option("--length", metavar="N|MIN-MAX",
-              help="With --label-with: keep readings of this many characters (the site's).")
+              help="With --label-with: the site's captchas have this many characters; read "
+              "each as the most probable reading of that length.")
 @functools.partial(_view_options, once=True)
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.pass_context

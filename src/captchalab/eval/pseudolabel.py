@@ -18,14 +18,16 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                   length: tuple[int, int] | None = None, skip_bad: bool = False, warn=print,
                   scales=None, blurs=None):
     """(items, origin): (path, reading, split) for each file in `folder` that model `run`
-    reads with at least `min_confidence` (and, given `length` (min, max), with that many
-    characters), and what the manifest records of it (the run's charset among it). Images of
+    reads with at least `min_confidence`, and what the manifest records of it (the run's charset among it). Images of
     another size are read resized to the model's (the dataset keeps their own size, as the
     site's labelled captchas do: `train --init-from RUN --resize`). scales, blurs: the views
     each file is read at (predictor.Recognizer.read); None: once, as it is, whatever views the
     run is read at elsewhere. The confidence is calibrated on one view; the most confident of
     several runs higher and is right less often, and self-training on such labels measured 6-8
-    points lower at 100 labels (docs/adapt.md#reading-fine-tuned-runs-at-several-widths)."""
+    points lower at 100 labels (docs/adapt.md#reading-fine-tuned-runs-at-several-widths).
+    length (min, max): the site's captchas have that many characters; each file is read as the
+    most probable reading of that length (Recognizer's `length`; the readings that already had
+    it are the same), and kept at `min_confidence` like any."""
     from captchalab.eval.predictor import expand_paths, load, read_config
     from captchalab.gen.folders import AUDIO_EXTS
     from captchalab.gen.fonts import file_sha256
@@ -40,7 +42,7 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
         raise UsageError("label_with" + str(e)[len("model"):], param="label_with") from None
     audio = config.get("data_kind") == "audio"
     paths = expand_paths([folder], AUDIO_EXTS if audio else None)
-    rec = load(run, scales or (1.0,), blurs or (0.0,))
+    rec = load(run, scales or (1.0,), blurs or (0.0,), length)
     preds, kept = rec.predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
     lo, hi = length or (1, float("inf"))
     items = [(p, r.text, split) for p, r in zip(kept, preds, strict=True)
