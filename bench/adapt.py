@@ -205,7 +205,10 @@ def plot(results, samples, path):
             acc = [cells[n]["seq_acc"] for n in ns]
             lo = [a - cells[n]["seq_acc_ci95"][0] for a, n in zip(acc, ns, strict=True)]
             hi = [cells[n]["seq_acc_ci95"][1] - a for a, n in zip(acc, ns, strict=True)]
-            ax.errorbar(x, acc, yerr=[lo, hi], marker="o", capsize=2, label=arm)
+            line = ax.errorbar(x, acc, yerr=[lo, hi], marker="o", capsize=2, label=arm)
+            if all("length_4" in cells[n] for n in ns):  # --known-length: dashed, same colour
+                ax.plot(x, [cells[n]["length_4"]["seq_acc"] for n in ns], ls="--", marker="o",
+                        mfc="none", color=line[0].get_color(), label=f"{arm}, read as 4")
         ax.set_xscale("log")
         ticks = sorted({max(int(n), 10) for c in arms.values() for n in c})
         ax.set_xticks(ticks, ["0" if t == 10 else str(t) for t in ticks])
@@ -214,7 +217,7 @@ def plot(results, samples, path):
         ax.set_ylabel("full-sequence accuracy")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"Accuracy against labels ({samples} test captchas each, 95 % intervals)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
