@@ -148,7 +148,7 @@ def test_accuracy_by_style_value(run, tmp_path):
     assert len(fonts) >= 2 and sum(f["samples"] for f in fonts) == 30  # builtin + DejaVu faces
     assert len(r["by_style"]["rotate"]) == 5  # a drawn float: quantile bins
     assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4, "tta": False,
-                             "scales": [1.0], "blurs": [0.0], "temperature": json.loads((run / "calibration.json").read_text())[
+                             "length": None, "scales": [1.0], "blurs": [0.0], "temperature": json.loads((run / "calibration.json").read_text())[
                                  "temperature"]}
 
 
@@ -187,6 +187,7 @@ def test_predict_cli(run, pngs, tmp_path):
     assert "warning: skipped" in p.stderr and "zz.png" in p.stderr
 
 
+@pytest.mark.slow
 def test_predict_and_eval_with_a_known_length(run, small_dataset, pngs, tmp_path):
     import captchalab
 

@@ -115,6 +115,13 @@ def _view_options(f, once=False):
                         + default("1", "1,0.85,0.7"))(f)
 
 
+def _read_length(ctx, param, value):
+    """--length of eval and predict, checked before anything loads."""
+    from captchalab.gen.recipe import parse_length
+
+    return value and parse_length(value)
+
+
 def _command_line() -> str:
     return "captchalab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -613,7 +620,7 @@ def train(ctx, data, out, resume, quiet, **opts):
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
-@click.option("--length", "read_length", metavar="N|MIN-MAX",
+@click.option("--length", "read_length", metavar="N|MIN-MAX", callback=_read_length,
               help="Only readings of this many characters, for captchas known to have them: "
               "the most probable reading of that length (CTC models).  [default: any]")
 @click.option("--out", "out", type=click.Path(),
@@ -660,7 +667,7 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_len
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
-@click.option("--length", "read_length", metavar="N|MIN-MAX",
+@click.option("--length", "read_length", metavar="N|MIN-MAX", callback=_read_length,
               help="Only readings of this many characters, for captchas known to have them: "
               "the most probable reading of that length (CTC models).  [default: any]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
