@@ -13,6 +13,7 @@ from captchalab.core.ctc import check_decoding
 from captchalab.core.errors import DataError, RunFailed, UsageError
 from captchalab.core.runconfig import resolve_run
 from captchalab.gen.recipe import GenRequest as _GEN  # defaults
+from captchalab.gen.recipe import parse_length
 from captchalab.gen.style import KNOBS
 from captchalab.train.config import TrainConfig as _TRAIN  # defaults (no TensorFlow import)
 from captchalab.train.models import RESAMPLE
@@ -115,11 +116,11 @@ def _view_options(f, once=False):
                         + default("1", "1,0.85,0.7"))(f)
 
 
-def _read_length(ctx, param, value):
-    """--length of eval and predict, checked before anything loads."""
-    from captchalab.gen.recipe import parse_length
-
-    return value and parse_length(value)
+_length_option = click.option(  # eval and predict; checked before anything loads
+    "--length", "read_length", metavar="N|MIN-MAX",
+    callback=lambda ctx, param, value: value and parse_length(value),
+    help="Only readings of this many characters, for captchas known to have them: the most "
+    "probable reading of that length (CTC models).  [default: any]")
 
 
 def _command_line() -> str:
@@ -454,7 +455,6 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
     if label_with:
         from captchalab.eval.pseudolabel import pseudo_labels
         from captchalab.gen.generate import prepare_out_dir
-        from captchalab.gen.recipe import parse_length
 
         run = resolve_run(label_with)
         keep = parse_length(length) if length else None
@@ -620,9 +620,7 @@ def train(ctx, data, out, resume, quiet, **opts):
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
-@click.option("--length", "read_length", metavar="N|MIN-MAX", callback=_read_length,
-              help="Only readings of this many characters, for captchas known to have them: "
-              "the most probable reading of that length (CTC models).  [default: any]")
+@_length_option
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
@@ -667,9 +665,7 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_len
               help="Test-time augmentation: read each image at every phase of the model's "
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
-@click.option("--length", "read_length", metavar="N|MIN-MAX", callback=_read_length,
-              help="Only readings of this many characters, for captchas known to have them: "
-              "the most probable reading of that length (CTC models).  [default: any]")
+@_length_option
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")

@@ -18,8 +18,8 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                   length: tuple[int, int] | None = None, skip_bad: bool = False, warn=print,
                   scales=None, blurs=None):
     """(items, origin): (path, reading, split) for each file in `folder` that model `run`
-    reads with at least `min_confidence`, and what the manifest records of it (the run's charset among it). Images of
-    another size are read resized to the model's (the dataset keeps their own size, as the
+    reads with at least `min_confidence`, and what the manifest records of it (the run's
+    charset among it). Images of another size are read resized to the model's (the dataset keeps their own size, as the
     site's labelled captchas do: `train --init-from RUN --resize`). scales, blurs: the views
     each file is read at (predictor.Recognizer.read); None: once, as it is, whatever views the
     run is read at elsewhere. The confidence is calibrated on one view; the most confident of
