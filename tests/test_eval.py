@@ -203,6 +203,71 @@ def test_predict_and_eval_with_a_known_length(run, small_dataset, pngs, tmp_path
     assert r["decoding"]["length"] == [4, 4] and r["by_length"][0]["length"] == 4
 
 
+@pytest.mark.slow
+def test_predict_eval_and_import_in_a_charset(run, small_dataset, pngs, tmp_path):
+    import captchalab
+
+    files = sorted(str(f) for f in pngs.glob("test/*.png"))
+    p = cli("predict", "--model", run, *files, "--json", "--charset", "digits")
+    assert set("".join(json.loads(line)["text"] for line in p.stdout.splitlines())) <= set("0123456789")
+    got = captchalab.load(run, charset="abc", length=4).predict(files, tta=True)
+    assert set("".join(g.text for g in got)) <= set("abc") and {len(g.text) for g in got} == {4}
+    p = cli("eval", "--model", run, "--data", small_dataset, "--charset", "0-9a-z", "--out",
+            tmp_path / "r")
+    assert "characters '0123456789abcdefghijklmnopqrstuvwxyz' only" in p.stdout
+    r = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r["decoding"]["charset"] == "0123456789abcdefghijklmnopqrstuvwxyz"
+    p = cli("eval", "--model", run, "--data", small_dataset, "--charset", "0-4",
+            "--out", tmp_path / "r2", check=False)
+    assert p.returncode == 2 and "outside the charset read ('01234')" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r2").exists()
+    unlabelled = tmp_path / "u"
+    unlabelled.mkdir()
+    for i, f in enumerate(files):
+        (unlabelled / f"u{i}.png").write_bytes(open(f, "rb").read())
+    cli("import", unlabelled, "--out", tmp_path / "u-data", "--label-with", run,
+        "--min-confidence", 0, "--charset", "xyz", "--length", 4)
+    m = json.loads((tmp_path / "u-data" / "dataset_info.json").read_text())
+    assert m["charset"]["chars"] == "xyz" and m["origin"]["labelled_by"]["read_charset"] == "xyz"
+
+
+def test_reading_in_a_charset_leaves_only_its_classes():
+    """The logits of a charset's other classes are pushed out of reach: greedy, the best path of
+    a length and the confidence see the charset's classes alone, renormalised."""
+    from captchalab.core.charset import Charset
+    from captchalab.core.ctc import decode, length_ids, softmax
+    from captchalab.core.errors import UsageError
+    from captchalab.eval.predictor import read_mask
+
+    model = Charset("0123456789abcdefghijklmnopqrstuvwxyz")
+    assert read_mask(model, None) == (None, None)
+    chars, off = read_mask(model, "digits")
+    assert chars == "0123456789" and off.shape == (37,)
+    assert (off[:11] == 0).all() and (off[11:] < -1e3).all()
+    # steps: 'o' over '0', blank, 'l' over '1', 'l' over '1'
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 0.1, (1, 4, 37)).astype(np.float32)
+    o, zero, el, one = model.encode("o0l1")
+    logits[0, 0, [o, zero]] = 5, 4
+    logits[0, 1, 0] = 5
+    logits[0, 2:, el] = 5
+    logits[0, 2:, one] = 4
+    assert decode(logits, model)[0] == ["ol"]
+    texts, conf = decode(logits + off, model)
+    assert texts == ["01"]
+    allowed = [0, *model.encode("0123456789")]
+    expect = np.exp(logits[0, :, allowed].T - logits[0, :, allowed].T.max(-1, keepdims=True))
+    expect = expect / expect.sum(-1, keepdims=True)  # [steps, allowed classes]
+    p = softmax(logits + off)[0]
+    assert p[0, o] < 1e-30 and p[0, zero] == pytest.approx(expect[0, 1 + 0], rel=1e-5)
+    assert conf[0] == pytest.approx(expect[0, 1] * expect[1, 0] * expect[2, 2] * expect[3, 2],
+                                    rel=1e-4)
+    ids, _ = length_ids(logits + off, 3, 3)
+    assert len(t := model.decode(int(i) for i in ids[0] if i > 0)) == 3 and t.isdigit()
+    with pytest.raises(UsageError, match=r"has 'AB', which the model cannot read"):
+        read_mask(model, "0-9AB")
+
+
 def test_test_time_augmentation_through_eval_and_predict(run, small_dataset, pngs, tmp_path):
     import captchalab
     from captchalab.core.ctc import decode_views
@@ -358,6 +423,9 @@ def test_eval_bad_input(run, small_dataset, tmp_path, args, msg):
     (["predict", "--model", "{run}", "--length", "0", "{run}"], "lengths must be at least 1"),
     (["predict", "--model", "{run}", "--length", "4", "--beam-width", "3", "{run}"],
      "does not combine with --beam-width"),
+    (["predict", "--model", "{run}", "--charset", "9-0", "{run}"], "runs backwards"),
+    (["predict", "--model", "{run}", "--charset", "0-9A", "{run}"],
+     "has 'A', which the model cannot read"),
 ])
 def test_predict_and_export_bad_input(run, tmp_path, args, msg):
     p = cli(*[a.format(run=run, none=tmp_path / "none") for a in args], check=False)

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from captchalab.core.charset import parse_charset
 from captchalab.core.ctc import check_decoding
 from captchalab.core.errors import DataError, RunFailed, UsageError
 from captchalab.core.runconfig import resolve_run
@@ -121,6 +122,12 @@ _length_option = click.option(  # eval and predict; checked before anything load
     callback=lambda ctx, param, value: value and parse_length(value),
     help="Only readings of this many characters, for captchas known to have them: the most "
     "probable reading of that length (CTC models).  [default: any]")
+_read_charset_option = click.option(  # eval and predict; checked before anything loads
+    "--charset", "read_charset", metavar="SPEC",
+    callback=lambda ctx, param, value: value and (parse_charset(value) and value),
+    help="Only these characters, for captchas known to use no others (e.g. 0-9, digits, "
+    "abcde2345678; a subset of the model's): readings never use the rest.  [default: all the "
+    "model's]")
 
 
 def _command_line() -> str:
@@ -422,7 +429,9 @@ def fit_style_(folder, out, fonts, match, sheet, samples, overwrite):
 @cli.command("import")
 @click.argument("folder", type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(), help="Dataset folder to write.")
-@click.option("--charset", help="Charset of the labels.  [default: the characters they use]")
+@click.option("--charset", help="Charset of the labels (with --label-with: the model reads "
+              "these characters only).  [default: the characters they use; with --label-with, "
+              "the model's]")
 @click.option("--size", help="Resize every image to WIDTHxHEIGHT.  [default: all must match]")
 @click.option("--split", type=click.Choice(["train", "val", "test"]),
               help="Split for images when labels.csv has no split column.  [default: test; "
@@ -461,7 +470,7 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
         prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)  # before reading
         items, origin = pseudo_labels(folder, run, min_confidence, split=split or "train",
                                       length=keep, warn=lambda m: click.echo(m, err=True),
-                                      scales=scales, blurs=blurs)
+                                      scales=scales, blurs=blurs, charset=charset)
         charset = charset or origin["labelled_by"]["charset"]
     else:
         for key in ("min_confidence", "length", "scales", "blurs"):
@@ -621,14 +630,15 @@ def train(ctx, data, out, resume, quiet, **opts):
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
 @_length_option
+@_read_charset_option
 @click.option("--out", "out", type=click.Path(),
               help="Report folder.  [default: MODEL/eval/DATA-SPLIT or MODEL/eval/IMAGES]")
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="With --images: skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
-def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_length, out, resize,
-          skip_bad, as_json):
+def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_length,
+          read_charset, out, resize, skip_bad, as_json):
     """Score a model: accuracy with 95% CIs, CER, per position and length, confusions, errors."""
     import json
 
@@ -640,9 +650,8 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_len
     check_decoding(beam_width, read_length)
     report, files = evaluate(resolve_run(run_dir), data=data, images=images, split=split,
                              beam_width=beam_width, tta=tta, scales=scales, blurs=blurs,
-                             length=read_length, out=out,
-                             resize=resize,
-                             skip_bad=skip_bad)
+                             length=read_length, charset=read_charset, out=out,
+                             resize=resize, skip_bad=skip_bad)
     if as_json:
         click.echo(json.dumps(report, indent=1, ensure_ascii=False))
         return
@@ -666,12 +675,13 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_len
               "downscale grid (4 views at 1/2) and combine them; that many times slower.")
 @_view_options
 @_length_option
+@_read_charset_option
 @click.option("--resize", is_flag=True, help="Scale images of another size to the model's.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable files with a warning instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(run_dir, images, beam_width, tta, scales, blurs, read_length, resize, skip_bad,
-            as_json, min_confidence):
+def predict(run_dir, images, beam_width, tta, scales, blurs, read_length, read_charset, resize,
+            skip_bad, as_json, min_confidence):
     """Read captchas: prints FILE, text and confidence per image (folders are read whole)."""
     import json
     import tempfile
@@ -691,7 +701,7 @@ def predict(run_dir, images, beam_width, tta, scales, blurs, read_length, resize
         else:
             audio = read_config(run).get("data_kind") == "audio"
             paths = expand_paths(images, AUDIO_EXTS if audio else None)
-        rec = load(run, scales, blurs, read_length)
+        rec = load(run, scales, blurs, read_length, read_charset)
         preds, kept = rec.predict_files(paths, beam_width=beam_width, resize=resize,
                                         skip_bad=skip_bad, tta=tta,
                                         warn=lambda m: click.echo(m, err=True))

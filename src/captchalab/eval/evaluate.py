@@ -152,6 +152,18 @@ def read_all(recognizer, samples, count: int, beam_width: int, tta: bool, with_s
     return truths, preds, confs, names, meta, worst
 
 
+def _readable(samples, chars: str):
+    """`samples`, refusing at the first label with a character outside `chars` (the charset
+    the images are read in: such a label could never be read right)."""
+    for s in samples:
+        other = sorted(set(s[1]) - set(chars))
+        if other:
+            raise UsageError(f"charset: label {s[1]!r} has {''.join(other)!r}, outside the "
+                             f"charset read ({chars!r}); give a charset with every character "
+                             "of the labels", param="charset")
+        yield s
+
+
 def _length_text(length: tuple[int, int]) -> str:
     lo, hi = length
     return str(lo) if lo == hi else f"{lo}-{hi}"
@@ -159,7 +171,7 @@ def _length_text(length: tuple[int, int]) -> str:
 
 def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None,
              split: str = "test", beam_width: int = 0, tta: bool = False,
-             scales=None, blurs=None, length=None, out: str | None = None,
+             scales=None, blurs=None, length=None, charset=None, out: str | None = None,
              resize: bool = False, skip_bad: bool = False, progress: bool = True,
              warn=_warn) -> tuple[dict, dict]:
     """Score `run_dir` on `data` (a split) or `images` (a labelled folder); write the report.
@@ -189,7 +201,9 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                                                                                   "report.json")):
         raise UsageError(f"out {out} holds other files and no earlier report.json; give a new "
                          "or empty folder (an earlier eval report there is replaced)", param="out")
-    recognizer = load(run_dir, scales, blurs, length)
+    recognizer = load(run_dir, scales, blurs, length, charset)
+    if recognizer.read_chars:
+        samples = _readable(samples, recognizer.read_chars)
 
     truths, preds, confs, names, meta, worst = read_all(recognizer, samples, count, beam_width,
                                                         tta, data is not None, progress)
@@ -206,9 +220,12 @@ def evaluate(run_dir: str, *, data: str | None = None, images: str | None = None
                                       + (", widths " + ",".join(f"{v:g}" for v in recognizer.scales)
                                          if len(recognizer.scales) > 1 else "")
                                       + (", blurs " + ",".join(f"{v:g}" for v in recognizer.blurs)
-                                         if recognizer.blurs != (0.0,) else ""),
+                                         if recognizer.blurs != (0.0,) else "")
+                                      + (f", characters {recognizer.read_chars!r} only"
+                                         if recognizer.read_chars else ""),
                             "beam_width": beam_width, "tta": tta,
                             "length": list(recognizer.length) if recognizer.length else None,
+                            "charset": recognizer.read_chars,
                             "scales": list(recognizer.scales), "blurs": list(recognizer.blurs),
                             "temperature": recognizer.temperature}}
     report = build_report(truths, preds, confs, names, meta, config["charset"]["chars"], context)

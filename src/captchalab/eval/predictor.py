@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from captchalab.core.charset import Charset
+from captchalab.core.charset import Charset, parse_charset
 from captchalab.core.errors import DataError, UsageError
 from captchalab.core.images import open_rgb
 from captchalab.core.runconfig import read_run_config
@@ -166,7 +166,7 @@ def read_file(path, size: tuple[int, int], run_dir: str, resize: bool, skip_bad:
 class Recognizer:
     """A trained run ready to read captchas. Use `captchalab.load(run_dir)`."""
 
-    def __init__(self, run_dir: str, scales=None, blurs=None, length=None):
+    def __init__(self, run_dir: str, scales=None, blurs=None, length=None, charset=None):
         self.run_dir = run_dir
         self.config = read_config(run_dir)
         # widths and blurs every image is read at, the most confident reading kept (see
@@ -191,6 +191,10 @@ class Recognizer:
         if self.length and self.kind != "ctc":
             raise UsageError(f"length: this run ({self.config['arch']}) reads a fixed number of "
                              "positions; --length applies to CTC models", param="length")
+        # readings in these characters only (a site's own charset, a subset of the model's):
+        # the other classes' logits are pushed to READ_OFF, so no decoder picks them and every
+        # probability is renormalised over the rest
+        self.read_chars, self._off = read_mask(self.charset, charset)
         from captchalab.eval.calibration import read_temperature
 
         # confidence calibration fitted after training (calibration.json); 1.0 = none
@@ -264,7 +268,11 @@ class Recognizer:
 
     def logits(self, batch) -> np.ndarray:
         """uint8 RGB [N,H,W,3] at the model's size (or an audio batch, see `batch`) -> logits
-        [N,T,K+1] (float32)."""
+        [N,T,K+1] (float32); with `charset`, the classes outside it at READ_OFF."""
+        out = self._raw_logits(batch)
+        return out if self._off is None else out + self._off
+
+    def _raw_logits(self, batch) -> np.ndarray:
         if isinstance(batch, dict):
             return self._forward(batch).numpy()
         if len(batch) == 1 and self._forward_one is not None:
@@ -466,9 +474,31 @@ def expand_paths(paths, exts=None) -> list[str]:
     return out
 
 
-def load(run_dir: str, scales=None, blurs=None, length=None) -> Recognizer:
+def load(run_dir: str, scales=None, blurs=None, length=None, charset=None) -> Recognizer:
     """The trained model in `run_dir` (written by `captchalab train`), ready to `.predict`.
     scales, blurs: widths and Gaussian blurs to read each image at (see Recognizer.read);
     default: the run's own. length: N, (min, max) or "MIN-MAX": only readings of that many
-    characters, for captchas known to have them (CTC models); default: any."""
-    return Recognizer(str(run_dir), scales, blurs, length)
+    characters, for captchas known to have them (CTC models); default: any. charset: a spec
+    ("0-9", "digits", "abcde2345678") of the only characters the captchas use, a subset of the
+    model's: readings use no others; default: all the model's."""
+    return Recognizer(str(run_dir), scales, blurs, length, charset)
+
+
+READ_OFF = -1e4  # added to the logits of classes outside a reading charset: exp() underflows
+
+
+def read_mask(model: Charset, spec) -> tuple[str | None, np.ndarray | None]:
+    """(the characters read, [K+1] float32 to add to logits: 0 for the blank and each of them,
+    READ_OFF for the model's other classes) for a charset `spec`; (None, None) for all."""
+    if spec is None:
+        return None, None
+    chars = parse_charset(spec)
+    missing = [c for c in chars if c not in model.chars]
+    if missing:
+        raise UsageError(f"charset: '{spec}' has {''.join(missing)!r}, which the model cannot "
+                         f"read (its charset: {model.chars!r}); give a subset of it",
+                         param="charset")
+    off = np.full(len(model) + 1, READ_OFF, np.float32)
+    off[0] = 0.0
+    off[model.encode(chars)] = 0.0
+    return chars, off

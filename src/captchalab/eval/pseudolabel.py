@@ -16,7 +16,7 @@ from captchalab.core.errors import UsageError
 
 def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "train",
                   length: tuple[int, int] | None = None, skip_bad: bool = False, warn=print,
-                  scales=None, blurs=None):
+                  scales=None, blurs=None, charset=None):
     """(items, origin): (path, reading, split) for each file in `folder` that model `run`
     reads with at least `min_confidence`, and what the manifest records of it (the run's
     charset among it). Images of another size are read resized to the model's (the dataset keeps their own size, as the
@@ -27,7 +27,8 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
     points lower at 100 labels (docs/adapt.md#reading-fine-tuned-runs-at-several-widths).
     length (min, max): the site's captchas have that many characters; each file is read as the
     most probable reading of that length (Recognizer's `length`; the readings that already had
-    it are the same), and kept at `min_confidence` like any."""
+    it are the same), and kept at `min_confidence` like any. charset: a spec of the only
+    characters the site's captchas use; the run reads those only (Recognizer's `charset`)."""
     from captchalab.eval.predictor import expand_paths, load, read_config
     from captchalab.gen.folders import AUDIO_EXTS
     from captchalab.gen.fonts import file_sha256
@@ -42,7 +43,7 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
         raise UsageError("label_with" + str(e)[len("model"):], param="label_with") from None
     audio = config.get("data_kind") == "audio"
     paths = expand_paths([folder], AUDIO_EXTS if audio else None)
-    rec = load(run, scales or (1.0,), blurs or (0.0,), length)
+    rec = load(run, scales or (1.0,), blurs or (0.0,), length, charset)
     preds, kept = rec.predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
     lo, hi = length or (1, float("inf"))
     items = [(p, r.text, split) for p, r in zip(kept, preds, strict=True)
@@ -59,6 +60,7 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                               "charset": config["charset"]["chars"],
                               "min_confidence": min_confidence,
                               "length": list(length) if length else None,
+                              "read_charset": rec.read_chars,
                               "scales": list(rec.scales), "blurs": list(rec.blurs),
                               "read": len(preds),
                               "kept": len(items)}}
