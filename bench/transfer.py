@@ -1,6 +1,6 @@
 """Transfer benchmark: how well models read captchas they were not trained on.
 
-Test sets (each --samples captchas, 4 characters from 0-9a-z, 160x60):
+Test sets (each --samples captchas, 4 characters from 0-9a-z or --chars, 160x60):
   captchalab-default    `gen --test N` (the library's default style)
   captchalab-universal  `gen --style universal --test N`
   held-out-fonts        `gen --fonts held-out --test N`: the 8 font families no preset trains on,
@@ -14,8 +14,11 @@ Rows: each --model NAME=RUN; each --train RECIPE, trained here for --budget into
 rendered first into OUT/data/RECIPE (the shipped model's way; --mix mixes presets in either
 way), or for --steps N optimizer steps instead of --budget (the same training on any
 machine); with --known-length, each model again as "NAME len4", reading every captcha as one
-of 4 characters (`eval --length 4`: what a user who knows a site's length gets); plus ddddocr
-(the pretrained captcha OCR on PyPI, which has no such option), lower-cased. Recipes: default,
+of 4 characters (`eval --length 4`: what a user who knows a site's length gets); with --chars
+SPEC, every set drawn from those characters and each model again as "NAME SPEC", reading only
+them (`eval --charset SPEC`: what a user who knows a site's characters gets); plus ddddocr
+(the pretrained captcha OCR on PyPI, which has no length option), lower-cased, and with --chars
+"ddddocr SPEC", its per-step probabilities over those characters alone. Recipes: default,
 varied, universal (`--style NAME`), and the ablation universal-no-PART: universal with one part
 of its space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
 defaults; with universal among the models, OUT/ablation.png plots what each part buys.
@@ -178,23 +181,26 @@ def train_recipe(name, out, budget, shards=0, mix="", steps=0):
     return run, round(gen_s, 1)
 
 
-def foreign_set(name, n, folder, tag="transfer"):
-    """n labelled PNGs (INDEX_LABEL.png) of a foreign generator, scaled to 160x60; `tag` seeds
-    them (other tags give other captchas: bench/adapt.py's training pools)."""
+def foreign_set(name, n, folder, tag="transfer", chars=CHARS):
+    """n labelled PNGs (INDEX_LABEL.png) of a foreign generator, scaled to 160x60, labels drawn
+    from `chars`; `tag` seeds them (other tags give other captchas: bench/adapt.py's training
+    pools)."""
     os.makedirs(folder, exist_ok=True)
     for i in range(n):
         rng = random.Random(f"{tag}|{name}|{i}")
-        text = "".join(rng.choice(CHARS) for _ in range(LENGTH))
+        text = "".join(rng.choice(chars) for _ in range(LENGTH))
         random.seed(f"{tag}|{name}|{i}|render")  # the generators draw from `random`
         im = FOREIGN[name](text, rng).convert("RGB").resize(SIZE, Image.Resampling.BILINEAR)
         im.save(os.path.join(folder, f"{i:05d}_{text}.png"))
 
 
-def own_set(name, n, folder):
-    """n captchas of the test split of a captchalab style, exported as labelled PNGs."""
+def own_set(name, n, folder, chars=CHARS):
+    """n captchas of the test split of a captchalab style, labels drawn from `chars`, exported
+    as labelled PNGs."""
     data = folder + "-data"
     subprocess.run([sys.executable, "-m", "captchalab", "gen", "--out", data, "--test", str(n),
-                    "--seed", "7", "-q", "--overwrite", *OWN[name]], check=True)
+                    "--seed", "7", "-q", "--overwrite", *OWN[name],
+                    *(() if chars == CHARS else ("--charset", chars))], check=True)
     subprocess.run([sys.executable, "-m", "captchalab", "export", data, "--png", folder + "-png",
                     "--overwrite"], check=True, stdout=subprocess.DEVNULL)
     os.makedirs(folder, exist_ok=True)
@@ -204,6 +210,22 @@ def own_set(name, n, folder):
             os.replace(os.path.join(folder + "-png", r["file"]),
                        os.path.join(folder, f"{i:05d}_{r['label']}.png"))
     shutil.rmtree(folder + "-png")
+
+
+def peer_in_charset(ocr, png, chars) -> str:
+    """ddddocr's reading (lower-cased) using only `chars` (either case): its per-step
+    probabilities with every other class left out, read greedily as CTC (repeats merged,
+    blanks dropped). Its own set_ranges() leaves the text of ddddocr 1.6 unchanged."""
+    r = ocr.classification(png, probability=True)
+    names = r["charset"]
+    keep = [0] + [i for i, c in enumerate(names) if c and c.lower() in chars]
+    p = np.asarray(r["probabilities"]).reshape(len(r["probabilities"]), -1)[:, keep]
+    out, last = [], 0
+    for k in p.argmax(-1):
+        if k and k != last:
+            out.append(names[keep[k]].lower())
+        last = k
+    return "".join(out)
 
 
 def load_set(folder):
@@ -239,6 +261,11 @@ def main():
     ap.add_argument("--known-length", action="store_true",
                     help=f"also score each model reading every captcha as one of {LENGTH} "
                          f"characters (eval --length {LENGTH}): a row 'NAME len{LENGTH}' each")
+    ap.add_argument("--chars", default="", metavar="SPEC",
+                    help="draw every set's labels from these characters instead (a subset of "
+                         "0-9a-z, e.g. 0-9), into sets of their own, and also score each "
+                         "model (and ddddocr) reading only them (eval --charset): a row "
+                         "'NAME SPEC' each")
     ap.add_argument("--train", default="", metavar="RECIPE,…",
                     help=f"recipes to train and score: {', '.join(RECIPES)}")
     ap.add_argument("--budget", default="10m", help="--time-budget of each --train recipe")
@@ -251,6 +278,18 @@ def main():
     ap.add_argument("--mix", default="", metavar="PRESET:SHARE[,…]",
                     help="--train recipes: presets mixed into each recipe (gen/train --mix)")
     a = ap.parse_args()
+    chars = CHARS
+    if a.chars:
+        from captchalab.core.charset import parse_charset
+        from captchalab.core.errors import UsageError
+
+        try:
+            chars = parse_charset(a.chars)
+        except UsageError as e:
+            sys.exit(f"error: --chars: {e}")
+        if set(chars) - set(CHARS):
+            sys.exit(f"error: --chars: '{a.chars}' has {''.join(sorted(set(chars) - set(CHARS)))!r}"
+                     f"; give a subset of {CHARS}")
     models = dict(m.split("=", 1) for m in a.model)
     recipes = [r for r in a.train.split(",") if r]
     for r in recipes:
@@ -266,10 +305,13 @@ def main():
     sets_dir = os.path.join(a.out, "sets")
     sets = {}
     for name in [*OWN, *FOREIGN]:
-        folder = os.path.join(sets_dir, f"{name}-{a.samples}")
+        folder = os.path.join(sets_dir, f"{name}-{a.samples}" + (f"-{chars}" if a.chars else ""))
         if not os.path.isdir(folder) or len(os.listdir(folder)) != a.samples:
             t = time.perf_counter()
-            (own_set if name in OWN else foreign_set)(name, a.samples, folder)
+            if name in OWN:
+                own_set(name, a.samples, folder, chars)
+            else:
+                foreign_set(name, a.samples, folder, chars=chars)
             print(f"rendered {name}: {a.samples} in {time.perf_counter() - t:.0f} s", flush=True)
         sets[name] = load_set(folder)
 
@@ -280,13 +322,15 @@ def main():
     import captchalab
 
     results = {}
-    readers = [(m, run, None) for m, run in models.items()]
+    readers = [(m, run, None, None) for m, run in models.items()]
     if a.known_length:
-        readers += [(f"{m} len{LENGTH}", run, LENGTH) for m, run in models.items()]
-    for mname, run, length in readers:
+        readers += [(f"{m} len{LENGTH}", run, LENGTH, None) for m, run in models.items()]
+    if a.chars:
+        readers += [(f"{m} {a.chars}", run, None, chars) for m, run in models.items()]
+    for mname, run, length, read_chars in readers:
         rec = captchalab.load(run, [float(v) for v in a.scales.split(",")] if a.scales else None,
                               [float(v) for v in a.blurs.split(",")] if a.blurs else None,
-                              length)
+                              length, read_chars)
         t = time.perf_counter()
         results[mname] = {s: score(lab, [p.text for p in rec.predict(list(ims))])
                           for s, (lab, ims, _) in sets.items()}
@@ -299,12 +343,18 @@ def main():
         results["ddddocr"] = {s: score(lab, [ocr.classification(p).lower() for p in pngs])
                               for s, (lab, _, pngs) in sets.items()}
         results["ddddocr"]["_seconds"] = time.perf_counter() - t
+        if a.chars:
+            t = time.perf_counter()
+            results[f"ddddocr {a.chars}"] = {
+                s: score(lab, [peer_in_charset(ocr, p, chars) for p in pngs])
+                for s, (lab, _, pngs) in sets.items()}
+            results[f"ddddocr {a.chars}"]["_seconds"] = time.perf_counter() - t
 
     names = list(sets)
     print(f"\nfull-sequence accuracy (95 % interval), {a.samples} captchas per set")
-    print(f"{'model':14s}" + "".join(f"{n[:20]:>22s}" for n in names))
+    print(f"{'model':18s}" + "".join(f"{n[:20]:>22s}" for n in names))
     for m, row in results.items():
-        print(f"{m:14s}" + "".join(
+        print(f"{m:18s}" + "".join(
             f"{row[n]['seq_acc']:8.3f} ({row[n]['seq_acc_ci95'][0]:.3f}-"
             f"{row[n]['seq_acc_ci95'][1]:.3f})" for n in names))
     os.makedirs(a.out, exist_ok=True)
@@ -315,6 +365,7 @@ def main():
                    "shards": a.shards if recipes else None, "mix": a.mix or None,
                    "scales": a.scales or "each run's own", "blurs": a.blurs or "each run's own",
                    "known_length": LENGTH if a.known_length else None,
+                   "chars": chars,
                    "gen_seconds": gen_seconds, "results": results}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")
@@ -338,8 +389,9 @@ def plot(results, names, path):
     y = np.arange(len(models))
     for ax, n in zip(axes.flat, names, strict=False):
         acc = np.array([results[m][n]["seq_acc"] for m in models])
-        lo = acc - np.array([results[m][n]["seq_acc_ci95"][0] for m in models])
-        hi = np.array([results[m][n]["seq_acc_ci95"][1] for m in models]) - acc
+        # (clipped: the interval's ends can lie a rounding error inside the point)
+        lo = np.maximum(0, acc - np.array([results[m][n]["seq_acc_ci95"][0] for m in models]))
+        hi = np.maximum(0, np.array([results[m][n]["seq_acc_ci95"][1] for m in models]) - acc)
         ax.barh(y, acc, xerr=[lo, hi], capsize=2,
                 color=[colours[k % len(colours)] for k in range(len(models))])
         for k, v in enumerate(acc):  # beside the bar, or inside it near the right edge

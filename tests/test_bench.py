@@ -66,6 +66,27 @@ def test_bench_transfer_at_toy_size(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_transfer_with_a_smaller_charset(tmp_path):
+    """--chars draws every set's labels from those characters, into sets of their own, and
+    scores each model and ddddocr again reading only them."""
+    out = tmp_path / "out"
+    run = os.path.join(ROOT, "tests", "fixtures", "0ce7b0d", "run")
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples", "6",
+                    "--out", str(out), "--model", f"tiny={run}", "--chars", "0-9"],
+                   check=True, env=ENV, cwd=ROOT, capture_output=True)
+    res = json.loads((out / "transfer.json").read_text())
+    assert set(res["results"]) == {"tiny", "tiny 0-9", "ddddocr", "ddddocr 0-9"}
+    assert res["chars"] == "0123456789"
+    for name in ("held-out-fonts", "kaptcha"):
+        pngs = os.listdir(out / "sets" / f"{name}-6-0123456789")
+        assert len(pngs) == 6 and all(p[:-4].split("_", 1)[1].isdigit() for p in pngs)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--chars",
+                        "0-9A", "--out", str(out)], env=ENV, cwd=ROOT, capture_output=True,
+                       text=True)
+    assert p.returncode and "give a subset of 0123456789abcdefghijklmnopqrstuvwxyz" in p.stderr
+
+
+@pytest.mark.slow
 def test_bench_transfer_trains_a_recipe_from_shards(tmp_path):
     """--shards renders the recipe's samples (with --mix) and trains on them, not on the fly,
     for --steps steps; universal with an ablation recipe plots what the part buys."""

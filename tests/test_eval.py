@@ -354,6 +354,7 @@ def test_blur_hand_worked():
     assert blur(batch, 0.0) is batch
 
 
+@pytest.mark.slow
 def test_reading_at_several_widths_keeps_the_most_confident(run, pngs, tmp_path):
     import captchalab
 
