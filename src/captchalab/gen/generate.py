@@ -157,7 +157,7 @@ def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, prog
 
     total = sum(t.size for t in todo)
     started = time.perf_counter()
-    bar = _progress_bar(total, progress)
+    bar = _progress_bar(total, progress, "clip" if recipe.kind == "audio" else "img")
     try:
         if ray is not None and todo:
             from captchalab.gen import ray_engine
@@ -174,10 +174,10 @@ def _generate(recipe, out_dir, stored, workers, resume, overwrite, command, prog
     return GenResult(manifest, GenStats(total, elapsed, len(tasks) - len(todo)))
 
 
-def _progress_bar(total: int, progress: bool):
+def _progress_bar(total: int, progress: bool, unit: str = "img"):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", disable=not progress or total == 0, smoothing=0.1,
+    return tqdm(total=total, unit=unit, disable=not progress or total == 0, smoothing=0.1,
                 dynamic_ncols=True, file=sys.stderr)
 
 
