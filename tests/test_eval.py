@@ -148,7 +148,8 @@ def test_accuracy_by_style_value(run, tmp_path):
     assert len(fonts) >= 2 and sum(f["samples"] for f in fonts) == 30  # builtin + DejaVu faces
     assert len(r["by_style"]["rotate"]) == 5  # a drawn float: quantile bins
     assert r["decoding"] == {"method": "beam search (width 4)", "beam_width": 4, "tta": False,
-                             "length": None, "scales": [1.0], "blurs": [0.0], "temperature": json.loads((run / "calibration.json").read_text())[
+                             "length": None, "charset": None, "scales": [1.0], "blurs": [0.0],
+                             "temperature": json.loads((run / "calibration.json").read_text())[
                                  "temperature"]}
 
 
