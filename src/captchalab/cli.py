@@ -124,7 +124,7 @@ _length_option = click.option(  # eval and predict; checked before anything load
     "probable reading of that length (CTC models).  [default: any]")
 _read_charset_option = click.option(  # eval and predict; checked before anything loads
     "--charset", "read_charset", metavar="SPEC",
-    callback=lambda ctx, param, value: value and (parse_charset(value) and value),
+    callback=lambda ctx, param, value: value and parse_charset(value) and value,
     help="Only these characters, for captchas known to use no others (e.g. 0-9, digits, "
     "abcde2345678; a subset of the model's): readings never use the rest.  [default: all the "
     "model's]")

@@ -155,10 +155,13 @@ def read_all(recognizer, samples, count: int, beam_width: int, tta: bool, with_s
 def _readable(samples, chars: str):
     """`samples`, refusing at the first label with a character outside `chars` (the charset
     the images are read in: such a label could never be read right)."""
+    from captchalab.core.charset import Charset
+
+    read = Charset(chars)
     for s in samples:
-        other = sorted(set(s[1]) - set(chars))
+        other = read.missing(s[1])
         if other:
-            raise UsageError(f"charset: label {s[1]!r} has {''.join(other)!r}, outside the "
+            raise UsageError(f"charset: label {s[1]!r} has {other!r}, outside the "
                              f"charset read ({chars!r}); give a charset with every character "
                              "of the labels", param="charset")
         yield s

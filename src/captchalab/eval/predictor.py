@@ -493,9 +493,9 @@ def read_mask(model: Charset, spec) -> tuple[str | None, np.ndarray | None]:
     if spec is None:
         return None, None
     chars = parse_charset(spec)
-    missing = [c for c in chars if c not in model.chars]
+    missing = model.missing(chars)
     if missing:
-        raise UsageError(f"charset: '{spec}' has {''.join(missing)!r}, which the model cannot "
+        raise UsageError(f"charset: '{spec}' has {missing!r}, which the model cannot "
                          f"read (its charset: {model.chars!r}); give a subset of it",
                          param="charset")
     off = np.full(len(model) + 1, READ_OFF, np.float32)
