@@ -22,9 +22,12 @@ them (`eval --charset SPEC`: what a user who knows a site's characters gets); pl
 varied, universal (`--style NAME`), and the ablation universal-no-PART: universal with one part
 of its space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
 defaults; with universal among the models, OUT/ablation.png plots what each part buys.
-Cells: full-sequence accuracy with its 95 % Wilson interval, and character accuracy. Printed,
-and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered once into OUT/sets
-(seeded: the same on every run) and reused.
+Cells: full-sequence accuracy with its 95 % Wilson interval, and character accuracy. Every row
+is also compared with the first, captcha by captcha (the same captchas read by both): how many
+only it reads, how many only the first reads, and the exact McNemar p-value of that split
+(small: the difference is not the luck of the draw; intervals that overlap can still differ
+there). Printed, and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered
+once into OUT/sets (seeded: the same on every run) and reused.
 
     python bench/transfer.py --model default=runs/default --model universal=runs/universal
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
@@ -236,11 +239,27 @@ def load_set(folder):
     return labels, images, pngs
 
 
+def paired(first, other) -> dict:
+    """Two readers' right/wrong on the same captchas -> {"better": read by `other` only,
+    "worse": by `first` only, "p": the exact two-sided McNemar p-value of that split}."""
+    from scipy.stats import binomtest
+
+    first, other = np.asarray(first, bool), np.asarray(other, bool)
+    better, worse = int((other & ~first).sum()), int((first & ~other).sum())
+    p = binomtest(better, better + worse).pvalue if better + worse else 1.0
+    return {"better": better, "worse": worse, "p": round(float(p), 4)}
+
+
+def hits(truths, preds) -> list[bool]:
+    """Whether each captcha was read right (the whole sequence)."""
+    return [t == p for t, p in zip(truths, preds, strict=True)]
+
+
 def score(truths, preds):
     from captchalab.core.metrics import character_accuracy
     from captchalab.eval.report import wilson
 
-    k = sum(t == p for t, p in zip(truths, preds, strict=True))
+    k = sum(hits(truths, preds))
     return {"seq_acc": k / len(truths), "seq_acc_ci95": list(wilson(k, len(truths))),
             "char_acc": character_accuracy(truths, preds), "n": len(truths)}
 
@@ -297,7 +316,7 @@ def main():
             sys.exit(f"error: unknown recipe '{r}' (allowed: {', '.join(RECIPES)})")
     try:
         for mod in ("claptcha", "kaptcha", "multicolorcaptcha", "wheezy.captcha",
-                    "flask_simple_captcha", *(() if a.no_peer else ("ddddocr",))):
+                    "flask_simple_captcha", "scipy", *(() if a.no_peer else ("ddddocr",))):
             __import__(mod)
     except ImportError as e:
         sys.exit(f"error: {e.name} is missing; the transfer bench needs its extra: {EXTRA}")
@@ -321,7 +340,7 @@ def main():
 
     import captchalab
 
-    results = {}
+    results, right = {}, {}  # right: {row: {set: [read right?]}}, for the paired comparison
     readers = [(m, run, None, None) for m, run in models.items()]
     if a.known_length:
         readers += [(f"{m} len{LENGTH}", run, LENGTH, None) for m, run in models.items()]
@@ -332,23 +351,23 @@ def main():
                               [float(v) for v in a.blurs.split(",")] if a.blurs else None,
                               length, read_chars)
         t = time.perf_counter()
-        results[mname] = {s: score(lab, [p.text for p in rec.predict(list(ims))])
-                          for s, (lab, ims, _) in sets.items()}
+        preds = {s: [p.text for p in rec.predict(list(ims))] for s, (_, ims, _) in sets.items()}
+        results[mname] = {s: score(sets[s][0], preds[s]) for s in sets}
         results[mname]["_seconds"] = time.perf_counter() - t
+        right[mname] = {s: hits(sets[s][0], preds[s]) for s in sets}
     if not a.no_peer:
         import ddddocr
 
         ocr = ddddocr.DdddOcr(show_ad=False)
-        t = time.perf_counter()
-        results["ddddocr"] = {s: score(lab, [ocr.classification(p).lower() for p in pngs])
-                              for s, (lab, _, pngs) in sets.items()}
-        results["ddddocr"]["_seconds"] = time.perf_counter() - t
+        peers = [("ddddocr", lambda p: ocr.classification(p).lower())]
         if a.chars:
+            peers.append((f"ddddocr {a.chars}", lambda p: peer_in_charset(ocr, p, chars)))
+        for pname, read in peers:
             t = time.perf_counter()
-            results[f"ddddocr {a.chars}"] = {
-                s: score(lab, [peer_in_charset(ocr, p, chars) for p in pngs])
-                for s, (lab, _, pngs) in sets.items()}
-            results[f"ddddocr {a.chars}"]["_seconds"] = time.perf_counter() - t
+            preds = {s: [read(p) for p in pngs] for s, (_, _, pngs) in sets.items()}
+            results[pname] = {s: score(sets[s][0], preds[s]) for s in sets}
+            results[pname]["_seconds"] = time.perf_counter() - t
+            right[pname] = {s: hits(sets[s][0], preds[s]) for s in sets}
 
     names = list(sets)
     print(f"\nfull-sequence accuracy (95 % interval), {a.samples} captchas per set")
@@ -357,6 +376,17 @@ def main():
         print(f"{m:18s}" + "".join(
             f"{row[n]['seq_acc']:8.3f} ({row[n]['seq_acc_ci95'][0]:.3f}-"
             f"{row[n]['seq_acc_ci95'][1]:.3f})" for n in names))
+    first = next(iter(right), None)
+    compared = {m: {s: paired(right[first][s], right[m][s]) for s in names}
+                for m in right if m != first}
+    if compared:
+        print(f"\nagainst {first}, captcha by captcha: read by the row only / by {first} only "
+              "(exact McNemar p)")
+        print(f"{'model':18s}" + "".join(f"{n[:20]:>22s}" for n in names))
+        for m, row in compared.items():
+            print(f"{m:18s}" + "".join(
+                f"{row[n]['better']:>7d} / {row[n]['worse']:<4d}(p {row[n]['p']:.3f})"
+                for n in names))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
         json.dump({"samples": a.samples, "models": models,
@@ -366,7 +396,8 @@ def main():
                    "scales": a.scales or "each run's own", "blurs": a.blurs or "each run's own",
                    "known_length": LENGTH if a.known_length else None,
                    "chars": chars,
-                   "gen_seconds": gen_seconds, "results": results}, f, indent=2)
+                   "gen_seconds": gen_seconds, "results": results,
+                   "paired": {"against": first, "rows": compared}}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")
     parts = [m for m in results if m.startswith("universal-no-")]

@@ -56,6 +56,14 @@ def test_bench_transfer_at_toy_size(tmp_path):
     assert style["mix"]["ramp"] > 0 and cfg["train"]["standardize"] is True
     for row in res["results"].values():
         assert all(row[s]["n"] == 12 and 0 <= row[s]["seq_acc"] <= 1 for s in sets)
+    # every row against the first, captcha by captcha: the split accounts for the difference
+    assert res["paired"]["against"] == "tiny"
+    assert set(res["paired"]["rows"]) == set(res["results"]) - {"tiny"}
+    for m, row in res["paired"]["rows"].items():
+        for s in sets:
+            gained = round((res["results"][m][s]["seq_acc"] - res["results"]["tiny"][s]["seq_acc"])
+                           * 12)
+            assert row[s]["better"] - row[s]["worse"] == gained and 0 < row[s]["p"] <= 1
     from captchalab.gen import shards as sh
     data = out / "sets" / "held-out-fonts-12-data"
     m = sh.read_manifest(str(data))
