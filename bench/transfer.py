@@ -385,7 +385,8 @@ def main():
         print(f"{'model':18s}" + "".join(f"{n[:20]:>22s}" for n in names))
         for m, row in compared.items():
             print(f"{m:18s}" + "".join(
-                f"{row[n]['better']:>7d} / {row[n]['worse']:<4d}(p {row[n]['p']:.3f})"
+                f"{row[n]['better']:>7d} / {row[n]['worse']:<4d}"
+                + (f"(p {row[n]['p']:.3f})" if row[n]["p"] >= 0.001 else "(p <.001)")
                 for n in names))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
