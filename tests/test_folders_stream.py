@@ -242,6 +242,31 @@ def test_import_label_with_reads_at_the_views_given(unlabelled, tmp_path):
     assert (by["scales"], by["blurs"]) == ([1.0, 0.85], [0.0])
 
 
+def test_import_label_with_a_run_that_reads_nothing(unlabelled, tmp_path):
+    """A run that reads every captcha as empty cannot label them, whatever --min-confidence:
+    said as such (not "give a lower --min-confidence"), exit 2, nothing written."""
+    import shutil
+
+    from captchalab.eval.predictor import load_keras_model
+
+    src = os.path.join(os.path.dirname(__file__), "fixtures", "0ce7b0d", "run")
+    run = tmp_path / "blank-run"
+    run.mkdir()
+    shutil.copyfile(os.path.join(src, "config.json"), run / "config.json")
+    model = load_keras_model(src)
+    kernel, bias = model.get_layer("logits").get_weights()
+    bias[0] += 1e3  # the blank at every step
+    model.get_layer("logits").set_weights([kernel, bias])
+    model.save(run / "model.keras")
+    p = cli("import", unlabelled, "--out", tmp_path / "out", "--label-with", run,
+            "--min-confidence", 0, check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"error: --label-with: {run} read none of the") and \
+        "every reading was empty" in lines[0] and "--min-confidence" not in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--min-confidence", "0.5"], "--min-confidence applies to --label-with RUN"),
     (["--length", "4"], "--length applies to --label-with RUN"),

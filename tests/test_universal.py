@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from captchalab.gen import shards as sh
-from captchalab.gen.compose import (BLUE_LEVELS, GREEN_LEVELS, Looks, draw_marks, hollow,
-                                    place_text, push_contrast)
+from captchalab.gen.compose import (
+    BLUE_LEVELS,
+    GREEN_LEVELS,
+    Looks,
+    draw_marks,
+    hollow,
+    place_text,
+    push_contrast,
+)
 from captchalab.gen.style import EFFECTS, KNOBS, SCENE_KNOBS, Style, parse_range, preset
 from conftest import cli, record_hashes
 

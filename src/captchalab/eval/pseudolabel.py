@@ -46,11 +46,17 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
     rec = load(run, scales or (1.0,), blurs or (0.0,), length, charset)
     preds, kept = rec.predict_files(paths, resize=True, skip_bad=skip_bad, warn=warn)
     lo, hi = length or (1, float("inf"))
-    items = [(p, r.text, split) for p, r in zip(kept, preds, strict=True)
-             if lo <= len(r.text) <= hi and r.confidence >= min_confidence]
+    fits = [(p, r) for p, r in zip(kept, preds, strict=True) if lo <= len(r.text) <= hi]
+    items = [(p, r.text, split) for p, r in fits if r.confidence >= min_confidence]
+    within = f" with {lo if lo == hi else f'{lo}-{hi}'} characters" if length else ""
+    if not fits:  # no confidence helps: the run reads nothing (or not that many characters)
+        raise UsageError(f"label_with: {run} read none of the {len(preds)} files of {folder} "
+                         + (f"as text{within}" if length else "as any text (every reading "
+                            "was empty)")
+                         + "; it cannot label them: fine-tune it on a few labelled ones first "
+                         "(docs/adapt.md)", param="label_with")
     if not items:
-        top = max(r.confidence for r in preds)
-        within = f" with {lo if lo == hi else f'{lo}-{hi}'} characters" if length else ""
+        top = max(r.confidence for _, r in fits)
         raise UsageError(f"min_confidence: {min_confidence}; no file of {folder} was read that "
                          f"confidently{within} (the highest confidence is {top:.3f} of "
                          f"{len(preds)}); give a lower --min-confidence"
