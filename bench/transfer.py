@@ -23,11 +23,11 @@ varied, universal (`--style NAME`), and the ablation universal-no-PART: universa
 of its space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
 defaults; with universal among the models, OUT/ablation.png plots what each part buys.
 Cells: full-sequence accuracy with its 95 % Wilson interval, and character accuracy. Every row
-is also compared with the first, captcha by captcha (the same captchas read by both): how many
-only it reads, how many only the first reads, and the exact McNemar p-value of that split
-(small: the difference is not the luck of the draw; intervals that overlap can still differ
-there). Printed, and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered
-once into OUT/sets (seeded: the same on every run) and reused.
+is also compared with the first (or --against ROW), captcha by captcha (the same captchas read
+by both): how many only it reads, how many only that row reads, and the exact McNemar p-value
+of that split (small: the difference is not the luck of the draw; intervals that overlap can
+still differ there). Printed, and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered
+once into OUT/sets (or --sets DIR; seeded: the same on every run) and reused.
 
     python bench/transfer.py --model default=runs/default --model universal=runs/universal
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
@@ -270,6 +270,12 @@ def main():
                     help="a trained run to score (repeat); none: only ddddocr")
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--out", default="bench/out/transfer")
+    ap.add_argument("--sets", default="", metavar="DIR",
+                    help="where the test sets are rendered and reused (default: OUT/sets); "
+                         "another bench's sets folder saves rendering them again")
+    ap.add_argument("--against", default="", metavar="ROW",
+                    help="the row every other is compared with captcha by captcha (default: "
+                         "the first; e.g. ddddocr)")
     ap.add_argument("--no-peer", action="store_true", help="skip the ddddocr row")
     ap.add_argument("--blurs", default="", metavar="S1,S2,…",
                     help="blurs every model reads each image at (eval --blurs; default: each "
@@ -314,6 +320,12 @@ def main():
     for r in recipes:
         if r not in RECIPES:
             sys.exit(f"error: unknown recipe '{r}' (allowed: {', '.join(RECIPES)})")
+    base = [*models, *recipes]  # the rows the bench will print, for --against
+    rows = [*base, *([f"{m} len{LENGTH}" for m in base] if a.known_length else []),
+            *([f"{m} {a.chars}" for m in base] if a.chars else [])]
+    rows += [] if a.no_peer else ["ddddocr", *([f"ddddocr {a.chars}"] if a.chars else [])]
+    if a.against and a.against not in rows:
+        sys.exit(f"error: --against: no row '{a.against}' (rows: {', '.join(rows)})")
     try:
         for mod in ("claptcha", "kaptcha", "multicolorcaptcha", "wheezy.captcha",
                     "flask_simple_captcha", "scipy", *(() if a.no_peer else ("ddddocr",))):
@@ -321,7 +333,7 @@ def main():
     except ImportError as e:
         sys.exit(f"error: {e.name} is missing; the transfer bench needs its extra: {EXTRA}")
 
-    sets_dir = os.path.join(a.out, "sets")
+    sets_dir = a.sets or os.path.join(a.out, "sets")
     sets = {}
     for name in [*OWN, *FOREIGN]:
         folder = os.path.join(sets_dir, f"{name}-{a.samples}" + (f"-{chars}" if a.chars else ""))
@@ -376,7 +388,7 @@ def main():
         print(f"{m:18s}" + "".join(
             f"{row[n]['seq_acc']:8.3f} ({row[n]['seq_acc_ci95'][0]:.3f}-"
             f"{row[n]['seq_acc_ci95'][1]:.3f})" for n in names))
-    first = next(iter(right), None)
+    first = a.against or next(iter(right), None)
     compared = {m: {s: paired(right[first][s], right[m][s]) for s in names}
                 for m in right if m != first}
     if compared:

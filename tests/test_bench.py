@@ -92,6 +92,23 @@ def test_bench_transfer_with_a_smaller_charset(tmp_path):
                         "0-9A", "--out", str(out)], env=ENV, cwd=ROOT, capture_output=True,
                        text=True)
     assert p.returncode and "give a subset of 0123456789abcdefghijklmnopqrstuvwxyz" in p.stderr
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--against",
+                        "nosuch", "--model", f"tiny={run}", "--out", str(out)], env=ENV,
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode and "--against: no row 'nosuch' (rows: tiny, ddddocr)" in p.stderr
+    # another bench's sets, reused (nothing rendered), and the peer as the baseline
+    again = tmp_path / "again"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples",
+                        "6", "--out", str(again), "--sets", str(out / "sets"), "--model",
+                        f"tiny={run}", "--chars", "0-9", "--against", "ddddocr"],
+                       check=True, env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert "rendered" not in p.stdout and not (again / "sets").exists()
+    res2 = json.loads((again / "transfer.json").read_text())
+    for m, row in res["results"].items():  # the same captchas, read the same
+        assert {s: c["seq_acc"] for s, c in row.items() if s != "_seconds"} == \
+            {s: c["seq_acc"] for s, c in res2["results"][m].items() if s != "_seconds"}
+    assert res2["paired"]["against"] == "ddddocr"
+    assert set(res2["paired"]["rows"]) == {"tiny", "tiny 0-9", "ddddocr 0-9"}
 
 
 @pytest.mark.slow
