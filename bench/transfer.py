@@ -26,8 +26,8 @@ Cells: full-sequence accuracy with its 95 % Wilson interval, and character accur
 is also compared with the first (or --against ROW), captcha by captcha (the same captchas read
 by both): how many only it reads, how many only that row reads, and the exact McNemar p-value
 of that split (small: the difference is not the luck of the draw; intervals that overlap can
-still differ there). Printed, and written as OUT/transfer.json and OUT/transfer.png. Sets are rendered
-once into OUT/sets (or --sets DIR; seeded: the same on every run) and reused.
+still differ there). Printed, and written as OUT/transfer.json and OUT/transfer.png. Sets
+are rendered once into OUT/sets (or --sets DIR; seeded: the same on every run) and reused.
 
     python bench/transfer.py --model default=runs/default --model universal=runs/universal
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
@@ -320,10 +320,15 @@ def main():
     for r in recipes:
         if r not in RECIPES:
             sys.exit(f"error: unknown recipe '{r}' (allowed: {', '.join(RECIPES)})")
-    base = [*models, *recipes]  # the rows the bench will print, for --against
-    rows = [*base, *([f"{m} len{LENGTH}" for m in base] if a.known_length else []),
-            *([f"{m} {a.chars}" for m in base] if a.chars else [])]
-    rows += [] if a.no_peer else ["ddddocr", *([f"ddddocr {a.chars}"] if a.chars else [])]
+    # the rows, named before anything runs: (row, model or recipe, --length, --charset) each
+    base = [*models, *recipes]
+    readers = [(m, m, None, None) for m in base]
+    if a.known_length:
+        readers += [(f"{m} len{LENGTH}", m, LENGTH, None) for m in base]
+    if a.chars:
+        readers += [(f"{m} {a.chars}", m, None, chars) for m in base]
+    peers = [] if a.no_peer else ["ddddocr", *([f"ddddocr {a.chars}"] if a.chars else [])]
+    rows = [r for r, *_ in readers] + peers
     if a.against and a.against not in rows:
         sys.exit(f"error: --against: no row '{a.against}' (rows: {', '.join(rows)})")
     try:
@@ -353,13 +358,9 @@ def main():
     import captchalab
 
     results, right = {}, {}  # right: {row: {set: [read right?]}}, for the paired comparison
-    readers = [(m, run, None, None) for m, run in models.items()]
-    if a.known_length:
-        readers += [(f"{m} len{LENGTH}", run, LENGTH, None) for m, run in models.items()]
-    if a.chars:
-        readers += [(f"{m} {a.chars}", run, None, chars) for m, run in models.items()]
-    for mname, run, length, read_chars in readers:
-        rec = captchalab.load(run, [float(v) for v in a.scales.split(",")] if a.scales else None,
+    for mname, model, length, read_chars in readers:
+        rec = captchalab.load(models[model],
+                              [float(v) for v in a.scales.split(",")] if a.scales else None,
                               [float(v) for v in a.blurs.split(",")] if a.blurs else None,
                               length, read_chars)
         t = time.perf_counter()
@@ -371,10 +372,10 @@ def main():
         import ddddocr
 
         ocr = ddddocr.DdddOcr(show_ad=False)
-        peers = [("ddddocr", lambda p: ocr.classification(p).lower())]
-        if a.chars:
-            peers.append((f"ddddocr {a.chars}", lambda p: peer_in_charset(ocr, p, chars)))
-        for pname, read in peers:
+        peer_reads = {"ddddocr": lambda p: ocr.classification(p).lower(),
+                      f"ddddocr {a.chars}": lambda p: peer_in_charset(ocr, p, chars)}
+        for pname in peers:
+            read = peer_reads[pname]
             t = time.perf_counter()
             preds = {s: [read(p) for p in pngs] for s, (_, _, pngs) in sets.items()}
             results[pname] = {s: score(sets[s][0], preds[s]) for s in sets}

@@ -22,9 +22,10 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
     charset among it). Images of another size are read resized to the model's (the dataset
     keeps their own size, as the site's labelled captchas do: `train --init-from RUN
     --resize`). scales, blurs: the views each file is read at (predictor.Recognizer.read);
-    None: once, as it is, whatever views the run is read at elsewhere. The confidence is calibrated on one view; the most confident of
-    several runs higher and is right less often, and self-training on such labels measured 6-8
-    points lower at 100 labels (docs/adapt.md#reading-fine-tuned-runs-at-several-widths).
+    None: once, as it is, whatever views the run is read at elsewhere. The confidence is
+    calibrated on one view; the most confident of several runs higher and is right less often,
+    and self-training on such labels measured 6-8 points lower at 100 labels
+    (docs/adapt.md#reading-fine-tuned-runs-at-several-widths).
     length (min, max): the site's captchas have that many characters; each file is read as the
     most probable reading of that length (Recognizer's `length`; the readings that already had
     it are the same), and kept at `min_confidence` like any. charset: a spec of the only
