@@ -63,9 +63,11 @@ bench-adapt: $(STAMP)
 bench-audio: $(STAMP)
 	$(BIN)/python bench/audio.py $(AUDIO_ARGS)
 
-# held-out voice folders (eSpeak NG from the voices extra; Flite if `apt install flite` ran)
+# held-out voice folders and training pools, ~5 minutes (eSpeak NG and Piper from the voices
+# extra; Flite and Festival if `apt install flite festival festvox-us-slt-hts` ran)
 voices: $(STAMP)
 	$(BIN)/python bench/voices.py --out bench/out/voices
+	$(BIN)/python bench/voices.py --out bench/out/voices --pools
 
 # ~32 minutes: gen + train under 5, 10 and 15 minute budgets, scored on a test split
 bench-tta: $(STAMP)

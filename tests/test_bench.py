@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -169,21 +170,36 @@ def test_bench_audio_at_toy_size(tmp_path):
     """bench/audio.py: gen + train under a (scaled) budget, eval, inference speed, results.json
     and the plot."""
     out, png, voices = tmp_path / "out", tmp_path / "tta.png", tmp_path / "voices"
-    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "voices.py"), "--out", voices,
-                    "--engines", "espeak", "--only", "espeak-m3,espeak-f2"], check=True,
-                   env=ENV, cwd=ROOT, capture_output=True)
-    assert sorted(os.listdir(voices)) == ["espeak-f2", "espeak-m3"]
-    assert len(os.listdir(voices / "espeak-m3")) == 36
+    script = os.path.join(ROOT, "bench", "voices.py")
+    subprocess.run([sys.executable, script, "--out", voices, "--engines", "espeak,piper",
+                    "--only", "espeak-m3,piper-joe"], check=True, env=ENV, cwd=ROOT,
+                   capture_output=True)
+    assert sorted(os.listdir(voices)) == ["espeak-m3", "piper-joe"]
+    assert len(os.listdir(voices / "piper-joe")) == 36
+    # the training pools of the two families whose engines come from PyPI
+    subprocess.run([sys.executable, script, "--out", voices, "--engines", "espeak,piper",
+                    "--pools", "--pool-size", "2"], check=True, env=ENV, cwd=ROOT,
+                   capture_output=True)
+    assert sorted(os.listdir(voices / "pool-espeak" / "W")) == ["00.wav", "01.wav"]
+    assert len(os.listdir(voices / "pool-piper")) == 36
+    # Flite is not on the test machine: one eSpeak voice stands in for a CMU one, so that
+    # no-cmu (trained on the eSpeak and Piper pools) has a voice of the family it left out
+    shutil.copytree(voices / "espeak-m3", voices / "flite-stand-in")
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "audio.py"), *map(str, [
-        "--targets", "digits", "--train", 64, "--val", 16, "--test", 16, "--scale", 0.06,
+        "--targets", "digits,no-cmu", "--train", 64, "--val", 16, "--test", 16, "--scale", 0.06,
         "--startup", 5, "--out", out, "--png", png, "--voices", voices,
         "--voices-png", tmp_path / "voices.png"])], check=True, env=ENV,
         cwd=ROOT, capture_output=True)
     res = json.loads((out / "results.json").read_text())
-    assert set(res["held_out"]) == {"espeak-f2", "espeak-m3"}
+    assert set(res["held_out"]) == {"espeak-m3", "flite-stand-in", "piper-joe"}  # no pools
     assert res["held_out"]["espeak-m3"]["digits"]["samples"] == 16
     assert (tmp_path / "voices.png").stat().st_size > 10_000
-    (r,) = res["results"]
+    voices_used = json.loads((out / "no-cmu" / "data" / "dataset_info.json").read_text())["voices"]
+    assert [v["name"] for v in voices_used] == ["builtin", "pool-espeak", "pool-piper"]
+    nh = res["never_heard"]
+    assert list(nh) == ["no-cmu"] and nh["no-cmu"]["voices"] == 1
+    assert nh["no-cmu"]["seq_acc"] == res["held_out"]["flite-stand-in"]["no-cmu"]["seq_acc"]
+    r, _ = res["results"]
     assert r["target"] == "digits" and r["test_samples"] == 16 and 0 <= r["seq_acc"] <= 1
     assert r["history"] and res["inference"]["clips"] == 16 and res["inference"]["clips_per_s"] > 0
     # two stages: short gaps first, then the library's defaults from that run's weights
