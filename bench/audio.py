@@ -253,8 +253,14 @@ def plot_held_out(held, samples, path):
         ci = [held[v][m]["seq_acc_ci95"] or (a, a) for v, a in zip(voices, acc, strict=True)]
         err = np.array([[a - lo for a, (lo, _) in zip(acc, ci, strict=True)],
                         [hi - a for a, (_, hi) in zip(acc, ci, strict=True)]])
-        axes[0].bar(x, acc, width, yerr=err, capsize=2, label=f"the {m} model")
-        axes[1].bar(x, [held[v][m]["char_acc"] for v in voices], width)
+        # a leave-one-family-out model's bars on the family it never heard are hatched
+        hatch = ["//" if m in POOLS and family(v) == m.removeprefix("no-") else None
+                 for v in voices]
+        bars = axes[0].bar(x, acc, width, yerr=err, capsize=2, hatch=hatch, edgecolor="white")
+        colour = bars.patches[0].get_facecolor()
+        axes[0].bar([0], [0], 0, color=colour, label=f"the {m} model")  # an unhatched legend key
+        axes[1].bar(x, [held[v][m]["char_acc"] for v in voices], width, hatch=hatch,
+                    edgecolor="white", color=colour)
     axes[0].axhline(0.9, color="k", ls=":", lw=1, label="goal 0.90")
     axes[0].set_ylabel(f"sequence accuracy\n({samples} captchas)")
     axes[1].set_ylabel("character accuracy")
@@ -262,9 +268,10 @@ def plot_held_out(held, samples, path):
     for ax in axes:
         ax.set_ylim(0, 1.02)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, loc="upper right")
-    axes[0].set_title("6 digits spoken by TTS voices no model heard (library's default "
-                      "randomness)", fontsize=9)
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0].set_title("6 digits spoken by held-out TTS voices (library's default randomness)"
+                      + ("; hatched: a family the model never heard"
+                         if any(m in POOLS for m in models) else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -318,7 +325,7 @@ def main():
             for m in runs))
         out["never_heard"] = never_heard(out["held_out"], runs)
         for model, r in out["never_heard"].items():
-            print(f"{model}: {r['voices']} {r['family']} voices never heard, sequence accuracy "
+            print(f"{model}: {r['family']} voices never heard ({r['voices']}), sequence accuracy "
                   f"mean {r['seq_acc']:.4f} (min {r['min']:.4f}, max {r['max']:.4f}), "
                   f"character accuracy {r['char_acc']:.4f}")
     else:

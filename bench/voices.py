@@ -4,8 +4,9 @@ For every voice below it writes OUT/NAME/C/tts.wav for each character C of 0-9A-
 `captcha` library's voice layout, which `captchalab gen --kind audio --voices` reads): the
 character's spoken name ("seven", "double you"), 8 kHz 16-bit mono, silence trimmed, peak at
 0.8 of full scale. The folders are test material for `make bench-audio` only: nothing in
-captchalab trains on them. eSpeak's breathy variants (f2, f5) add noise that differs slightly
-from one build to the next; a dataset's manifest records the sha256 of the voices it used.
+captchalab trains on them. eSpeak's breathy variants (f2, f5) and Piper (it samples noise)
+differ slightly from one build to the next; a dataset's manifest records the sha256 of the
+voices it used.
 
 Engines (four, of three families, so that a figure is never one engine's):
   espeak    eSpeak NG from PyPI: pip install -e '.[voices]' (the espeakng-loader wheel bundles
@@ -22,10 +23,10 @@ pool-piper): each character said by 48 renditions (other eSpeak accents and vari
 held-out ones; the CMU voices and the Piper voice at several speeds, pitches and noise
 levels), OUT/pool-FAMILY/C/NN.wav. A model trained on the pools of two families and scored on
 the third family's held-out voices measures how it reads an engine it never heard
-(docs/audio.md, "Voices a model never heard").
+(docs/audio.md, "Engines never heard"; bench/audio.py --targets no-espeak,no-cmu,no-piper).
 
 Usage: python bench/voices.py [--out bench/out/voices] [--engines espeak,flite,festival,piper]
-                              [--only A,B] [--pools]
+                              [--only A,B] [--pools [--pool-size N]]
 """
 
 import argparse
