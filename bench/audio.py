@@ -39,6 +39,8 @@ import subprocess
 import sys
 import time
 
+from voices import FAMILIES, FAMILY  # bench/voices.py: the TTS families of `make voices`
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 TARGETS = {  # name: (charset, length, budget minutes, train samples, goal, training style,
     #                 warm-up: (gen options, train samples, share of the training time) or None,
@@ -52,10 +54,9 @@ TARGETS = {  # name: (charset, length, budget minutes, train samples, goal, trai
 }
 # Engines never heard: the built-in voice plus the training pools (`make voices`) of two TTS
 # families, scored on the held-out voices of the third. Warm-up on the built-in voice alone.
-FAMILIES = {"espeak": "espeak", "flite": "cmu", "festival": "cmu", "piper": "piper"}
 POOLS = {}
-for _left in ("espeak", "cmu", "piper"):
-    POOLS[f"no-{_left}"] = [f for f in ("espeak", "cmu", "piper") if f != _left]
+for _left in FAMILIES:
+    POOLS[f"no-{_left}"] = [f for f in FAMILIES if f != _left]
     TARGETS[f"no-{_left}"] = ("0-9", "6", 10, 12000, None, "default",
                               (["--gap", "0.3-1"], 10000, 0.4), [])
 STAGE2_LR = 1e-3  # the second stage refines: at the first stage's 3e-3 its first epoch undoes
@@ -154,7 +155,7 @@ def pool_folder(voices, family):
 
 def family(voice):
     """The TTS family of a held-out voice folder's name (espeak-m3 -> espeak), or None."""
-    return FAMILIES.get(voice.split("-")[0])
+    return FAMILY.get(voice.split("-")[0])
 
 
 def voice_folders(path):

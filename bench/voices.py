@@ -55,7 +55,8 @@ PIPER = {"piper-joe": "joe"}
 INSTALL = {"espeak": "pip install -e '.[voices]'", "flite": "apt install flite",
            "festival": "apt install festival festvox-us-slt-hts",
            "piper": "pip install -e '.[voices]'"}
-FAMILY = {"espeak": "espeak", "flite": "cmu", "festival": "cmu", "piper": "piper"}
+FAMILY = {"espeak": "espeak", "flite": "cmu", "festival": "cmu", "piper": "piper"}  # engine's
+FAMILIES = ["espeak", "cmu", "piper"]
 POOL_SIZE = 48  # renditions of each character per family pool (default)
 
 
@@ -279,13 +280,12 @@ def renditions(family: str, engines_found: dict, rng, size: int) -> list[tuple]:
 def build_pools(out: str, wanted, size: int = POOL_SIZE, seed: int = 0) -> list[str]:
     """One training pool per family whose engines can run (see the module's docstring)."""
     found = engines(wanted)
-    order = ["espeak", "cmu", "piper"]
     written = []
-    for family in sorted({FAMILY[e] for e in found}, key=order.index):
+    for family in sorted({FAMILY[e] for e in found}, key=FAMILIES.index):
         d = os.path.join(out, f"pool-{family}")
         shutil.rmtree(d, ignore_errors=True)
         for i, (say, voice, prosody) in enumerate(
-                renditions(family, found, np.random.default_rng([seed, order.index(family)]), size)):
+                renditions(family, found, np.random.default_rng([seed, FAMILIES.index(family)]), size)):
             for c, text in NAMES.items():
                 write_wav(os.path.join(d, c, f"{i:02d}.wav"), say(voice, text, **prosody))
         written.append(d)
