@@ -243,6 +243,8 @@ VARIANTS = ["m1", "m2", "m4", "m6", "m7", "m8", "f1", "f3", "f4", "klatt2", "kla
             "michel", "norbert", "paul", "quincy", "rob", "robert", "steph", "travis", "victor",
             "zac"]
 HELD_OUT_VARIANTS = {v.split("+")[1] for v in ESPEAK.values()}
+# the most renditions a pool can have: eSpeak's accent x variant pairs, each used once
+POOL_MAX = len(ACCENTS) * len([v for v in VARIANTS if v not in HELD_OUT_VARIANTS])
 
 
 def renditions(family: str, engines_found: dict, rng, size: int) -> list[tuple]:
@@ -305,8 +307,9 @@ def main():
     ap.add_argument("--pool-size", type=int, default=POOL_SIZE,
                     help=f"renditions of each character per pool (default {POOL_SIZE})")
     args = ap.parse_args()
-    if args.pool_size < 1:
-        sys.exit(f"error: --pool-size {args.pool_size}: give 1 or more renditions")
+    if not 1 <= args.pool_size <= POOL_MAX:
+        sys.exit(f"error: --pool-size {args.pool_size}: give 1 to {POOL_MAX} renditions "
+                 "(eSpeak's accent x variant pairs)")
     only = [v for v in (args.only or "").split(",") if v]
     unknown = [v for v in only if v not in allowed]
     if unknown:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -208,3 +209,17 @@ def test_bench_audio_at_toy_size(tmp_path):
     init = json.loads((out / "digits" / "run" / "config.json").read_text())["init_from"]
     assert init["run"].endswith("warm-run")
     assert png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("size", ["0", "100000"])
+def test_bench_voices_refuses_a_pool_size_out_of_range(tmp_path, size):
+    """bench/voices.py --pool-size outside 1..the eSpeak pairs: one line, nothing written."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "voices.py"), "--out",
+                        tmp_path / "v", "--pools", "--pool-size", size], env=ENV, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: --pool-size {size}: give 1 to \d+ renditions \(eSpeak's accent x variant "
+        r"pairs\)", lines[0]), lines
+    assert not (tmp_path / "v").exists()
