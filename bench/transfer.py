@@ -18,7 +18,9 @@ of 4 characters (`eval --length 4`: what a user who knows a site's length gets);
 SPEC, every set drawn from those characters and each model again as "NAME SPEC", reading only
 them (`eval --charset SPEC`: what a user who knows a site's characters gets); plus ddddocr
 (the pretrained captcha OCR on PyPI, which has no length option), lower-cased, and with --chars
-"ddddocr SPEC", its per-step probabilities over those characters alone. Recipes: default,
+"ddddocr SPEC", its per-step probabilities over those characters alone; with --together
+NAME=RUN+RUN, the runs read as one (read_together: every reading any of their views proposes,
+scored by its mean probability over all their views). Recipes: default,
 varied, universal (`--style NAME`), and the ablation universal-no-PART: universal with one part
 of its space (fonts, colour, geometry, clutter, degradations) put back to the captcha library's
 defaults; with universal among the models, OUT/ablation.png plots what each part buys.
@@ -31,6 +33,7 @@ are rendered once into OUT/sets (or --sets DIR; seeded: the same on every run) a
 
     python bench/transfer.py --model default=runs/default --model universal=runs/universal
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
+    python bench/transfer.py --model shipped=pretrained --together both=pretrained+runs/seed1
     python bench/transfer.py --train universal,universal-no-clutter --shards 40000 \
         --mix default:0.2 --budget 10m --no-peer
     python bench/transfer.py --train universal,universal-no-fonts --shards 30000 --steps 1872 \
@@ -231,6 +234,37 @@ def peer_in_charset(ocr, png, chars) -> str:
     return "".join(out)
 
 
+def read_together(recs, images, batch: int = 256) -> list[str]:
+    """Several runs read images as one: each reads every image at each of its views (widths x
+    blurs); every reading any view of any run proposes is scored by its probability under each
+    view of each run (CTC, all alignments, each run's calibrated temperature), and the reading
+    of the highest mean probability is kept. The runs' outputs are never averaged step by
+    step: runs trained apart place a character's peak at different steps."""
+    from scipy.special import logsumexp
+
+    from captchalab.core.ctc import decode, log_likelihood
+    from captchalab.eval.predictor import blur, squeeze
+
+    if len({r.charset for r in recs}) > 1:
+        sys.exit("error: --together: the runs read different charsets")
+    out = []
+    for lo in range(0, len(images), batch):
+        x = images[lo:lo + batch]
+        views = [(r, r.logits(blur(squeeze(x, s), b))) for r in recs
+                 for s in r.scales for b in r.blurs]
+        proposals = [decode(v, r.charset)[0] for r, v in views]
+        pairs = sorted({(i, p[i]) for p in proposals for i in range(len(x))})
+        rows, texts = np.array([i for i, _ in pairs]), [t for _, t in pairs]
+        mean = logsumexp(np.stack([log_likelihood(v[rows] / r.temperature, texts, r.charset)
+                                   for r, v in views]), axis=0)
+        best: dict[int, tuple[float, str]] = {}
+        for i, t, score in zip(rows, texts, mean, strict=True):
+            if int(i) not in best or score > best[int(i)][0]:
+                best[int(i)] = (float(score), t)
+        out += [best[i][1] for i in range(len(x))]
+    return out
+
+
 def load_set(folder):
     names = sorted(n for n in os.listdir(folder) if n.endswith(".png"))
     labels = [n[:-4].split("_", 1)[1] for n in names]
@@ -291,6 +325,9 @@ def main():
                          "0-9a-z, e.g. 0-9), into sets of their own, and also score each "
                          "model (and ddddocr) reading only them (eval --charset): a row "
                          "'NAME SPEC' each")
+    ap.add_argument("--together", action="append", default=[], metavar="NAME=RUN+RUN",
+                    help="runs read as one, each at its views, the reading of the highest "
+                         "mean probability over all their views kept (repeat)")
     ap.add_argument("--train", default="", metavar="RECIPE,…",
                     help=f"recipes to train and score: {', '.join(RECIPES)}")
     ap.add_argument("--budget", default="10m", help="--time-budget of each --train recipe")
@@ -316,6 +353,12 @@ def main():
             sys.exit(f"error: --chars: '{a.chars}' has {''.join(sorted(set(chars) - set(CHARS)))!r}"
                      f"; give a subset of {CHARS}")
     models = dict(m.split("=", 1) for m in a.model)
+    together = {}
+    for spec in a.together:
+        name, _, runs = spec.partition("=")
+        if not name or not runs:
+            sys.exit(f"error: --together {spec!r}: give NAME=RUN+RUN")
+        together[name] = runs.split("+")
     recipes = [r for r in a.train.split(",") if r]
     for r in recipes:
         if r not in RECIPES:
@@ -328,7 +371,7 @@ def main():
     if a.chars:
         readers += [(f"{m} {a.chars}", m, None, chars) for m in base]
     peers = [] if a.no_peer else ["ddddocr", *([f"ddddocr {a.chars}"] if a.chars else [])]
-    rows = [r for r, *_ in readers] + peers
+    rows = [r for r, *_ in readers] + list(together) + peers
     if a.against and a.against not in rows:
         sys.exit(f"error: --against: no row '{a.against}' (rows: {', '.join(rows)})")
     try:
@@ -368,6 +411,16 @@ def main():
         results[mname] = {s: score(sets[s][0], preds[s]) for s in sets}
         results[mname]["_seconds"] = time.perf_counter() - t
         right[mname] = {s: hits(sets[s][0], preds[s]) for s in sets}
+    for tname, runs in together.items():
+        recs = [captchalab.load(run,
+                                [float(v) for v in a.scales.split(",")] if a.scales else None,
+                                [float(v) for v in a.blurs.split(",")] if a.blurs else None)
+                for run in runs]
+        t = time.perf_counter()
+        preds = {s: read_together(recs, ims) for s, (_, ims, _) in sets.items()}
+        results[tname] = {s: score(sets[s][0], preds[s]) for s in sets}
+        results[tname]["_seconds"] = time.perf_counter() - t
+        right[tname] = {s: hits(sets[s][0], preds[s]) for s in sets}
     if not a.no_peer:
         import ddddocr
 
@@ -403,7 +456,7 @@ def main():
                 for n in names))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "transfer.json"), "w") as f:
-        json.dump({"samples": a.samples, "models": models,
+        json.dump({"samples": a.samples, "models": models, "together": together,
                    "budget": a.budget if recipes and not a.steps else None,
                    "steps": a.steps if recipes else None,
                    "shards": a.shards if recipes else None, "mix": a.mix or None,

@@ -39,18 +39,25 @@ def test_bench_gpu_dry_run_on_cpu(tmp_path):
 @pytest.mark.slow
 def test_bench_transfer_at_toy_size(tmp_path):
     """bench/transfer.py renders every test set with the right labels, trains an ablation
-    recipe on the fly, and scores each model (also reading 4 characters) and ddddocr on all."""
+    recipe on the fly, and scores each model (also reading 4 characters), runs read together
+    and ddddocr on all."""
     out = tmp_path / "out"
     run = os.path.join(ROOT, "tests", "fixtures", "0ce7b0d", "run")
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples", "12",
                     "--out", str(out), "--model", f"tiny={run}", "--train",
-                    "universal-no-clutter", "--budget", "3s", "--known-length"],
+                    "universal-no-clutter", "--budget", "3s", "--known-length",
+                    "--together", f"pair={run}+{run}"],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "transfer.json").read_text())
     sets = ["captchalab-default", "captchalab-universal", "held-out-fonts", "claptcha",
             "kaptcha", "multicolorcaptcha", "wheezy-captcha", "flask-simple-captcha"]
     assert set(res["results"]) == {"tiny", "universal-no-clutter", "tiny len4",
-                                   "universal-no-clutter len4", "ddddocr"}
+                                   "universal-no-clutter len4", "pair", "ddddocr"}
+    # a run read together with itself reads as it does alone, captcha by captcha
+    assert res["together"] == {"pair": [run, run]}
+    assert all(res["paired"]["rows"]["pair"][s]["better"] == 0
+               and res["paired"]["rows"]["pair"][s]["worse"] == 0 for s in res["results"]["tiny"]
+               if not s.startswith("_"))
     assert res["known_length"] == 4
     cfg = json.loads((out / "runs" / "universal-no-clutter" / "config.json").read_text())
     style = cfg["recipe"]["style"]  # universal, its clutter at the library's defaults
