@@ -238,11 +238,10 @@ def read_together(recs, images, batch: int = 256) -> list[str]:
     """Several runs read images as one: each reads every image at each of its views (widths x
     blurs); every reading any view of any run proposes is scored by its probability under each
     view of each run (CTC, all alignments, each run's calibrated temperature), and the reading
-    of the highest mean probability is kept. The runs' outputs are never averaged step by
-    step: runs trained apart place a character's peak at different steps."""
-    from scipy.special import logsumexp
-
-    from captchalab.core.ctc import decode, log_likelihood
+    of the highest mean probability is kept (`decode_views(mean=True)`). The runs' outputs are
+    never averaged step by step: runs trained apart place a character's peak at different
+    steps."""
+    from captchalab.core.ctc import decode_views
     from captchalab.eval.predictor import blur, squeeze
 
     if len({r.charset for r in recs}) > 1:
@@ -250,18 +249,9 @@ def read_together(recs, images, batch: int = 256) -> list[str]:
     out = []
     for lo in range(0, len(images), batch):
         x = images[lo:lo + batch]
-        views = [(r, r.logits(blur(squeeze(x, s), b))) for r in recs
+        views = [r.logits(blur(squeeze(x, s), b)) / r.temperature for r in recs
                  for s in r.scales for b in r.blurs]
-        proposals = [decode(v, r.charset)[0] for r, v in views]
-        pairs = sorted({(i, p[i]) for p in proposals for i in range(len(x))})
-        rows, texts = np.array([i for i, _ in pairs]), [t for _, t in pairs]
-        mean = logsumexp(np.stack([log_likelihood(v[rows] / r.temperature, texts, r.charset)
-                                   for r, v in views]), axis=0)
-        best: dict[int, tuple[float, str]] = {}
-        for i, t, score in zip(rows, texts, mean, strict=True):
-            if int(i) not in best or score > best[int(i)][0]:
-                best[int(i)] = (float(score), t)
-        out += [best[i][1] for i in range(len(x))]
+        out += decode_views("ctc", views, recs[0].charset, mean=True)[0]
     return out
 
 
@@ -401,21 +391,17 @@ def main():
     import captchalab
 
     results, right = {}, {}  # right: {row: {set: [read right?]}}, for the paired comparison
+    scales = [float(v) for v in a.scales.split(",")] if a.scales else None
+    blurs = [float(v) for v in a.blurs.split(",")] if a.blurs else None
     for mname, model, length, read_chars in readers:
-        rec = captchalab.load(models[model],
-                              [float(v) for v in a.scales.split(",")] if a.scales else None,
-                              [float(v) for v in a.blurs.split(",")] if a.blurs else None,
-                              length, read_chars)
+        rec = captchalab.load(models[model], scales, blurs, length, read_chars)
         t = time.perf_counter()
         preds = {s: [p.text for p in rec.predict(list(ims))] for s, (_, ims, _) in sets.items()}
         results[mname] = {s: score(sets[s][0], preds[s]) for s in sets}
         results[mname]["_seconds"] = time.perf_counter() - t
         right[mname] = {s: hits(sets[s][0], preds[s]) for s in sets}
     for tname, runs in together.items():
-        recs = [captchalab.load(run,
-                                [float(v) for v in a.scales.split(",")] if a.scales else None,
-                                [float(v) for v in a.blurs.split(",")] if a.blurs else None)
-                for run in runs]
+        recs = [captchalab.load(run, scales, blurs) for run in runs]
         t = time.perf_counter()
         preds = {s: read_together(recs, ims) for s, (_, ims, _) in sets.items()}
         results[tname] = {s: score(sets[s][0], preds[s]) for s in sets}

@@ -243,17 +243,17 @@ VARIANTS = ["m1", "m2", "m4", "m6", "m7", "m8", "f1", "f3", "f4", "klatt2", "kla
             "michel", "norbert", "paul", "quincy", "rob", "robert", "steph", "travis", "victor",
             "zac"]
 HELD_OUT_VARIANTS = {v.split("+")[1] for v in ESPEAK.values()}
-# the most renditions a pool can have: eSpeak's accent x variant pairs, each used once
-POOL_MAX = len(ACCENTS) * len([v for v in VARIANTS if v not in HELD_OUT_VARIANTS])
+# the eSpeak pool's voices, each used once: so the most renditions a pool can have
+POOL_PAIRS = [(a, v) for a in ACCENTS for v in VARIANTS if v not in HELD_OUT_VARIANTS]
+POOL_MAX = len(POOL_PAIRS)
 
 
 def renditions(family: str, engines_found: dict, rng, size: int) -> list[tuple]:
     """`size` (say, voice, prosody) of one family, drawn with `rng`."""
     if family == "espeak":
         say = engines_found["espeak"][0]
-        pairs = [(a, v) for a in ACCENTS for v in VARIANTS if v not in HELD_OUT_VARIANTS]
-        pick = rng.choice(len(pairs), size, replace=False)
-        return [(say, f"{pairs[i][0]}+{pairs[i][1]}",
+        pick = rng.choice(POOL_MAX, size, replace=False)
+        return [(say, f"{POOL_PAIRS[i][0]}+{POOL_PAIRS[i][1]}",
                  {"rate": int(rng.integers(130, 221)), "pitch": int(rng.integers(20, 81))})
                 for i in pick]
     if family == "cmu":

@@ -230,3 +230,14 @@ def test_bench_voices_refuses_a_pool_size_out_of_range(tmp_path, size):
         rf"error: --pool-size {size}: give 1 to \d+ renditions \(eSpeak's accent x variant "
         r"pairs\)", lines[0]), lines
     assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize("spec", ["both", "=a+b", "both="])
+def test_bench_transfer_refuses_a_malformed_together(tmp_path, spec):
+    """bench/transfer.py --together without NAME=RUN+RUN: one line, before anything is rendered."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--out",
+                        tmp_path / "o", "--together", spec, "--no-peer"], env=ENV, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"error: --together {spec!r}: give NAME=RUN+RUN"]
+    assert not (tmp_path / "o").exists()

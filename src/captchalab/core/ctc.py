@@ -206,14 +206,17 @@ def log_likelihood(logits, texts, charset: Charset) -> np.ndarray:
 
 
 def decode_views(kind: str, views, charset: Charset, beam_width: int = 0,
-                 temperature: float = 1.0, length: tuple[int, int] | None = None):
+                 temperature: float = 1.0, length: tuple[int, int] | None = None,
+                 mean: bool = False):
     """Test-time augmentation: logits of the same images seen several ways (a list of
     [B,T,K+1]) -> (texts, confidences).
 
     CTC: each view proposes its decoding; every proposal is scored by its CTC log-likelihood
     under every view, and the highest sum wins. Confidence: the geometric mean over views of
     p(text) with logits divided by `temperature` (the run's calibration; it never changes the
-    text). `heads`: per-position log-probabilities averaged over views, then argmax.
+    text). mean: the highest mean of p(text) over views wins instead, and is the confidence
+    (views that need not agree: other models, other widths). `heads`: per-position
+    log-probabilities averaged over views, then argmax.
     """
     views = [np.asarray(v, np.float32) for v in views]
     n = len(views)
@@ -226,8 +229,10 @@ def decode_views(kind: str, views, charset: Charset, beam_width: int = 0,
     pairs = sorted({(i, p[i]) for p in proposals for i in range(len(p))})
     rows = np.array([i for i, _ in pairs])
     texts = [x for _, x in pairs]
-    total = log_likelihood(np.concatenate([v[rows] for v in views]), texts * n,
-                           charset).reshape(n, -1).sum(0)  # one call for every view
+    ll = log_likelihood(np.concatenate([v[rows] / (temperature if mean else 1.0)
+                                        for v in views]), texts * n,
+                        charset).reshape(n, -1)  # one call for every view
+    total = np.logaddexp.reduce(ll, axis=0) - np.log(n) if mean else ll.sum(0)
     best: dict[int, tuple[float, str]] = {}
     for i, x, score in zip(rows, texts, total, strict=True):
         if i not in best or score > best[i][0]:
@@ -235,6 +240,8 @@ def decode_views(kind: str, views, charset: Charset, beam_width: int = 0,
     b = len(views[0])
     chosen = [best[i][1] for i in range(b)]
     scores = np.array([best[i][0] for i in range(b)])
+    if mean:
+        return chosen, np.exp(scores)
     if temperature != 1.0:
         scores = log_likelihood(np.concatenate(views) / temperature, chosen * n,
                                 charset).reshape(n, -1).sum(0)
