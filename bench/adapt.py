@@ -28,11 +28,16 @@ OUT/adapt.png.
 
     python bench/adapt.py                      # ~4 hours on 2 cores (every N, both)
     python bench/adapt.py --labels 0,100 --generator wheezy-captcha
+    python bench/adapt.py --arms pretrained --labels 20000 --finetune-budget 15m   # labels to spare
+
+`--arms` picks some of the arms (self-trained needs fitted): with labels to spare, what the
+compute budget buys when labels are not what is scarce.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -130,9 +135,38 @@ def study(name, a, test, work) -> dict:
     if not os.path.isdir(pool) or len(os.listdir(pool)) != max(a.labels + [a.unlabelled]):
         shutil.rmtree(pool, ignore_errors=True)
         foreign_set(name, max(a.labels + [a.unlabelled]), pool, tag="adapt")
-    out = {arm: {} for arm in ARMS}
-    out["pretrained"][0] = {**accuracy(a.base, test), "seconds": 0.0}
-    # fitted: style from unlabelled captchas, then pretraining on renderings of it
+    out = {arm: {} for arm in a.arms}
+    if "pretrained" in a.arms:
+        out["pretrained"][0] = {**accuracy(a.base, test), "seconds": 0.0}
+    starts = {"scratch": (None, a.scratch_budget), "pretrained": (a.base, a.finetune_budget)}
+    if "fitted" in a.arms:
+        fitted, fitted_cost, unl, truths = fitted_arm(name, a, test, work, pool, out)
+        starts["fitted"] = (fitted, a.finetune_budget)
+    for n in [n for n in a.labels if n > 0]:
+        data, t_import = labelled_data(pool, n, work)
+        for arm, (init, budget) in starts.items():
+            if arm not in a.arms:
+                continue
+            run = os.path.join(work, f"{arm}-{n}")
+            t = t_import + train(data, run, budget, init=init)
+            t += fitted_cost if arm == "fitted" else 0.0
+            out[arm][n] = {**accuracy(run, test), "seconds": round(t, 1)}
+        if "self-trained" in a.arms:
+            run, t, rounds = self_train(a, data, os.path.join(work, f"fitted-{n}"), fitted, unl,
+                                        truths, os.path.join(work, f"self-{n}"),
+                                        a.min_confidence, test)
+            out["self-trained"][n] = {**accuracy(run, test),
+                                      "seconds": round(out["fitted"][n]["seconds"] + t, 1),
+                                      "rounds": rounds}
+        print(f"{name} N={n}: " + ", ".join(f"{arm} {out[arm][n]['seq_acc']:.3f}"
+                                            for arm in a.arms if n in out[arm]), flush=True)
+    return out
+
+
+def fitted_arm(name, a, test, work, pool, out):
+    """fit-style on the unlabelled captchas and pretraining on renderings of it (N = 0), and
+    the self-trained arm at N = 0. Returns (fitted run, its seconds, the unlabelled folder
+    self-training labels, {file: truth})."""
     unl = os.path.join(work, "unlabelled")
     shutil.rmtree(unl, ignore_errors=True)
     os.makedirs(unl)
@@ -147,8 +181,7 @@ def study(name, a, test, work) -> dict:
     t += train(fdata, fitted, a.pretrain_budget, init=a.base)
     fitted_cost = t
     out["fitted"][0] = {**accuracy(fitted, test), "seconds": round(t, 1)}
-    print(f"{name} N=0: pretrained {out['pretrained'][0]['seq_acc']:.3f}, fitted "
-          f"{out['fitted'][0]['seq_acc']:.3f} ({t:.0f} s)", flush=True)
+    print(f"{name} N=0: fitted {out['fitted'][0]['seq_acc']:.3f} ({t:.0f} s)", flush=True)
     unl_pool = os.path.join(work, f"unlabelled-{a.unlabelled_pool}")
     if not os.path.isdir(unl_pool) or len(os.listdir(unl_pool)) != a.unlabelled_pool:
         shutil.rmtree(unl_pool, ignore_errors=True)
@@ -162,32 +195,14 @@ def study(name, a, test, work) -> dict:
         index, label = f[:-4].split("_")
         shutil.copyfile(os.path.join(unl_pool, f), os.path.join(unl, f"{index}.png"))
         truths[f"{index}.png"] = label
-    if a.rounds and 0 in a.labels:
+    if "self-trained" in a.arms and 0 in a.labels:
         run, t, rounds = self_train(a, fdata, fitted, fitted, unl, truths,
                                     os.path.join(work, "self-0"), a.zero_min_confidence, test)
         out["self-trained"][0] = {**accuracy(run, test), "seconds": round(fitted_cost + t, 1),
                                   "rounds": rounds}
         print(f"{name} N=0: self-trained {out['self-trained'][0]['seq_acc']:.3f} "
               f"(per round: {rounds})", flush=True)
-    for n in [n for n in a.labels if n > 0]:
-        data, t_import = labelled_data(pool, n, work)
-        for arm, init, budget in (("scratch", None, a.scratch_budget),
-                                  ("pretrained", a.base, a.finetune_budget),
-                                  ("fitted", fitted, a.finetune_budget)):
-            run = os.path.join(work, f"{arm}-{n}")
-            t = t_import + train(data, run, budget, init=init)
-            t += fitted_cost if arm == "fitted" else 0.0
-            out[arm][n] = {**accuracy(run, test), "seconds": round(t, 1)}
-        if a.rounds:
-            run, t, rounds = self_train(a, data, os.path.join(work, f"fitted-{n}"), fitted, unl,
-                                        truths, os.path.join(work, f"self-{n}"),
-                                        a.min_confidence, test)
-            out["self-trained"][n] = {**accuracy(run, test),
-                                      "seconds": round(out["fitted"][n]["seconds"] + t, 1),
-                                      "rounds": rounds}
-        print(f"{name} N={n}: " + ", ".join(f"{arm} {out[arm][n]['seq_acc']:.3f}"
-                                            for arm in ARMS if n in out[arm]), flush=True)
-    return out
+    return fitted, fitted_cost, unl, truths
 
 
 def plot(results, samples, path):
@@ -229,6 +244,9 @@ def main():
                     help="foreign generator (repeat)  [default: wheezy-captcha, claptcha]")
     ap.add_argument("--labels", default="0,50,100,250,500,1000,2000",
                     help="numbers N of labelled captchas")
+    ap.add_argument("--arms", default=",".join(ARMS),
+                    help="arms to run (self-trained needs fitted), e.g. pretrained with "
+                         "--labels 20000 for what the budget buys with labels to spare")
     ap.add_argument("--base", default="pretrained", help="run the pretrained arms start from")
     ap.add_argument("--samples", type=int, default=1000, help="test captchas per generator")
     ap.add_argument("--unlabelled", type=int, default=100, help="captchas fit-style sees")
@@ -263,6 +281,10 @@ def main():
                     help="where the test sets are (shared with bench/transfer.py)")
     a = ap.parse_args()
     a.labels = sorted({int(n) for n in a.labels.split(",")})
+    asked = set(a.arms.split(","))
+    if asked - set(ARMS) or ("self-trained" in asked and "fitted" not in asked):
+        sys.exit(f"error: --arms {a.arms}: pick from {','.join(ARMS)}; self-trained needs fitted")
+    a.arms = [arm for arm in ARMS if arm in asked and not (arm == "self-trained" and not a.rounds)]
     KNOWN["known_length"] = a.known_length
     try:
         for mod in ("claptcha", "wheezy.captcha", "multicolorcaptcha"):
@@ -272,12 +294,19 @@ def main():
     from captchalab.core.runconfig import resolve_run
 
     a.base = resolve_run(a.base)
+    a.generator = a.generator or ["wheezy-captcha", "claptcha"]
+    done = earlier(a)
     results = {}
-    for name in a.generator or ["wheezy-captcha", "claptcha"]:
+    for name in a.generator:
+        if name in done:
+            print(f"{name}: kept from {a.out}/adapt.json (same settings)", flush=True)
+            results[name] = done[name]
+            continue
         test_dir = os.path.join(a.sets, f"{name}-{a.samples}")
         if not os.path.isdir(test_dir) or len(os.listdir(test_dir)) != a.samples:
             foreign_set(name, a.samples, test_dir)
         results[name] = study(name, a, load_set(test_dir), os.path.join(a.out, name))
+        write_json(a, {**done, **results})
     print(f"\nfull-sequence accuracy (95 % interval) [seconds], {a.samples} test captchas")
     for name, arms in results.items():
         print(name)
@@ -287,12 +316,62 @@ def main():
                 f"{c['seq_acc_ci95'][1]:.3f}) [{c['seconds']:.0f}]"
                 + (f" len4 {c['length_4']['seq_acc']:.3f}" if "length_4" in c else "")
                 for n, c in cells.items()))
+    write_json(a, results)
+    plot(results, a.samples, os.path.join(a.out, "adapt.png"))
+    curves(a, results, os.path.join(a.out, "curves.png"))
+    print(f"wrote {a.out}/adapt.json, adapt.png and curves.png")
+
+
+def write_json(a, results):
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "adapt.json"), "w") as f:
-        json.dump({"settings": {k: v for k, v in vars(a).items()}, "results": results}, f,
-                  indent=2)
-    plot(results, a.samples, os.path.join(a.out, "adapt.png"))
-    print(f"wrote {a.out}/adapt.json and adapt.png")
+        json.dump({"settings": vars(a), "results": results}, f, indent=2)
+
+
+def earlier(a) -> dict:
+    """Generators already studied in OUT/adapt.json with the same settings: a study that was
+    stopped, or is asked for more generators, goes on from there."""
+    path = os.path.join(a.out, "adapt.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    def rest(settings):
+        return {k: v for k, v in settings.items() if k != "generator"}
+    return old["results"] if rest(old["settings"]) == rest(vars(a)) else {}
+
+
+def curves(a, results, path):
+    """Val sequence accuracy against minutes of training, per generator, for each trained arm
+    at the largest N (its labels' val fifth): how the budget was spent."""
+    from captchalab.core.plot import pyplot
+
+    n = max(a.labels)
+    runs = {name: {arm: os.path.join(a.out, name, f"{arm}-{n}", "history.csv")
+                   for arm in ("scratch", "pretrained", "fitted")}
+            for name in results}
+    runs = {name: {arm: h for arm, h in arms.items() if os.path.exists(h)}
+            for name, arms in runs.items()}
+    if not any(runs.values()):
+        return
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, arms in runs.items():
+        for arm, h in arms.items():
+            with open(h) as f:
+                rows = list(csv.DictReader(f))
+            ax.plot([float(r["time"]) / 60 for r in rows],
+                    [float(r["val_seq_acc"]) for r in rows], marker="o", ms=3,
+                    label=f"{name}, {arm}")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("minutes of training")
+    ax.set_ylabel(f"val full-sequence accuracy ({max(10, n // 5)} captchas)")
+    ax.set_title(f"Trained on N = {n} labelled captchas of each generator")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,24 @@ def test_bench_adapt_at_toy_size(tmp_path):
                    for c in arm.values())
     assert res["fitted"]["20"]["seconds"] > res["fitted"]["0"]["seconds"]  # pretraining counted
     assert (out / "adapt.png").stat().st_size > 10_000
+    # --arms: only those, and nothing fitted or pseudo-labelled on the way
+    out2 = tmp_path / "out2"
+    args = [sys.executable, os.path.join(ROOT, "bench", "adapt.py"), "--generator",
+            "wheezy-captcha", "--labels", "20", "--samples", "12", "--arms", "scratch,pretrained",
+            "--finetune-budget", "3s", "--scratch-budget", "3s", "--base", run, "--out",
+            str(out2), "--sets", str(tmp_path / "sets")]
+    subprocess.run(args, check=True, env=ENV, cwd=ROOT, capture_output=True)
+    res = json.loads((out2 / "adapt.json").read_text())["results"]["wheezy-captcha"]
+    assert set(res) == {"scratch", "pretrained"} and set(res["pretrained"]) == {"0", "20"}
+    assert sorted(os.listdir(out2 / "wheezy-captcha")) == [
+        "labels-20", "labels-20-data", "pool", "pretrained-20", "scratch-20"]
+    assert (out2 / "curves.png").stat().st_size > 10_000
+    # the same study again: kept from adapt.json, nothing trained again
+    stamp = os.stat(out2 / "wheezy-captcha" / "scratch-20" / "model.keras").st_mtime_ns
+    r = subprocess.run(args, check=True, env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert "wheezy-captcha: kept from" in r.stdout
+    assert os.stat(out2 / "wheezy-captcha" / "scratch-20" / "model.keras").st_mtime_ns == stamp
+    assert json.loads((out2 / "adapt.json").read_text())["results"]["wheezy-captcha"] == res
 
 
 @pytest.mark.slow
@@ -241,3 +259,17 @@ def test_bench_transfer_refuses_a_malformed_together(tmp_path, spec):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"error: --together {spec!r}: give NAME=RUN+RUN"]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("arms", ["pretrained,foo", "self-trained", "scratch,self-trained"])
+def test_bench_adapt_refuses_unknown_arms(tmp_path, arms):
+    """bench/adapt.py --arms with an unknown arm, or self-trained without fitted: one line,
+    before anything is rendered."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "adapt.py"), "--out",
+                        tmp_path / "o", "--sets", tmp_path / "s", "--arms", arms], env=ENV,
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"error: --arms {arms}: pick from scratch,pretrained,fitted,self-trained; "
+        "self-trained needs fitted"]
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
