@@ -316,7 +316,7 @@ def main():
                 f"{c['seq_acc_ci95'][1]:.3f}) [{c['seconds']:.0f}]"
                 + (f" len4 {c['length_4']['seq_acc']:.3f}" if "length_4" in c else "")
                 for n, c in cells.items()))
-    write_json(a, results)
+    write_json(a, {**done, **results})  # generators studied before and not asked now stay
     plot(results, a.samples, os.path.join(a.out, "adapt.png"))
     curves(a, results, os.path.join(a.out, "curves.png"))
     print(f"wrote {a.out}/adapt.json, adapt.png and curves.png")
