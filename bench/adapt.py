@@ -23,8 +23,10 @@ Of the N labels, a fifth (at least 10) is the run's val split and the rest its t
 user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
 seconds of compute that arm took all told (the fitted arm includes fitting, generating and
 pretraining); a self-trained cell also lists, per round, the pseudo-labels kept, the share of
-them that is right and that round's accuracy. Printed, and written as OUT/adapt.json and
-OUT/adapt.png.
+them that is right and that round's accuracy. Printed, and written as OUT/adapt.json (after
+each generator; generators it holds with the same settings are kept when the bench is run again)
+and OUT/adapt.png, plus OUT/curves.png: each trained arm's val accuracy against minutes of
+training at the largest N.
 
     python bench/adapt.py                      # ~4 hours on 2 cores (every N, both)
     python bench/adapt.py --labels 0,100 --generator wheezy-captcha
