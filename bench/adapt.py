@@ -142,13 +142,22 @@ def study(name, a, test, work) -> dict:
         out["pretrained"][0] = {**accuracy(a.base, test), "seconds": 0.0}
     starts = {"scratch": (None, a.scratch_budget), "pretrained": (a.base, a.finetune_budget)}
     if "fitted" in a.arms:
-        fitted, fitted_cost, unl, truths = fitted_arm(name, a, test, work, pool, out)
+        fitted, fitted_cost, fdata = fitted_arm(name, a, test, work, pool, out)
         starts["fitted"] = (fitted, a.finetune_budget)
+    if "self-trained" in a.arms:
+        unl, truths = unlabelled(name, a, work)
+        if 0 in a.labels:
+            run, t, rounds = self_train(a, fdata, fitted, fitted, unl, truths,
+                                        os.path.join(work, "self-0"), a.zero_min_confidence,
+                                        test)
+            out["self-trained"][0] = {**accuracy(run, test),
+                                      "seconds": round(fitted_cost + t, 1), "rounds": rounds}
+            print(f"{name} N=0: self-trained {out['self-trained'][0]['seq_acc']:.3f} "
+                  f"(per round: {rounds})", flush=True)
+    starts = {arm: start for arm, start in starts.items() if arm in a.arms}
     for n in [n for n in a.labels if n > 0]:
         data, t_import = labelled_data(pool, n, work)
         for arm, (init, budget) in starts.items():
-            if arm not in a.arms:
-                continue
             run = os.path.join(work, f"{arm}-{n}")
             t = t_import + train(data, run, budget, init=init)
             t += fitted_cost if arm == "fitted" else 0.0
@@ -166,9 +175,8 @@ def study(name, a, test, work) -> dict:
 
 
 def fitted_arm(name, a, test, work, pool, out):
-    """fit-style on the unlabelled captchas and pretraining on renderings of it (N = 0), and
-    the self-trained arm at N = 0. Returns (fitted run, its seconds, the unlabelled folder
-    self-training labels, {file: truth})."""
+    """fit-style on the unlabelled captchas and pretraining on renderings of it (N = 0).
+    Returns (fitted run, its seconds, the renderings)."""
     unl = os.path.join(work, "unlabelled")
     shutil.rmtree(unl, ignore_errors=True)
     os.makedirs(unl)
@@ -181,30 +189,26 @@ def fitted_arm(name, a, test, work, pool, out):
              "--val", 500, "--overwrite", "-q")
     fitted = os.path.join(work, "fitted-run")
     t += train(fdata, fitted, a.pretrain_budget, init=a.base)
-    fitted_cost = t
     out["fitted"][0] = {**accuracy(fitted, test), "seconds": round(t, 1)}
     print(f"{name} N=0: fitted {out['fitted'][0]['seq_acc']:.3f} ({t:.0f} s)", flush=True)
-    unl_pool = os.path.join(work, f"unlabelled-{a.unlabelled_pool}")
-    if not os.path.isdir(unl_pool) or len(os.listdir(unl_pool)) != a.unlabelled_pool:
-        shutil.rmtree(unl_pool, ignore_errors=True)
-        foreign_set(name, a.unlabelled_pool, unl_pool, tag="unlabelled")
-    # the bench knows their labels (to report the pseudo-labels' precision); the runs do not:
-    # files are renamed to INDEX.png
-    truths, unl = {}, os.path.join(work, "unlabelled-files")
-    shutil.rmtree(unl, ignore_errors=True)
-    os.makedirs(unl)
-    for f in sorted(os.listdir(unl_pool)):
+    return fitted, t, fdata
+
+
+def unlabelled(name, a, work):
+    """The captchas self-training labels: (a folder of INDEX.png, {INDEX.png: truth}). The
+    bench knows their labels (to report the pseudo-labels' precision); the runs do not."""
+    pool = os.path.join(work, f"unlabelled-{a.unlabelled_pool}")
+    if not os.path.isdir(pool) or len(os.listdir(pool)) != a.unlabelled_pool:
+        shutil.rmtree(pool, ignore_errors=True)
+        foreign_set(name, a.unlabelled_pool, pool, tag="unlabelled")
+    truths, files = {}, os.path.join(work, "unlabelled-files")
+    shutil.rmtree(files, ignore_errors=True)
+    os.makedirs(files)
+    for f in sorted(os.listdir(pool)):
         index, label = f[:-4].split("_")
-        shutil.copyfile(os.path.join(unl_pool, f), os.path.join(unl, f"{index}.png"))
+        shutil.copyfile(os.path.join(pool, f), os.path.join(files, f"{index}.png"))
         truths[f"{index}.png"] = label
-    if "self-trained" in a.arms and 0 in a.labels:
-        run, t, rounds = self_train(a, fdata, fitted, fitted, unl, truths,
-                                    os.path.join(work, "self-0"), a.zero_min_confidence, test)
-        out["self-trained"][0] = {**accuracy(run, test), "seconds": round(fitted_cost + t, 1),
-                                  "rounds": rounds}
-        print(f"{name} N=0: self-trained {out['self-trained'][0]['seq_acc']:.3f} "
-              f"(per round: {rounds})", flush=True)
-    return fitted, fitted_cost, unl, truths
+    return files, truths
 
 
 def plot(results, samples, path):
@@ -349,11 +353,9 @@ def curves(a, results, path):
     from captchalab.core.plot import pyplot
 
     n = max(a.labels)
-    runs = {name: {arm: os.path.join(a.out, name, f"{arm}-{n}", "history.csv")
-                   for arm in ("scratch", "pretrained", "fitted")}
+    runs = {name: {arm: h for arm in ("scratch", "pretrained", "fitted")
+                   if os.path.exists(h := os.path.join(a.out, name, f"{arm}-{n}", "history.csv"))}
             for name in results}
-    runs = {name: {arm: h for arm, h in arms.items() if os.path.exists(h)}
-            for name, arms in runs.items()}
     if not any(runs.values()):
         return
     plt = pyplot()
