@@ -177,7 +177,9 @@ def metric_fn(model, arch: str, charset: Charset):
     together (Keras' own validation under MirroredStrategy fails on a last batch smaller than the
     replica count, and would run the val set a second time)."""
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    loss_fn = loss_for(arch)
+    # compiled too: run eagerly, the CTC loss of one batch of 32 audio clips took ~0.2 s, 20x its
+    # compiled cost and more than the forward pass (2026-12-07: a third of an audio epoch)
+    loss_fn = tf.function(loss_for(arch), reduce_retracing=True)
 
     def measure(ds):
         truths, preds, loss = [], [], 0.0
