@@ -4,7 +4,8 @@ For each target it runs, timed together: `captchalab gen --kind audio` of the tr
 then `captchalab train --time-budget` (the target's budget minus the measured generation time
 and a start-up allowance). The test split (same seed, so its labels are disjoint from train's)
 is rendered separately and untimed: it is the yardstick, not part of the method. The best model
-(by val) is scored on it with `captchalab eval`.
+(by val) is scored on it with `captchalab eval`, and again with `--tta` (each clip read at 4
+phases of the model's output step; untimed, 4x the reading).
 
 Targets (trained on the library's built-in voice only; test split: its default randomness):
   digits  6 digits (the library's own default captcha), budget 10 minutes
@@ -116,12 +117,16 @@ def run_target(name, args):
     rep = json.loads(cli("eval", "--model", run, "--data", test, "--split", "test", "--json",
                          capture=True))
     s = rep["summary"]
+    # read again with test-time augmentation (each clip at 4 phases of the output step), untimed
+    tta = json.loads(cli("eval", "--model", run, "--data", test, "--split", "test", "--tta",
+                         "--json", "--out", os.path.join(work, "eval-tta"), capture=True))
     return {"target": name, "charset": chars, "length": length, "budget_min": budget * args.scale,
             "train_samples": n_train, "train_options": train_opts, "warm_up": warm and {
                 "gen": warm[0], "train_samples": args.train or warm[1], "share": warm[2]},
             "gen_s": round(gen_s, 1), "total_s": round(total, 1),
             "test_samples": s["samples"], "seq_acc": s["seq_acc"],
             "seq_acc_ci95": s.get("seq_acc_ci95"), "char_acc": s["char_acc"], "goal": goal,
+            "tta": {k: tta["summary"].get(k) for k in ("seq_acc", "seq_acc_ci95", "char_acc")},
             "history": hist, "warm_history": warm_hist, "run": run, "test": test}
 
 
@@ -302,12 +307,13 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     results = [run_target(t, args) for t in names]
     print(f"\n{'target':8} {'budget':>7} {'gen s':>6} {'total s':>8} {'seq acc':>8} "
-          f"{'95% CI':>15} {'char acc':>8} {'goal':>6}")
+          f"{'95% CI':>15} {'char acc':>8} {'goal':>6} {'tta':>7}")
     for r in results:
         lo, hi = r["seq_acc_ci95"] or (float("nan"),) * 2
         print(f"{r['target']:8} {r['budget_min']:>5.1f}m {r['gen_s']:>6.1f} {r['total_s']:>8.1f} "
               f"{r['seq_acc']:>8.4f} {f'{lo:.4f}-{hi:.4f}':>15} {r['char_acc']:>8.4f} "
-              + (f"{r['goal']:>6.3f}" if r["goal"] is not None else f"{'-':>6}"))
+              + (f"{r['goal']:>6.3f}" if r["goal"] is not None else f"{'-':>6}")
+              + f" {r['tta']['seq_acc']:>7.4f}")
     out = {"results": results}
     first = results[0]
     out["inference"] = inference_speed(first["run"], first["test"])

@@ -363,6 +363,9 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
     r = cli("predict", "--model", run, wavs / "test", "--json")
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(lines) == 16 and all(x["file"].endswith(".wav") for x in lines)
+    r = cli("eval", "--model", run, "--images", wavs / "test", "--tta", "--json")
+    tta = json.loads(r.stdout)
+    assert tta["summary"]["samples"] == 16 and tta["decoding"]["tta"] is True
     r = run_cli("predict", "--model", run, wavs / "test", "--scales", "1,0.8")
     assert r.returncode == 2 and "do not apply to audio models" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -416,6 +419,42 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
                    ).stdout.split()[1]
         got = load_exported(path)(batch)
         np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_audio_tta_views_put_each_clip_at_phases_of_the_output_step():
+    from captchalab.eval.predictor import audio_phases
+
+    pcm = np.full((2, 10), 128, np.uint8)
+    pcm[0, :10], pcm[1, :6] = np.arange(10), np.arange(6)
+    views = audio_phases({"audio": pcm, "audio_length": np.array([10, 6], np.int32)}, 8, 4)
+    assert len(views) == 4
+    for k, v in enumerate(views):
+        assert v["audio"].shape == (2, 16)  # one width: the logits line up step for step
+        assert (v["audio"][0, :2 * k] == 128).all() and (v["audio"][0, 2 * k:2 * k + 10]
+                                                        == np.arange(10)).all()
+        assert (v["audio"][1, 2 * k + 6:] == 128).all()
+        assert v["audio_length"].tolist() == [10 + 2 * k, 6 + 2 * k]
+
+
+def test_audio_tta_views_are_other_readings_of_the_same_clip():
+    """The first view reads a clip exactly as it is (only padded further); the others put its
+    sounds at other phases of the output step, so the model sees other frames."""
+    from captchalab.core.tfimport import import_tensorflow
+
+    import_tensorflow()
+    from captchalab.eval.predictor import audio_phases
+    from captchalab.gen.audio import AudioRenderer, AudioStyle
+    from captchalab.train.models import audio_stride, build_audio_model
+
+    model = build_audio_model("audio-conv", 11)
+    r = AudioRenderer("0123456789", (2, 2), AudioStyle(gap=(0.2, 0.4)), ["builtin"], 0)
+    pcm = r.render("train", 0).pcm
+    batch = {"audio": pcm[None], "audio_length": np.array([len(pcm)], np.int32)}
+    alone = np.asarray(model(batch))
+    views = [np.asarray(model(v)) for v in audio_phases(batch, audio_stride("audio-conv"), 4)]
+    assert len({v.shape for v in views}) == 1
+    np.testing.assert_allclose(views[0][0, :alone.shape[1]], alone[0], atol=1e-4)
+    assert all(np.abs(v - views[0]).max() > 1e-3 for v in views[1:])
 
 
 def test_clips_are_read_in_batches_of_about_one_length():

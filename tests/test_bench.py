@@ -227,6 +227,7 @@ def test_bench_audio_at_toy_size(tmp_path):
     assert nh["no-cmu"]["seq_acc"] == res["held_out"]["flite-stand-in"]["no-cmu"]["seq_acc"]
     r, _ = res["results"]
     assert r["target"] == "digits" and r["test_samples"] == 16 and 0 <= r["seq_acc"] <= 1
+    assert 0 <= r["tta"]["seq_acc"] <= 1 and (out / "digits" / "eval-tta" / "report.json").exists()
     assert r["history"] and res["inference"]["clips"] == 16 and res["inference"]["clips_per_s"] > 0
     # two stages: short gaps first, then the library's defaults from that run's weights
     assert r["warm_up"]["gen"] == ["--gap", "0.3-1"] and r["warm_history"]

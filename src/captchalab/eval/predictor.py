@@ -290,15 +290,13 @@ class Recognizer:
 
     def read(self, batch: np.ndarray, beam_width: int = 0, tta: bool = False):
         """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
-        the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2) and
-        combine the views (`core.ctc.decode_views`); costs that many forward passes.
+        the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2), each
+        clip at 4 phases of the model's output step (`audio_phases`), and combine the views
+        (`core.ctc.decode_views`); costs that many forward passes.
         Confidences are scaled by the run's fitted temperature either way. With several
         `scales` or `blurs`, each image is also read squeezed to those shares of its width
         (`squeeze`) and blurred (`blur`), every width with every blur, and its most confident
         reading is kept: one forward pass (or tta's) per pair."""
-        if tta and self.data_kind == "audio":
-            raise UsageError("tta shifts images across the downscale grid; it does not apply "
-                             "to audio models", param="tta")
         if self.one_view:
             return self._read_view(batch, beam_width, tta)
         views = [self._read_view(blur(squeeze(batch, s), b), beam_width, tta)
@@ -322,9 +320,17 @@ class Recognizer:
                                               self.temperature)
         from captchalab.core.ctc import decode_views, shift, tta_shifts
 
-        shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))
-        logits = self.logits(np.concatenate([shift(batch, dy, dx) for dy, dx in shifts]))
-        return decode_views(self.kind, np.split(logits, len(shifts)), self.charset, beam_width,
+        if isinstance(batch, dict):
+            from captchalab.train.models import audio_stride
+
+            views = audio_phases(batch, audio_stride(self.config["arch"]), TTA_PHASES)
+            logits = self.logits({k: np.concatenate([v[k] for v in views]) for k in batch})
+            n = len(views)
+        else:
+            shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))
+            logits = self.logits(np.concatenate([shift(batch, dy, dx) for dy, dx in shifts]))
+            n = len(shifts)
+        return decode_views(self.kind, np.split(logits, n), self.charset, beam_width,
                             self.temperature, self.length)
 
     def check_size(self, a: np.ndarray, name: str) -> None:
@@ -406,6 +412,25 @@ class Recognizer:
 
 AUDIO_BATCH = 32  # clips per forward pass (~20 s each)
 AUDIO_SORT_BATCHES = 8  # files: this many batches are read in, sorted by length, then read
+
+
+TTA_PHASES = 4  # audio test-time augmentation: views per clip
+
+
+def audio_phases(batch: dict, stride: int, n: int) -> list[dict]:
+    """An audio batch (see `Recognizer.batch`) as n views: view k has k * stride / n samples of
+    silence before every clip, so each clip's sounds fall at another phase of the model's output
+    step of `stride` samples (what `core.ctc.tta_shifts` does to images across the downscale
+    grid). Every view is padded to the same length, so the logits line up step for step."""
+    pcm, lengths = batch["audio"], batch["audio_length"]
+    offsets = [k * stride // n for k in range(n)]
+    width = pcm.shape[1] + offsets[-1]
+    views = []
+    for off in offsets:
+        out = np.full((len(pcm), width), 128, np.uint8)
+        out[:, off:off + pcm.shape[1]] = pcm
+        views.append({"audio": out, "audio_length": (lengths + off).astype(np.int32)})
+    return views
 
 
 def by_length(lengths, batch_size: int) -> list[list[int]]:
