@@ -91,7 +91,8 @@ def run_target(name, args):
         warm_opts, n_warm, share = warm
         warm_data, warm_run = os.path.join(work, "warm-data"), os.path.join(work, "warm-run")
         warm_opts = warm_opts if "--length" in warm_opts else ["--length", length, *warm_opts]
-        cli("gen", "--out", warm_data, *common, *warm_opts, "--train", args.train or n_warm,
+        n_warm = args.warm_train or args.train or n_warm
+        cli("gen", "--out", warm_data, *common, *warm_opts, "--train", n_warm,
             "--val", args.val)
     voices = [x for f in POOLS.get(name, []) for x in ("--voices", pool_folder(args.voices, f))]
     cli("gen", "--out", data, *common, "--length", length, "--style", style, "--train", n_train,
@@ -122,7 +123,7 @@ def run_target(name, args):
                          "--json", "--out", os.path.join(work, "eval-tta"), capture=True))
     return {"target": name, "charset": chars, "length": length, "budget_min": budget * args.scale,
             "train_samples": n_train, "train_options": train_opts, "warm_up": warm and {
-                "gen": warm[0], "train_samples": args.train or warm[1], "share": warm[2]},
+                "gen": warm[0], "train_samples": n_warm, "share": warm[2]},
             "gen_s": round(gen_s, 1), "total_s": round(total, 1),
             "test_samples": s["samples"], "seq_acc": s["seq_acc"],
             "seq_acc_ci95": s.get("seq_acc_ci95"), "char_acc": s["char_acc"], "goal": goal,
@@ -287,6 +288,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", default="digits,alnum,voices")
     ap.add_argument("--train", type=int, default=0, help="train samples (default: per target)")
+    ap.add_argument("--warm-train", type=int, default=0,
+                    help="train samples of the first stage (default: --train, else per target)")
     ap.add_argument("--val", type=int, default=500)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
