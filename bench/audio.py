@@ -5,7 +5,7 @@ then `captchalab train --time-budget` (the target's budget minus the measured ge
 and a start-up allowance). The test split (same seed, so its labels are disjoint from train's)
 is rendered separately and untimed: it is the yardstick, not part of the method. The best model
 (by val) is scored on it with `captchalab eval`, and again with `--tta` (each clip read at 4
-phases of the model's output step; untimed, 4x the reading).
+phases of the model's output step and 3 speeds; untimed, 12x the reading).
 
 Targets (trained on the library's built-in voice only; test split: its default randomness):
   digits  6 digits (the library's own default captcha), budget 10 minutes
@@ -118,7 +118,7 @@ def run_target(name, args):
     rep = json.loads(cli("eval", "--model", run, "--data", test, "--split", "test", "--json",
                          capture=True))
     s = rep["summary"]
-    # read again with test-time augmentation (each clip at 4 phases of the output step), untimed
+    # read again with test-time augmentation (4 phases of the output step x 3 speeds), untimed
     tta = json.loads(cli("eval", "--model", run, "--data", test, "--split", "test", "--tta",
                          "--json", "--out", os.path.join(work, "eval-tta"), capture=True))
     return {"target": name, "charset": chars, "length": length, "budget_min": budget * args.scale,

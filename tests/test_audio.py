@@ -422,11 +422,11 @@ def test_audio_train_eval_predict_export_through_the_cli(tmp_path):
 
 
 def test_audio_tta_views_put_each_clip_at_phases_of_the_output_step():
-    from captchalab.eval.predictor import audio_phases
+    from captchalab.eval.predictor import audio_views
 
     pcm = np.full((2, 10), 128, np.uint8)
     pcm[0, :10], pcm[1, :6] = np.arange(10), np.arange(6)
-    views = audio_phases({"audio": pcm, "audio_length": np.array([10, 6], np.int32)}, 8, 4)
+    views = audio_views({"audio": pcm, "audio_length": np.array([10, 6], np.int32)}, 8, 4)
     assert len(views) == 4
     for k, v in enumerate(views):
         assert v["audio"].shape == (2, 16)  # one width: the logits line up step for step
@@ -436,13 +436,33 @@ def test_audio_tta_views_put_each_clip_at_phases_of_the_output_step():
         assert v["audio_length"].tolist() == [10 + 2 * k, 6 + 2 * k]
 
 
+def test_audio_tta_views_at_other_speeds_are_the_clip_resampled():
+    """A view at speed s holds each clip resampled to len / s samples (its own length, not the
+    batch's padding), every view padded to one width, phases applied after the speed."""
+    from captchalab.eval.predictor import audio_views
+
+    t = np.arange(4000)
+    clip = np.round(128 + 60 * np.sin(2 * np.pi * 300 * t / 8000)).astype(np.uint8)
+    pcm = np.full((2, 4000), 128, np.uint8)
+    pcm[0], pcm[1, :2000] = clip, clip[:2000]
+    views = audio_views({"audio": pcm, "audio_length": np.array([4000, 2000], np.int32)}, 64, 2,
+                        (1.0, 0.8, 1.25))
+    assert len(views) == 6 and len({v["audio"].shape for v in views}) == 1
+    assert [v["audio_length"].tolist() for v in views] == [
+        [4000, 2000], [4032, 2032], [5000, 2500], [5032, 2532], [3200, 1600], [3232, 1632]]
+    slow = views[2]["audio"][0, :5000].astype(float) - 128  # 300 Hz played slower: 240 Hz
+    peak = np.abs(np.fft.rfft(slow)).argmax() * 8000 / len(slow)
+    assert abs(peak - 240) < 3, peak
+    assert (views[2]["audio"][1, 2500:] == 128).all() and (views[5]["audio"][0, :32] == 128).all()
+
+
 def test_audio_tta_views_are_other_readings_of_the_same_clip():
     """The first view reads a clip exactly as it is (only padded further); the others put its
     sounds at other phases of the output step, so the model sees other frames."""
     from captchalab.core.tfimport import import_tensorflow
 
     import_tensorflow()
-    from captchalab.eval.predictor import audio_phases
+    from captchalab.eval.predictor import TTA_SPEEDS, audio_views
     from captchalab.gen.audio import AudioRenderer, AudioStyle
     from captchalab.train.models import audio_stride, build_audio_model
 
@@ -451,8 +471,9 @@ def test_audio_tta_views_are_other_readings_of_the_same_clip():
     pcm = r.render("train", 0).pcm
     batch = {"audio": pcm[None], "audio_length": np.array([len(pcm)], np.int32)}
     alone = np.asarray(model(batch))
-    views = [np.asarray(model(v)) for v in audio_phases(batch, audio_stride("audio-conv"), 4)]
-    assert len({v.shape for v in views}) == 1
+    views = [np.asarray(model(v)) for v in audio_views(batch, audio_stride("audio-conv"), 4,
+                                                           TTA_SPEEDS)]
+    assert len(views) == 12 and len({v.shape for v in views}) == 1
     np.testing.assert_allclose(views[0][0, :alone.shape[1]], alone[0], atol=1e-4)
     assert all(np.abs(v - views[0]).max() > 1e-3 for v in views[1:])
 

@@ -627,8 +627,8 @@ def train(ctx, data, out, resume, quiet, **opts):
               help="CTC beam search width (0 or 1 = greedy).")
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: read each image at every phase of the model's "
-              "downscale grid (4 views at 1/2), each clip at 4 phases of its output step, and "
-              "combine them; that many times slower.")
+              "downscale grid (4 views at 1/2), each clip at 4 phases of its output step and 3 "
+              "speeds (12 views), and combine them; that many times slower.")
 @_view_options
 @_length_option
 @_read_charset_option
@@ -673,8 +673,8 @@ def eval_(run_dir, data, images, split, beam_width, tta, scales, blurs, read_len
               help="CTC beam search width (0 or 1 = greedy).")
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: read each image at every phase of the model's "
-              "downscale grid (4 views at 1/2), each clip at 4 phases of its output step, and "
-              "combine them; that many times slower.")
+              "downscale grid (4 views at 1/2), each clip at 4 phases of its output step and 3 "
+              "speeds (12 views), and combine them; that many times slower.")
 @_view_options
 @_length_option
 @_read_charset_option
@@ -741,8 +741,8 @@ def predict(run_dir, images, beam_width, tta, scales, blurs, read_length, read_c
 @click.option("--workers", type=click.IntRange(1), help="Render processes.  [default: all cores]")
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: every model reads each image at every phase of its "
-              "downscale grid (4 views at 1/2), each clip at 4 phases of its output step; that "
-              "many times slower.")
+              "downscale grid (4 views at 1/2), each clip at 4 phases of its output step and 3 "
+              "speeds (12 views); that many times slower.")
 @_view_options
 @click.option("-q", "--quiet", is_flag=True, help="No per-set lines.")
 def robust(runs, sweeps, corruptions, severities, samples, baseline, base_data, out, workers,

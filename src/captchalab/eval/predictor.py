@@ -291,8 +291,8 @@ class Recognizer:
     def read(self, batch: np.ndarray, beam_width: int = 0, tta: bool = False):
         """uint8 RGB [N,H,W,3] -> (texts, confidences). tta: read each image at every phase of
         the model's downscale grid (`core.ctc.tta_shifts`: 4 views at the default 1/2), each
-        clip at 4 phases of the model's output step (`audio_phases`), and combine the views
-        (`core.ctc.decode_views`); costs that many forward passes.
+        clip at 3 speeds x 4 phases of the model's output step (`audio_views`), and combine
+        the views (`core.ctc.decode_views`); costs that many forward passes.
         Confidences are scaled by the run's fitted temperature either way. With several
         `scales` or `blurs`, each image is also read squeezed to those shares of its width
         (`squeeze`) and blurred (`blur`), every width with every blur, and its most confident
@@ -323,15 +323,14 @@ class Recognizer:
         if isinstance(batch, dict):
             from captchalab.train.models import audio_stride
 
-            views = audio_phases(batch, audio_stride(self.config["arch"]), TTA_PHASES)
-            logits = self.logits({k: np.concatenate([v[k] for v in views]) for k in batch})
-            n = len(views)
+            views = [self.logits(v) for v in audio_views(  # one pass each: 12 x 32 clips
+                batch, audio_stride(self.config["arch"]), TTA_PHASES, TTA_SPEEDS)]
         else:
             shifts = tta_shifts(self.config.get("train", {}).get("downscale", 1))
             logits = self.logits(np.concatenate([shift(batch, dy, dx) for dy, dx in shifts]))
-            n = len(shifts)
-        return decode_views(self.kind, np.split(logits, n), self.charset, beam_width,
-                            self.temperature, self.length)
+            views = np.split(logits, len(shifts))
+        return decode_views(self.kind, views, self.charset, beam_width, self.temperature,
+                            self.length)
 
     def check_size(self, a: np.ndarray, name: str) -> None:
         check_size(a, self.size, name, self.run_dir)
@@ -414,22 +413,41 @@ AUDIO_BATCH = 32  # clips per forward pass (~20 s each)
 AUDIO_SORT_BATCHES = 8  # files: this many batches are read in, sorted by length, then read
 
 
-TTA_PHASES = 4  # audio test-time augmentation: views per clip
+TTA_PHASES = 4  # audio test-time augmentation: phases of the output step per speed
+TTA_SPEEDS = (1.0, 0.94, 1.06)  # ... and the whole clip a little slower and faster
 
 
-def audio_phases(batch: dict, stride: int, n: int) -> list[dict]:
-    """An audio batch (see `Recognizer.batch`) as n views: view k has k * stride / n samples of
-    silence before every clip, so each clip's sounds fall at another phase of the model's output
-    step of `stride` samples (what `core.ctc.tta_shifts` does to images across the downscale
-    grid). Every view is padded to the same length, so the logits line up step for step."""
+def at_speed(pcm: np.ndarray, speed: float) -> np.ndarray:
+    """uint8 PCM played `speed` times as fast (band-limited resampling to len / speed
+    samples; pitch moves with it, as the library's own speed changes do)."""
+    if speed == 1.0:
+        return pcm
+    from captchalab.gen.audio import resample
+
+    y = resample((pcm.astype(np.float32) - 128) / 128, max(1, round(len(pcm) / speed)))
+    return np.clip(np.round(y * 128 + 128), 0, 255).astype(np.uint8)
+
+
+def audio_views(batch: dict, stride: int, phases: int,
+                speeds: tuple[float, ...] = (1.0,)) -> list[dict]:
+    """An audio batch (see `Recognizer.batch`) as len(speeds) x phases views: each clip
+    resampled to every speed, then with k * stride / phases samples of silence before it, so
+    its sounds fall at another phase of the model's output step of `stride` samples (what
+    `core.ctc.tta_shifts` does to images across the downscale grid). Every view is padded to
+    one length, so the logits line up step for step. The first view is the batch as it is,
+    padded further."""
     pcm, lengths = batch["audio"], batch["audio_length"]
-    offsets = [k * stride // n for k in range(n)]
-    width = pcm.shape[1] + offsets[-1]
+    clips = [[at_speed(pcm[i, :n], s) for i, n in enumerate(lengths)] for s in speeds]
+    offsets = [k * stride // phases for k in range(phases)]
+    width = max(pcm.shape[1], *(len(c) for cs in clips for c in cs)) + offsets[-1]
     views = []
-    for off in offsets:
-        out = np.full((len(pcm), width), 128, np.uint8)
-        out[:, off:off + pcm.shape[1]] = pcm
-        views.append({"audio": out, "audio_length": (lengths + off).astype(np.int32)})
+    for cs in clips:
+        for off in offsets:
+            out = np.full((len(cs), width), 128, np.uint8)
+            for i, c in enumerate(cs):
+                out[i, off:off + len(c)] = c
+            views.append({"audio": out,
+                          "audio_length": np.array([len(c) + off for c in cs], np.int32)})
     return views
 
 
