@@ -170,6 +170,26 @@ def run_config(cfg: TrainConfig, m: dict, frame: dict, recipe: dict | None, shap
                                              "keras": keras.__version__}}
 
 
+def compiled_loss(arch: str):
+    """The loss of `arch` as one compiled function for every batch size and length. Run eagerly,
+    the CTC loss of one batch of 32 audio clips took ~0.2 s, 20x its compiled cost and more than
+    the forward pass (2026-12-07: a third of an audio epoch). Traced per shape instead (even
+    with reduce_retracing), a trace shared the CTC loop's body with fit()'s trace of another
+    batch size, and TensorFlow's graph optimiser printed "error: 'tfg.While' op body function
+    argument ... is not compatible" on stderr of every run (harmless, and alarming)."""
+    fn, traced = loss_for(arch), {}
+
+    def loss(ids, logits):
+        key = (ids.dtype, logits.dtype, ids.shape.rank, logits.shape.rank)
+        if key not in traced:
+            traced[key] = tf.function(fn, input_signature=[
+                tf.TensorSpec([None] * ids.shape.rank, ids.dtype),
+                tf.TensorSpec([None] * logits.shape.rank, logits.dtype)])
+        return traced[key](ids, logits)
+
+    return loss
+
+
 def metric_fn(model, arch: str, charset: Charset):
     """measure(ds) -> val loss, greedy sequence/character accuracy, CER and sample count.
 
@@ -177,9 +197,7 @@ def metric_fn(model, arch: str, charset: Charset):
     together (Keras' own validation under MirroredStrategy fails on a last batch smaller than the
     replica count, and would run the val set a second time)."""
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    # compiled too: run eagerly, the CTC loss of one batch of 32 audio clips took ~0.2 s, 20x its
-    # compiled cost and more than the forward pass (2026-12-07: a third of an audio epoch)
-    loss_fn = tf.function(loss_for(arch), reduce_retracing=True)
+    loss_fn = compiled_loss(arch)
 
     def measure(ds):
         truths, preds, loss = [], [], 0.0
