@@ -152,13 +152,36 @@ def test_hollow_keeps_the_outline_of_the_chosen_characters_hand_worked():
     assert np.array_equal(hollow(mask, [green, blue], 0.0, looks)[0], mask)
 
 
+def test_bent_lines_hand_worked():
+    """A cubic from (0, 30) to (90, 30) with both inner control points 20 px down passes its
+    middle 0.375 * 20 + 0.375 * 20 = 15 px down, and keeps its ends; no offsets: the chord.
+    Drawn by scene(), a bent line leaves the straight one's rows."""
+    from captchalab.gen.compose import bent, scene
+
+    p = np.array(bent((0, 30), (90, 30), (20, 20), points=33))
+    assert np.allclose(p[[0, -1]], [[0, 30], [90, 30]]) and np.allclose(p[16], [45, 45])
+    assert np.allclose(np.array(bent((0, 0), (90, 30), (0, 0)))[:, 1],
+                       np.array(bent((0, 0), (90, 30), (0, 0)))[:, 0] / 3)
+    mask = np.zeros((80, 160), np.uint8)
+    v = {**{k: getattr(Style(), k)[0] for k in KNOBS}, "bg": (255, 255, 255), "fg": (0, 0, 0),
+         "fg2": (0, 0, 0), "bg2": (255, 255, 255), "fg_alpha": 255, "lines": 1,
+         "line_width": 1}
+    looks = Looks.draw(np.random.default_rng(0))
+    looks.bends[0] = [1.0, 1.0]  # both points down by the whole bend
+    straight, curved = (np.asarray(scene(mask, {**v, "line_bend": b}, np.random.default_rng(0),
+                                         (80, 40), (), looks)).min(-1) < 128 for b in (0, 0.5))
+    assert straight.sum() > 40 and curved.sum() > 40
+    assert np.nonzero(curved)[0].max() > np.nonzero(straight)[0].max() + 5  # bows 15 px down
+
+
 def test_scribbles_rings_hollow_are_drawn_recorded_and_rerendered_identically(tmp_path):
     d = tmp_path / "d"
     cli("gen", "--out", d, "--style", "poster", "--scribble", "2-5", "--rings", 1,
-        "--hollow", "0.3-0.6", "--test", 8, "-q")
+        "--hollow", "0.3-0.6", "--lines", 2, "--line-bend", "0.2-0.5", "--test", 8, "-q")
     rows = list(sh.iter_split(str(d), sh.read_manifest(str(d)), "test"))
     assert all(2 <= r["style/scribble"] <= 5 and r["style/rings"] == 1 for r in rows)
     assert all(0.3 <= r["style/hollow"] <= 0.6 for r in rows)
+    assert all(0.2 <= r["style/line_bend"] <= 0.5 for r in rows)
     assert "identical" in cli("show", d, "--sample", "test:5", "--out", tmp_path / "s.png").stdout
 
 
@@ -175,6 +198,7 @@ def test_scribbles_rings_hollow_are_drawn_recorded_and_rerendered_identically(tm
     (["--test", 10, "--scribble", "30"], "--scribble"),
     (["--test", 10, "--rings", "1-11"], "--rings"),
     (["--test", 10, "--hollow", "2"], "--hollow"),
+    (["--test", 10, "--line-bend", "1.5"], "--line-bend"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)
@@ -399,7 +423,8 @@ def test_glyph_colours_shapes_and_clutter_colour_hand_worked():
          "fg2": (0, 0, 0), "bg2": (255, 255, 255), "fg_alpha": 255, "glyph_colour": 1.0}
     looks = Looks.draw(np.random.default_rng(0))
     looks = Looks(np.array([[200, 0, 0], [0, 0, 200]] + [[0, 0, 0]] * 10), np.array([0, 90, 0]),
-                  looks.shapes, looks.shape_colours, looks.scribbles, looks.rings, looks.hollow)
+                  looks.shapes, looks.shape_colours, looks.scribbles, looks.rings, looks.hollow,
+                  looks.bends)
     im = np.asarray(scene(mask, v, np.random.default_rng(0), (80, 40), (green, blue), looks))
     # the block of 40x40 text glyphs, fitted into 80x40: each glyph keeps its own colour
     left, right = im[20, 15], im[20, 65]

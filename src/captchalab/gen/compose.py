@@ -195,6 +195,7 @@ class Looks:
     scribbles: np.ndarray  # MAX_SCRIBBLES x 5 in [0, 1): x0, y0, x1, y1, width
     rings: np.ndarray  # MAX_RINGS x 5 in [0, 1): x, y, size, aspect, width
     hollow: np.ndarray  # MAX_GLYPHS + 1 in [0, 1): each character's draw, then the outline width
+    bends: np.ndarray  # MAX_LINES x 2 in [0, 1): each struck line's two control point offsets
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Looks:
@@ -202,9 +203,10 @@ class Looks:
         return cls(rng.integers(0, 256, (MAX_GLYPHS, 3)), rng.integers(0, 256, 3),
                    rng.random((MAX_SHAPES, 8)), rng.integers(0, 256, (MAX_SHAPES, 3)),
                    rng.random((MAX_SCRIBBLES, 5)), rng.random((MAX_RINGS, 5)),
-                   rng.random(MAX_GLYPHS + 1))
+                   rng.random(MAX_GLYPHS + 1), rng.random((MAX_LINES, 2)))
 
 
+MAX_LINES = 10
 MAX_SHAPES = 40
 MAX_SCRIBBLES = 20
 MAX_RINGS = 10
@@ -240,6 +242,18 @@ def draw_shapes(im: Image, v: dict, looks: Looks, layer: int) -> None:
             a = angle * 2 * np.pi + np.array([0.0, 2.1, 4.2])
             draw.polygon(list(zip(cx + rx * np.cos(a), cy + ry * np.sin(a), strict=True)),
                          fill=fill)
+
+
+def bent(a, b, offsets, points: int = 33) -> list[tuple[float, float]]:
+    """A cubic curve from `a` to `b` as a polyline of `points` points: its inner control points
+    lie a third and two thirds along the chord, moved down by `offsets` (px; negative: up)."""
+    (ax, ay), (bx, by) = a, b
+    c1 = (ax + (bx - ax) / 3, ay + (by - ay) / 3 + offsets[0])
+    c2 = (ax + 2 * (bx - ax) / 3, ay + 2 * (by - ay) / 3 + offsets[1])
+    t = np.linspace(0.0, 1.0, points)[:, None]
+    p = ((1 - t) ** 3 * np.array(a) + 3 * (1 - t) ** 2 * t * np.array(c1)
+         + 3 * (1 - t) * t ** 2 * np.array(c2) + t ** 3 * np.array(b))
+    return [(float(x), float(y)) for x, y in p]
 
 
 def draw_marks(im: Image, v: dict, looks: Looks, colour) -> None:
@@ -305,11 +319,16 @@ def scene(mask: np.ndarray, v: dict, rng: np.random.Generator, size: tuple[int, 
             draw.line([(x, 0), (x, h)], fill=mid, width=1)
         for y in range(int(phase[1]) % grid, h, grid):
             draw.line([(0, y), (w, y)], fill=mid, width=1)
-    ends = rng.random((10, 4))
+    ends = rng.random((MAX_LINES, 4))
     line = clutter_colour(v, fg, looks)
-    for x0, y0, x1, y1 in ends[:v["lines"]]:
-        draw.line([(x0 * w * 0.3, h * (0.2 + 0.6 * y0)), (w * (0.7 + 0.3 * x1), h * (0.2 + 0.6 * y1))],
-                  fill=line, width=v["line_width"])
+    bend = v.get("line_bend", 0.0) if looks is not None else 0.0
+    for i, (x0, y0, x1, y1) in enumerate(ends[:v["lines"]]):
+        a, b = (x0 * w * 0.3, h * (0.2 + 0.6 * y0)), (w * (0.7 + 0.3 * x1), h * (0.2 + 0.6 * y1))
+        if bend:
+            draw.line(bent(a, b, (2 * looks.bends[i] - 1) * bend * h), fill=line,
+                      width=v["line_width"], joint="curve")
+        else:
+            draw.line([a, b], fill=line, width=v["line_width"])
     if shapes:
         draw_shapes(im, v, looks, 1)
     if looks is not None and (v.get("scribble", 0) or v.get("rings", 0)):

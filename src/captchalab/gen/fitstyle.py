@@ -306,6 +306,9 @@ def fit_style(folder: str, fonts: str | None = None, samples: int = 200,
         keys["fonts"] = [f for f, _ in matched]
     keys["stroke"] = choose_stroke(keys, real, probe)  # after the fonts: their weight counts
     keys.update(choose_lines(keys, real, probe))  # after fonts and stroke: glyphs touch or not
+    # again: fonts, stroke and lines change how sharp renderings look (wheezy.captcha's blurred
+    # captchas were fitted unsmoothed, their sharpness the largest difference left)
+    keys.update(choose_blur(keys, real, probe))
     rendered = render_style(keys, samples, seed=1)
     default = render_style({"preset": "default", "size": f"{w}x{h}"}, samples, seed=1)
     return Fit(keys, distance(real, [measure(a) for a in rendered]),

@@ -58,7 +58,7 @@ SCENE_FEATURES = {  # styles with a scene (style.SCENE_KNOBS) add these
                                         "wave_period", "gradient", "bg_gradient", "texture",
                                         "speckle", "blur", "downscale", "noise",
                                         "glyph_colour", "spacing", "clutter_colour", "aspect",
-                                        "effects", "overflow", "hollow")},
+                                        "effects", "overflow", "hollow", "line_bend")},
     **{f"style/{k}": "int64" for k in ("min_contrast", "lines", "line_width", "grid", "jpeg",
                                         "stroke", "shapes", "scribble", "rings")},
     "style/fg2": "int64 list: RGB", "style/bg2": "int64 list: RGB",

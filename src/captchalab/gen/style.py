@@ -70,6 +70,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("speckle", float, 0, 0.5, "share of background pixels given a random colour"),
         ("lines", int, 0, 10, "straight lines struck through the text"),
         ("line_width", int, 1, 8, "width of those lines, px"),
+        ("line_bend", float, 0, 1,
+         "how far each struck line bows from straight: its two inner control points (a "
+         "cubic curve) move up or down by up to this times the image height"),
         ("grid", int, 0, 60, "spacing of a background grid, px (under 8: no grid)"),
         ("blur", float, 0, 4, "Gaussian blur after rendering, sigma in px"),
         ("downscale", float, 1, 4, "shrink by this factor and scale back up (lost detail)"),
@@ -157,6 +160,7 @@ class Style:
     scribble: tuple[int, int] = (0, 0)
     rings: tuple[int, int] = (0, 0)
     hollow: tuple[float, float] = (0.0, 0.0)
+    line_bend: tuple[float, float] = (0.0, 0.0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
