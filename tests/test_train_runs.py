@@ -582,6 +582,29 @@ def test_fit_style_lines_hand_worked_and_matched_by_rendering():
         assert got["lines"] == [k, k], got
 
 
+def test_fit_style_gaps_matched_by_rendering():
+    """choose_gaps finds how far apart the characters of captchas were drawn: tight, or evenly
+    spaced by 0.8 of a character's width (the library's random blank glyphs are a candidate
+    too, but as wide on average as even gaps of ~0.15); fit-style's struck lines are drawn
+    from straight to bowed."""
+    from captchalab.gen.fitstyle import (
+        GAPS,
+        LINE_BEND,
+        choose_gaps,
+        choose_lines,
+        measure,
+        render_style,
+    )
+
+    keys = {"preset": "default", "size": "160x60", "text_scale": [0.6, 0.6],
+            "fonts": ["roboto"], "noise_curves": [0, 0], "noise_dots": [0, 0]}
+    for gaps in (GAPS[1], GAPS[-1]):
+        real = [measure(a) for a in render_style({**keys, **gaps}, 30, seed=5)]
+        assert choose_gaps(keys, real, 30) == gaps
+    lined = render_style({**keys, "lines": [1, 1], "line_width": [2, 2]}, 30, seed=5)
+    assert choose_lines(keys, [measure(a) for a in lined], 30)["line_bend"] == LINE_BEND
+
+
 @pytest.mark.parametrize("setup,msg", [
     ("empty", "holds no images"),
     ("mixed", "images of mixed sizes (2 at 160x60, 1 at 100x40)"),

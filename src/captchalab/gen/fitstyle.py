@@ -7,12 +7,15 @@ The knobs are set to the ranges those measurements span, then text size, blur, s
 strike-through lines are matched by rendering: the text block is scaled until rendered text is
 as wide and tall as the real text (the library's arcs and dots belong to the block it places,
 so the scale cannot be read off directly), the blur is the one whose renderings are as sharp as
-the real images, the stroke knob the one whose strokes are as wide (twice the ink's area over
+the real images, the gaps between characters the ones whose text block is as wide for its
+height (the library's random blank glyphs, or even gaps of 0 to 0.8 of a character's width),
+the stroke knob the one whose strokes are as wide (twice the ink's area over
 its perimeter, relative to the text's height), and the number of lines struck through the text
 the one whose renderings' widest piece of ink spans as much of the text as the real images'
 (a line joins the glyphs it crosses into one piece as wide as the text; glyphs that touch join
 too, which the rendering with the same fonts and spacing accounts for). What it cannot measure
-(the shape of lines and arcs, glyph rotation) is reported, not guessed.
+(the shape of lines and arcs, glyph rotation) is reported; struck lines are drawn over a range
+of shapes, from straight to bowed (`line_bend`), rather than guessed.
 
 The font is matched, not measured (`match_fonts`): each candidate family renders the fitted
 style, and the families whose renderings are nearest the real images in the shipped model's
@@ -42,8 +45,13 @@ STATS = ("bg_luma", "fg_luma", "contrast", "text_w", "text_h", "text_x", "text_y
          "sharpness", "specks", "ink", "stroke", "span")
 STROKES = (-2, -1, 0, 1, 2, 3)  # stroke knob values tried when matching the stroke width
 BLURS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.2)  # blur sigmas tried when matching the sharpness
-UNFITTED = ("the shape of lines and arcs (lines are drawn straight)", "glyph rotation and warping")
+UNFITTED = ("the shape of lines and arcs (struck lines are drawn from straight to bowed)",
+            "glyph rotation and warping")
 LINES = (0, 1, 2)  # strike-through line counts tried when matching the span
+LINE_BEND = [0.0, 0.5]  # struck lines' bend, drawn over a range: their shape is not measured
+# gaps between characters tried when matching the text's aspect: the library's (a blank glyph
+# before a character at random), or none but `spacing` (a fraction of each character's width)
+GAPS = ({}, *({"space_prob": [0.0, 0.0], "spacing": [g, g]} for g in (0.0, 0.15, 0.3, 0.5, 0.8)))
 # the font families match_fonts chooses from (the held-out ones are never among them)
 BASE_FAMILIES = ("builtin", "dejavu-sans", "dejavu-serif", "dejavu-mono", "stix")
 
@@ -243,6 +251,24 @@ def match_fonts(keys: dict, real_images: list[np.ndarray], count: int, keep: int
     return [(c, round(dist[c], 3)) for c in sorted(dist, key=dist.get)[:keep]]
 
 
+def _aspect(s: dict, size: tuple[int, int]) -> float:
+    return s["text_w"] * size[0] / max(s["text_h"] * size[1], 1.0)
+
+
+def choose_gaps(keys: dict, real: list[dict], count: int) -> dict:
+    """The gaps between characters from GAPS whose renderings' text block is as wide for its
+    height (median) as the real images': evenly spaced, tight, or the library's random blanks.
+    Keys to add to the style ({} for the library's)."""
+    size = tuple(int(v) for v in str(keys["size"]).split("x"))
+    target = float(np.median([_aspect(s, size) for s in real]))
+    gaps = []
+    for cand in GAPS:
+        imgs = render_style({**keys, **cand}, count)
+        got = float(np.median([_aspect(measure(a), size) for a in imgs]))
+        gaps.append(abs(np.log(got / target)))
+    return dict(GAPS[int(np.argmin(gaps))])
+
+
 def choose_stroke(keys: dict, real: list[dict], count: int) -> list[int]:
     """The stroke knob (as a one-value range) from STROKES whose renderings' stroke width
     (measure's "stroke", median) is nearest the real images'."""
@@ -271,7 +297,8 @@ def choose_lines(keys: dict, real: list[dict], count: int) -> dict:
         imgs = render_style({**keys, "lines": [k, k], "line_width": [1, width]}, count)
         gaps[k] = abs(float(np.mean([measure(a)["span"] for a in imgs])) - target)
     best = min(k for k in LINES if gaps[k] <= min(gaps.values()) + 0.01)
-    return {"lines": [best, best], "line_width": [1, width]}
+    return {"lines": [best, best], "line_width": [1, width],
+            **({"line_bend": LINE_BEND} if best else {})}
 
 
 @dataclass
@@ -304,6 +331,8 @@ def fit_style(folder: str, fonts: str | None = None, samples: int = 200,
     if not fonts and match:
         matched = match_fonts(keys, images[:200], probe, match, features)
         keys["fonts"] = [f for f, _ in matched]
+    keys.update(choose_gaps(keys, real, probe))  # after the fonts: their widths count
+    keys["text_scale"] = match_scale(keys, real, probe)  # and the size again, with the gaps
     keys["stroke"] = choose_stroke(keys, real, probe)  # after the fonts: their weight counts
     keys.update(choose_lines(keys, real, probe))  # after fonts and stroke: glyphs touch or not
     # again: fonts, stroke and lines change how sharp renderings look (wheezy.captcha's blurred
