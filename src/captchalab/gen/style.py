@@ -68,7 +68,7 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("bg2", int, 0, 255, "second background colour, per RGB channel", 3),
         ("texture", float, 0, 1, "strength of a smooth random texture on the background"),
         ("speckle", float, 0, 0.5, "share of background pixels given a random colour"),
-        ("lines", int, 0, 10, "straight lines struck through the text"),
+        ("lines", int, 0, 10, "lines struck through the text (straight unless line_bend)"),
         ("line_width", int, 1, 8, "width of those lines, px"),
         ("line_bend", float, 0, 1,
          "how far each struck line bows from straight: its two inner control points (a "
