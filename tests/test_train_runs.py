@@ -701,4 +701,3 @@ def test_mix_data_trains_from_both_and_is_recorded(small_dataset, digits, tmp_pa
     assert cfg["train"]["mix_data"] == f"{digits}:0.5"
     rows = _history(run)
     assert int(rows[0]["steps"]) == MIN_BUDGET_EPOCH_STEPS  # 60 samples would be 3 steps
-

@@ -160,8 +160,8 @@ def test_bent_lines_hand_worked():
 
     p = np.array(bent((0, 30), (90, 30), (20, 20), points=33))
     assert np.allclose(p[[0, -1]], [[0, 30], [90, 30]]) and np.allclose(p[16], [45, 45])
-    assert np.allclose(np.array(bent((0, 0), (90, 30), (0, 0)))[:, 1],
-                       np.array(bent((0, 0), (90, 30), (0, 0)))[:, 0] / 3)
+    chord = np.array(bent((0, 0), (90, 30), (0, 0)))
+    assert np.allclose(chord[:, 1], chord[:, 0] / 3)
     mask = np.zeros((80, 160), np.uint8)
     v = {**{k: getattr(Style(), k)[0] for k in KNOBS}, "bg": (255, 255, 255), "fg": (0, 0, 0),
          "fg2": (0, 0, 0), "bg2": (255, 255, 255), "fg_alpha": 255, "lines": 1,

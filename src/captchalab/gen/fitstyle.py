@@ -259,14 +259,16 @@ def choose_gaps(keys: dict, real: list[dict], count: int) -> dict:
     """The gaps between characters from GAPS whose renderings' text block is as wide for its
     height (median) as the real images': evenly spaced, tight, or the library's random blanks.
     Keys to add to the style ({} for the library's)."""
-    size = tuple(int(v) for v in str(keys["size"]).split("x"))
+    from captchalab.gen.recipe import parse_size
+
+    size = parse_size(keys["size"])
     target = float(np.median([_aspect(s, size) for s in real]))
-    gaps = []
+    misses = []
     for cand in GAPS:
         imgs = render_style({**keys, **cand}, count)
         got = float(np.median([_aspect(measure(a), size) for a in imgs]))
-        gaps.append(abs(np.log(got / target)))
-    return dict(GAPS[int(np.argmin(gaps))])
+        misses.append(abs(np.log(got / target)))
+    return dict(GAPS[int(np.argmin(misses))])
 
 
 def choose_stroke(keys: dict, real: list[dict], count: int) -> list[int]:
