@@ -185,6 +185,36 @@ def test_scribbles_rings_hollow_are_drawn_recorded_and_rerendered_identically(tm
     assert "identical" in cli("show", d, "--sample", "test:5", "--out", tmp_path / "s.png").stdout
 
 
+def test_typeset_keeps_each_glyph_at_its_size_on_the_baseline(tmp_path):
+    import captcha.image as ci
+    from PIL import Image, ImageDraw
+
+    from captchalab.gen.render import _glyph_captcha
+
+    cap = _glyph_captcha(ci)(160, 60)
+    cap.character_rotate = cap.character_warp_dx = cap.character_warp_dy = (0, 0)
+    cap.character_offset_dx = cap.character_offset_dy = (0, 0)
+    draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+
+    def rows(c):  # first and last row of the glyph's ink, and the box height
+        a = np.asarray(cap._draw_character(c, draw, (255, 255, 255, 255)))[..., 3] > 0
+        ink = np.nonzero(a.any(1))[0]
+        return ink[0], ink[-1], a.shape[0]
+
+    library = [rows(c) for c in "o0p"]
+    cap.typeset = True
+    (o0, o1, bo_h), (z0, z1, bz_h), (_, p1, _) = rows("o"), rows("0"), rows("p")
+    assert all(end == h - 1 for _, end, h in library)  # the library: every glyph fills its box
+    assert bo_h == bz_h  # typeset: one line height for all
+    assert o1 - o0 < 0.8 * (z1 - z0) and o0 > z0  # an o is shorter than a 0, below its top
+    assert abs(o1 - z1) <= 2 and p1 > o1 + 5  # both on the baseline; p's tail below it
+    d = tmp_path / "d"
+    cli("gen", "--out", d, "--text-scale", 0.8, "--typeset", "0-1", "--test", 12, "-q")
+    got = {r["style/typeset"] for r in sh.iter_split(str(d), sh.read_manifest(str(d)), "test")}
+    assert got == {0, 1}
+    assert "identical" in cli("show", d, "--sample", "test:3", "--out", tmp_path / "s.png").stdout
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--train", 10, "--fonts", "kalam"], "held-out families"),
     (["--train", 10, "--style", "universal", "--fonts", "pool,lora"], "Lora"),

@@ -384,7 +384,7 @@ def _kind_of(data_dir):
 @click.option("--out", "out", required=True, type=click.Path(),
               help="Style file to write (TOML; use it with gen --style-file).")
 @click.option("--fonts", help="Font file or folder the captchas use, if known (then no font is "
-              "matched).")
+              "matched); a folder with look-alikes beside them pretrains better than one font.")
 @click.option("--match-fonts", "match", default=8, show_default=True, type=click.IntRange(0),
               help="Keep the N font families whose renderings look most like the folder "
               "(0: draw from all of builtin, dejavu, stix and the pool).")

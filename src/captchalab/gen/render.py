@@ -183,6 +183,7 @@ class Renderer:
                 # the style's, not the sample's
                 cap.glyph_ids = style.glyph_colour[1] > 0 or style.hollow[1] > 0
                 cap.spacing, cap.drawn = v["spacing"], 0
+                cap.typeset, cap.line_font = bool(v["typeset"]), None
                 mask = np.asarray(cap.create_captcha_image(text, (255, 255, 255), (0, 0, 0)))
                 rng = np.random.default_rng(derive_seed(self.seed, split, index, "compose"))
                 looks = compose.Looks.draw(np.random.default_rng(
@@ -208,21 +209,59 @@ class Renderer:
 
 @functools.cache
 def _glyph_captcha(ci):
-    """ImageCaptcha that can draw each character in its own id colour (compose.glyph_ink) and
-    leave a gap after it (the spacing knob). Off (the defaults), it draws as ImageCaptcha does."""
-    from PIL import Image
+    """ImageCaptcha that can draw each character in its own id colour (compose.glyph_ink), leave
+    a gap after it (the spacing knob) and keep glyphs at their size on a common baseline (the
+    typeset knob). Off (the defaults), it draws as ImageCaptcha does."""
+    from PIL import Image, ImageDraw
 
     from captchalab.gen import compose
 
+    def uniform(lo, hi):  # as the library draws a float, from its (seeded) secrets
+        return lo + ci.secrets.randbits(32) / 2**32 * (hi - lo)
+
     class GlyphCaptcha(ci.ImageCaptcha):
-        glyph_ids, spacing, drawn = False, 0.0, 0
+        glyph_ids, spacing, drawn, typeset, line_font = False, 0.0, 0, False, None
+
+        def _typeset_character(self, c, draw, color):
+            """A glyph as the library draws it (offset, rotated, warped), but in a box as tall
+            as the font's line: the library crops each glyph to its ink and stretches it to
+            the line's height, so an o comes out as tall as a 0. Here only the sides are
+            cropped, and the glyph keeps its size and place on the baseline; every glyph of
+            a captcha is set in the size its first one drew (the library draws one for each)."""
+            font = ci.secrets.choice(self.truefonts)
+            font = self.line_font = self.line_font or font
+            _, _, w, _ = draw.multiline_textbbox((1, 1), c, font=font)
+            ascent, descent = font.getmetrics()
+            h = ascent + descent
+            ox, oy = self.character_offset_dx, self.character_offset_dy
+            dx1 = ci.secrets.randbelow(ox[1] - ox[0] + 1) + ox[0]
+            dy1 = ci.secrets.randbelow(oy[1] - oy[0] + 1) + oy[0]
+            im = Image.new("RGBA", (int(w) + dx1, h + dy1))
+            ImageDraw.Draw(im).text((dx1, dy1), c, font=font, fill=color)
+            box = im.getbbox()
+            if box:
+                im = im.crop((box[0], 0, box[2], im.size[1]))
+            im = im.rotate(uniform(*self.character_rotate), Image.Resampling.BILINEAR,
+                           expand=True)
+            wx, wy = self.character_warp_dx, self.character_warp_dy
+            dx2 = w * uniform(0, 1) * (wx[1] - wx[0]) + wx[0]
+            dy2 = h * uniform(0, 1) * (wy[1] - wy[0]) + wy[0]
+            x1, y1 = int(uniform(-dx2, dx2)), int(uniform(-dy2, dy2))
+            x2, y2 = int(uniform(-dx2, dx2)), int(uniform(-dy2, dy2))
+            w2, h2 = int(w) + abs(x1) + abs(x2), h + abs(y1) + abs(y2)
+            im = im.resize((w2, h2))
+            return im.transform((int(w), h), Image.Transform.QUAD,
+                                (x1, y1, -x1, h2 - y2, w2 + x2, h2 + y2, w2 - x2, -y1))
 
         def _draw_character(self, c, draw, color):
             if c != " ":
                 if self.glyph_ids:
                     color = compose.glyph_ink(self.drawn)
                 self.drawn += 1
-            im = super()._draw_character(c, draw, color)
+            if self.typeset:
+                im = self._typeset_character(c, draw, color)
+            else:
+                im = super()._draw_character(c, draw, color)
             pad = int(self.spacing * im.size[0]) if c != " " else 0
             if pad:
                 wide = Image.new("RGBA", (im.size[0] + pad, im.size[1]))

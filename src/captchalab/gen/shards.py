@@ -60,7 +60,8 @@ SCENE_FEATURES = {  # styles with a scene (style.SCENE_KNOBS) add these
                                         "glyph_colour", "spacing", "clutter_colour", "aspect",
                                         "effects", "overflow", "hollow", "line_bend")},
     **{f"style/{k}": "int64" for k in ("min_contrast", "lines", "line_width", "grid", "jpeg",
-                                        "stroke", "shapes", "scribble", "rings")},
+                                        "stroke", "shapes", "scribble", "rings",
+                                        "typeset")},
     "style/fg2": "int64 list: RGB", "style/bg2": "int64 list: RGB",
 }
 IMPORT_FEATURES = {"source/file": "bytes: original file name"}

@@ -73,6 +73,10 @@ KNOBS: dict[str, Knob] = {k.name: k for k in [
         ("line_bend", float, 0, 1,
          "how far each struck line bows from straight: its two inner control points (a "
          "cubic curve) move up or down by up to this times the image height"),
+        ("typeset", int, 0, 1,
+         "1: glyphs keep their size (one per captcha) and sit on a common baseline, as typeset "
+         "text (o shorter than 0, p below the line); 0: the library stretches each one to "
+         "the line's height (0-1: half the samples each)"),
         ("grid", int, 0, 60, "spacing of a background grid, px (under 8: no grid)"),
         ("blur", float, 0, 4, "Gaussian blur after rendering, sigma in px"),
         ("downscale", float, 1, 4, "shrink by this factor and scale back up (lost detail)"),
@@ -161,6 +165,7 @@ class Style:
     rings: tuple[int, int] = (0, 0)
     hollow: tuple[float, float] = (0.0, 0.0)
     line_bend: tuple[float, float] = (0.0, 0.0)
+    typeset: tuple[int, int] = (0, 0)
     # mixing: these shares of the samples are drawn from other styles (presets) instead
     mixes: tuple[Style, ...] = ()
     mix_shares: tuple[float, ...] = ()
