@@ -229,6 +229,7 @@ def test_typeset_keeps_each_glyph_at_its_size_on_the_baseline(tmp_path):
     (["--test", 10, "--rings", "1-11"], "--rings"),
     (["--test", 10, "--hollow", "2"], "--hollow"),
     (["--test", 10, "--line-bend", "1.5"], "--line-bend"),
+    (["--test", 10, "--typeset", "2"], "--typeset"),
 ])
 def test_font_families_and_scene_knobs_bad_input(tmp_path, args, msg):
     p = cli("gen", "--out", tmp_path / "d", *args, check=False)
