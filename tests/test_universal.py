@@ -370,6 +370,41 @@ def test_mix_bad_input(tmp_path, mix, msg):
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+MIX_FILE = """preset = "universal"
+typeset = "0-1"
+[mix]
+of = [{share = 0.2, preset = "poster", typeset = "0-1"}, {share = 0.3, preset = "default"}]
+"""
+
+
+def test_style_file_mix_names_presets_and_changes_their_knobs(tmp_path):
+    """A style file's mix part may be a preset plus knobs: the knobs change that part only,
+    and the manifest stores the whole style, which reads back equal."""
+    f = tmp_path / "r.toml"
+    f.write_text(MIX_FILE)
+    cli("gen", "--out", tmp_path / "d", "--style-file", f, "--train", 40, "--shard-size", 20, "-q")
+    m = sh.read_manifest(str(tmp_path / "d"))
+    st = Style.from_json(m["style"])
+    assert st.mixes == (preset("poster").replace(typeset=(0, 1)), preset("default"))
+    assert st.mix_shares == (0.2, 0.3) and st.typeset == (0, 1)
+    rows = sh.iter_split(str(tmp_path / "d"), m, "train")
+    seen = {(r["style/mixed"], r.get("style/typeset", 0)) for r in rows}  # default: no scene
+    assert {(0, 0), (0, 1), (1, 0), (1, 1)} <= seen and (2, 1) not in seen
+
+
+@pytest.mark.parametrize("part,msg", [('{share = 0.2, preset = "postr"}', "did you mean 'poster'"),
+                                      ('{share = 0.2, preset = "poster", typset = 1}', "unknown style key 'typset'"),
+                                      ('{share = 1.5, preset = "poster"}', "each in [0, 1]"),
+                                      ('{share = 0.2, preset = "poster", typeset = 3}', "typeset"),
+                                      ('{preset = "poster"}', "is not {share, style}")])
+def test_style_file_mix_bad_part(tmp_path, part, msg):
+    f = tmp_path / "r.toml"
+    f.write_text(f"[mix]\nof = [{part}]\n")
+    p = cli("gen", "--out", tmp_path / "d", "--style-file", f, "--train", 10, check=False)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
 def _library_mask(text, glyph_ids=False, spacing=0.0, seed=3):
     """The library's glyphs as render.py asks for them (white or id inks on black), seeded."""
     import captcha.image as ci

@@ -387,16 +387,22 @@ def apply_overrides(style: Style, overrides: dict, source: str = "option") -> St
 def parse_mix(value, source: str = "option") -> tuple[tuple[Style, ...], tuple[float, ...]]:
     """'universal:0.5' (a preset and the share of samples drawn from it), several of them
     ('default:0.3,fonts:0.3'), or the stored forms {"share": 0.5, "style": {...}} and
-    {"of": [{"share", "style"}, ...]} -> (styles, shares); 'none' -> no mixing."""
+    {"of": [{"share", "style"}, ...]} -> (styles, shares); 'none' -> no mixing. In a style
+    file, a part may name a preset and change its knobs instead of giving a whole style:
+    {"share": 0.2, "preset": "poster", "typeset": "0-1"}."""
     label, param = ("mix", "mix") if source == "option" else (f"{source} key 'mix'", None)
     if isinstance(value, dict):
         try:
             parts = value["of"] if "of" in value else [value]
-            return (tuple(Style.from_json(p["style"]) for p in parts),
-                    tuple(float(p["share"]) for p in parts))
-        except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{label}: {value!r} is not {{share, style}} or {{of: [...]}}",
-                             param) from None
+            styles = tuple(_mix_part(p, label, param) for p in parts)
+            shares = tuple(float(p["share"]) for p in parts)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UsageError(f"{label}: {value!r} is not {{share, style}}, {{share, preset, "
+                             "knobs…}} or {of: [...]}", param) from None
+        if not all(0 <= s <= 1 for s in shares) or sum(shares) > 1 + 1e-9:
+            raise UsageError(f"{label}: shares {', '.join(map(_fmt, shares))}: each in [0, 1], "
+                             "together at most 1", param)
+        return styles, shares
     text = str(value).strip()
     if text in ("", "none"):
         return (), ()
@@ -425,6 +431,22 @@ def parse_mix(value, source: str = "option") -> tuple[tuple[Style, ...], tuple[f
         raise UsageError(f"{label}: {text!r}: the shares add up to {sum(shares):g}; together "
                          "they must be at most 1", param)
     return tuple(styles), tuple(shares)
+
+
+def _mix_part(part: dict, label: str, param) -> Style:
+    """One part of a stored or written mix: its whole style, or a preset and knobs."""
+    if "preset" not in part:
+        return Style.from_json(part["style"])
+    knobs = {k: v for k, v in part.items() if k not in ("share", "preset")}
+    if "style" in knobs or "mix" in knobs:
+        raise UsageError(f"{label}: a part names preset '{part['preset']}' and also "
+                         f"{'style' if 'style' in knobs else 'mix'}; give one or the other, "
+                         "without a mix of its own", param)
+    other = preset(str(part["preset"]))
+    if other.mixes:
+        raise UsageError(f"{label}: preset '{part['preset']}' mixes itself; mix with a plain "
+                         "preset", param)
+    return apply_overrides(other, knobs, source=label) if knobs else other
 
 
 def preset(name: str) -> Style:
