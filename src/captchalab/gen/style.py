@@ -420,11 +420,7 @@ def parse_mix(value, source: str = "option") -> tuple[tuple[Style, ...], tuple[f
         if name in names:
             raise UsageError(f"{label}: preset '{name}' is given twice; give it once with "
                              "the sum of its shares", param)
-        other = preset(name)
-        if other.mixes:
-            raise UsageError(f"{label}: preset '{name}' mixes itself; mix with a plain preset",
-                             param)
-        styles.append(other)
+        styles.append(_plain_preset(name, label, param))
         shares.append(share)
         names.append(name)
     if sum(shares) > 1 + 1e-9:
@@ -442,11 +438,15 @@ def _mix_part(part: dict, label: str, param) -> Style:
         raise UsageError(f"{label}: a part names preset '{part['preset']}' and also "
                          f"{'style' if 'style' in knobs else 'mix'}; give one or the other, "
                          "without a mix of its own", param)
-    other = preset(str(part["preset"]))
-    if other.mixes:
-        raise UsageError(f"{label}: preset '{part['preset']}' mixes itself; mix with a plain "
-                         "preset", param)
-    return apply_overrides(other, knobs, source=label) if knobs else other
+    return apply_overrides(_plain_preset(str(part["preset"]), label, param), knobs, source=label)
+
+
+def _plain_preset(name: str, label: str, param) -> Style:
+    """A preset that can be mixed in: one without a mix of its own."""
+    style = preset(name)
+    if style.mixes:
+        raise UsageError(f"{label}: preset '{name}' mixes itself; mix with a plain preset", param)
+    return style
 
 
 def preset(name: str) -> Style:
