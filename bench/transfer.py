@@ -16,7 +16,10 @@ way), or for --steps N optimizer steps instead of --budget (the same training on
 machine); with --known-length, each model again as "NAME len4", reading every captcha as one
 of 4 characters (`eval --length 4`: what a user who knows a site's length gets); with --chars
 SPEC, every set drawn from those characters and each model again as "NAME SPEC", reading only
-them (`eval --charset SPEC`: what a user who knows a site's characters gets); plus ddddocr
+them (`eval --charset SPEC`: what a user who knows a site's characters gets); with --plain, five
+more sets, NAME-plain: each foreign generator's captchas (the same labels and seeds) without
+what it draws over and around its text (lines, curves, ellipses, chips, dots, grain), so the
+gap between the two columns is what the marks cost each model; plus ddddocr
 (the pretrained captcha OCR on PyPI, which has no length option), lower-cased, and with --chars
 "ddddocr SPEC", its per-step probabilities over those characters alone; with --together
 NAME=RUN+RUN, the runs read as one (read_together: every reading any of their views proposes,
@@ -34,6 +37,7 @@ are rendered once into OUT/sets (or --sets DIR; seeded: the same on every run) a
     python bench/transfer.py --model default=runs/default --model universal=runs/universal
     python bench/transfer.py --train universal,universal-no-fonts --budget 10m
     python bench/transfer.py --model shipped=pretrained --together both=pretrained+runs/seed1
+    python bench/transfer.py --model shipped=pretrained --plain --no-peer
     python bench/transfer.py --train universal,universal-no-clutter --shards 40000 \
         --mix default:0.2 --budget 10m --no-peer
     python bench/transfer.py --train universal,universal-no-fonts --shards 30000 --steps 1872 \
@@ -62,10 +66,12 @@ LENGTH = 4  # characters of every captcha of every set
 EXTRA = "pip install -e '.[transfer]'"
 
 
-# --- foreign generators: (label, random.Random) -> PIL image --------------------------------
+# --- foreign generators: (label, random.Random, marks) -> PIL image -------------------------
 # Every one draws from Python's `random` module; it is seeded per sample, so sets are stable.
+# marks=False: the same captcha without what the generator draws over or around its text
+# (lines, curves, ellipses, chips, dots, grain), for --plain.
 
-def _claptcha(text, rng):
+def _claptcha(text, rng, marks=True):
     from claptcha import Claptcha
 
     if not hasattr(ImageFont.FreeTypeFont, "getsize"):  # claptcha 0.3.3 predates Pillow 10
@@ -74,25 +80,36 @@ def _claptcha(text, rng):
             return right, bottom
         ImageFont.FreeTypeFont.getsize = getsize
     font = _mc_font("freefont-20120503/FreeSans.ttf")
-    return Claptcha(text, font, size=SIZE, margin=(12, 8), noise=rng.random() * 0.4).image[1]
+    noise = rng.random() * 0.4
+    if marks:
+        return Claptcha(text, font, size=SIZE, margin=(12, 8), noise=noise).image[1]
+
+    class Plain(Claptcha):  # its morphed line through the text, and no grain
+        def _drawLine(self, image):
+            pass
+    return Plain(text, font, size=SIZE, margin=(12, 8), noise=0.0).image[1]
 
 
-def _kaptcha(text, rng):
+def _kaptcha(text, rng, marks=True):
     import kaptcha
     from kaptcha.captcha import CaptchaPainter
     fonts = [os.path.join(os.path.dirname(kaptcha.__file__), f"font{i}.ttf") for i in (1, 2, 3, 4)]
-    return CaptchaPainter(text=text, font=fonts).normal  # its defaults: 260x125, 5 chip rounds
+    # its defaults: 260x125, 5 rounds of chips (rectangles, ellipses, thick lines)
+    return CaptchaPainter(text=text, font=fonts, gran=5 if marks else 0).normal
 
 
-def _multicolor(text, rng):
+def _multicolor(text, rng, marks=True):
     from multicolorcaptcha import CaptchaGenerator
 
     gen = CaptchaGenerator(2)
     size = gen.captcha_size
     fourth = int(size[0] / 4 + 0.5)
     bg = gen.gen_rand_color()
-    chars = [gen.gen_captcha_char_image(c, (fourth, fourth), 2, bg)["image"] for c in text]
+    chars = [gen.gen_captcha_char_image(c, (fourth, fourth), 2 if marks else 0, bg)["image"]
+             for c in text]
     image = gen.images_join_horizontal(chars)
+    if not marks:  # each character's own lines, the long lines and the dots
+        return image
     for _ in range(rng.randint(0, 2)):
         gen.add_rand_horizontal_line_to_image(image, rng.randint(1, 5))
     for _ in range(rng.randint(0, 3)):
@@ -100,23 +117,29 @@ def _multicolor(text, rng):
     return image
 
 
-def _wheezy(text, rng):
+def _wheezy(text, rng, marks=True):
     from wheezy.captcha import image as w
 
     fonts = [_mc_font(f) for f in ("freefont-20120503/FreeSans.ttf",
                                    "freefont-20120503/FreeSerifBold.ttf")]
     draw = w.captcha(width=200, height=75, drawings=[
         w.background(), w.text(fonts=fonts, drawings=[w.warp(), w.rotate(), w.offset()]),
-        w.curve(), w.noise(), w.smooth()])
+        *((w.curve(), w.noise()) if marks else ()), w.smooth()])
     return draw(list(text))
 
 
-def _flask_simple(text, rng):
+def _flask_simple(text, rng, marks=True):
     from flask_simple_captcha import img
     from flask_simple_captcha.text import CAPTCHA_FONTS
 
-    im = img.create_text_img(text, rng.choice(CAPTCHA_FONTS).path)
-    return img.draw_lines(im, text_color=(255, 255, 255))
+    font = rng.choice(CAPTCHA_FONTS).path
+    if marks:
+        return img.draw_lines(img.create_text_img(text, font), text_color=(255, 255, 255))
+    lines, img.draw_lines = img.draw_lines, lambda im, **kw: im  # it draws lines inside too
+    try:
+        return img.create_text_img(text, font)
+    finally:
+        img.draw_lines = lines
 
 
 def _mc_font(rel):
@@ -187,16 +210,17 @@ def train_recipe(name, out, budget, shards=0, mix="", steps=0):
     return run, round(gen_s, 1)
 
 
-def foreign_set(name, n, folder, tag="transfer", chars=CHARS):
+def foreign_set(name, n, folder, tag="transfer", chars=CHARS, marks=True):
     """n labelled PNGs (INDEX_LABEL.png) of a foreign generator, scaled to 160x60, labels drawn
     from `chars`; `tag` seeds them (other tags give other captchas: bench/adapt.py's training
-    pools)."""
+    pools); marks=False: the same labels from the same seeds, without the generator's marks."""
     os.makedirs(folder, exist_ok=True)
     for i in range(n):
         rng = random.Random(f"{tag}|{name}|{i}")
         text = "".join(rng.choice(chars) for _ in range(LENGTH))
         random.seed(f"{tag}|{name}|{i}|render")  # the generators draw from `random`
-        im = FOREIGN[name](text, rng).convert("RGB").resize(SIZE, Image.Resampling.BILINEAR)
+        im = FOREIGN[name](text, rng, marks).convert("RGB").resize(SIZE,
+                                                                    Image.Resampling.BILINEAR)
         im.save(os.path.join(folder, f"{i:05d}_{text}.png"))
 
 
@@ -315,6 +339,9 @@ def main():
                          "0-9a-z, e.g. 0-9), into sets of their own, and also score each "
                          "model (and ddddocr) reading only them (eval --charset): a row "
                          "'NAME SPEC' each")
+    ap.add_argument("--plain", action="store_true",
+                    help="also each foreign generator's captchas without its marks (lines, "
+                         "curves, chips, dots, grain): sets NAME-plain")
     ap.add_argument("--together", action="append", default=[], metavar="NAME=RUN+RUN",
                     help="runs read as one, each at its views, the reading of the highest "
                          "mean probability over all their views kept (repeat)")
@@ -373,14 +400,16 @@ def main():
 
     sets_dir = a.sets or os.path.join(a.out, "sets")
     sets = {}
-    for name in [*OWN, *FOREIGN]:
+    plain = [f"{g}-plain" for g in FOREIGN] if a.plain else []
+    for name in [*OWN, *FOREIGN, *plain]:
         folder = os.path.join(sets_dir, f"{name}-{a.samples}" + (f"-{chars}" if a.chars else ""))
         if not os.path.isdir(folder) or len(os.listdir(folder)) != a.samples:
             t = time.perf_counter()
             if name in OWN:
                 own_set(name, a.samples, folder, chars)
             else:
-                foreign_set(name, a.samples, folder, chars=chars)
+                foreign_set(name.removesuffix("-plain"), a.samples, folder, chars=chars,
+                            marks=name not in plain)
             print(f"rendered {name}: {a.samples} in {time.perf_counter() - t:.0f} s", flush=True)
         sets[name] = load_set(folder)
 
@@ -453,6 +482,9 @@ def main():
                    "paired": {"against": first, "rows": compared}}, f, indent=2)
     plot(results, names, os.path.join(a.out, "transfer.png"))
     print(f"wrote {a.out}/transfer.json and transfer.png")
+    if plain:
+        plot_marks(results, list(FOREIGN), os.path.join(a.out, "marks.png"))
+        print(f"wrote {a.out}/marks.png")
     parts = [m for m in results if m.startswith("universal-no-")]
     if "universal" in results and parts:
         plot_ablation(results, parts, names, os.path.join(a.out, "ablation.png"))
@@ -493,6 +525,38 @@ def plot(results, names, path):
         ax.set_xlabel("full-sequence accuracy", fontsize=8)
     fig.suptitle("Reading captchas of other styles and generators (bars: 95 % intervals)",
                  fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_marks(results, generators, path):
+    """What each foreign generator's marks cost each model: its accuracy on the captchas
+    without their marks (hollow) and with them (filled), joined per model."""
+    from captchalab.core.plot import pyplot
+
+    plt = pyplot()
+    models = list(results)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(generators) * len(models) + 1.6))
+    step = 0.7 / max(1, len(models))
+    for k, m in enumerate(models):
+        c = colours[k % len(colours)]
+        for i, g in enumerate(generators):
+            y = i + (k - (len(models) - 1) / 2) * step
+            clean, marked = results[m][f"{g}-plain"]["seq_acc"], results[m][g]["seq_acc"]
+            ax.plot([clean, marked], [y, y], color=c, lw=1.5)
+            ax.plot(clean, y, "o", mfc="white", mec=c, ms=7)
+            ax.plot(marked, y, "o", color=c, ms=7, label=m if i == 0 else None)
+            ax.text(max(clean, marked) + 0.015, y, f"{marked:.2f} / {clean:.2f}", va="center",
+                    fontsize=7)
+    ax.set_yticks(range(len(generators)), generators, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("full-sequence accuracy: with the generator's marks (filled) / without (hollow)",
+                  fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("What each generator's marks (lines, curves, chips, dots, grain) cost",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

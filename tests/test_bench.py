@@ -38,19 +38,27 @@ def test_bench_gpu_dry_run_on_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_bench_transfer_at_toy_size(tmp_path):
-    """bench/transfer.py renders every test set with the right labels, trains an ablation
-    recipe on the fly, and scores each model (also reading 4 characters), runs read together
-    and ddddocr on all."""
+    """bench/transfer.py renders every test set with the right labels (each foreign one also
+    without its marks), trains an ablation recipe on the fly, and scores each model (also
+    reading 4 characters), runs read together and ddddocr on all."""
     out = tmp_path / "out"
     run = os.path.join(ROOT, "tests", "fixtures", "0ce7b0d", "run")
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "transfer.py"), "--samples", "12",
                     "--out", str(out), "--model", f"tiny={run}", "--train",
                     "universal-no-clutter", "--budget", "3s", "--known-length",
-                    "--together", f"pair={run}+{run}"],
+                    "--together", f"pair={run}+{run}", "--plain"],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "transfer.json").read_text())
-    sets = ["captchalab-default", "captchalab-universal", "held-out-fonts", "claptcha",
-            "kaptcha", "multicolorcaptcha", "wheezy-captcha", "flask-simple-captcha"]
+    foreign = ["claptcha", "kaptcha", "multicolorcaptcha", "wheezy-captcha",
+               "flask-simple-captcha"]
+    sets = ["captchalab-default", "captchalab-universal", "held-out-fonts", *foreign,
+            *(f"{g}-plain" for g in foreign)]
+    assert set(res["results"]["tiny"]) == {*sets, "_seconds"}
+    for g in foreign:  # the same captchas without their marks: the same labels, other pixels
+        marked, plain = out / "sets" / f"{g}-12", out / "sets" / f"{g}-plain-12"
+        assert sorted(os.listdir(marked)) == sorted(os.listdir(plain))
+        assert any((marked / f).read_bytes() != (plain / f).read_bytes()
+                   for f in os.listdir(marked)), g
     assert set(res["results"]) == {"tiny", "universal-no-clutter", "tiny len4",
                                    "universal-no-clutter len4", "pair", "ddddocr"}
     # a run read together with itself reads as it does alone, captcha by captcha
