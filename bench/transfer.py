@@ -537,7 +537,7 @@ def plot_marks(results, generators, path):
     plt = pyplot()
     models = list(results)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(generators) * len(models) + 1.6))
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(generators) * len(models) + 1.8))
     step = 0.7 / max(1, len(models))
     for k, m in enumerate(models):
         c = colours[k % len(colours)]
