@@ -554,7 +554,7 @@ def plot_marks(results, generators, path):
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("full-sequence accuracy: with the generator's marks (filled) / without (hollow)",
                   fontsize=8)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     ax.set_title("What each generator's marks (lines, curves, chips, dots, grain) cost",
                  fontsize=9)
     fig.tight_layout()
