@@ -74,12 +74,10 @@ bench-tta: $(STAMP)
 	$(BIN)/python bench/time_to_accuracy.py
 
 # The shipped generalist (src/captchalab/pretrained/), 25-45 minutes on 2 cores: the data of
-# src/captchalab/pretrained/recipe.toml (universal with 20 % of the poster look, 20 % of the
-# default style and 30 % of the fonts look, half of the universal and poster samples typeset
-# and half of them marked with lines and ellipses)
-# at lengths 4-6, 80 000 samples rendered into shards (~4 minutes), then 9 264 steps of training
-# on them (22-37 minutes, as fast as the machine is); build.py copies the run and records the
-# views it reads at: widths 1,0.85,0.7 x blurs 0,1 (docs/transfer.md).
+# src/captchalab/pretrained/recipe.toml (what it draws: the file's comment) at lengths 4-6,
+# 80 000 samples rendered into shards (~4 minutes), then 9 264 steps of training on them (22-37
+# minutes, as fast as the machine is); build.py copies the run and records the views it reads
+# at: widths 1,0.85,0.7 x blurs 0,1 (docs/transfer.md).
 PRETRAINED_WORK ?= bench/out/pretrained
 pretrained: $(STAMP)
 	$(BIN)/captchalab gen --out $(PRETRAINED_WORK)/data --length 4-6 --style-file src/captchalab/pretrained/recipe.toml --seed 1 --train 80000 --val 1000 --overwrite -q
