@@ -379,6 +379,82 @@ def _kind_of(data_dir):
     return read_manifest(data_dir).get("kind", "image")
 
 
+@cli.command()
+@click.option("--labelled", type=click.Path(),
+              help="Folder of the site's labelled captchas (labels.csv, LABEL.png or "
+              "NAME_LABEL.png); a fifth (at least 10) is held out to score every stage, unless "
+              "the folder has a val split.")
+@click.option("--unlabelled", type=click.Path(),
+              help="Folder of more of the site's captchas, no labels needed: the style is fitted "
+              "on them, and self-training reads them.")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Work folder (new or empty): the style, renderings, every stage's run, "
+              "adapt.json, and the result in OUT/model.")
+@click.option("--base", default="pretrained", show_default=True, type=click.Path(),
+              help="Run to start from (`pretrained`: the model shipped with captchalab).")
+@click.option("--charset", help="Characters the model reads; the labels must be among them.  "
+              "[default: the base run's]")
+@click.option("--length", metavar="N|MIN-MAX",
+              callback=lambda ctx, param, value: value and (parse_length(value), value)[1],
+              help="Characters per captcha of the site.  [default: the labels' lengths; "
+              "without labels, any]")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(0),
+              help="Self-training rounds on --unlabelled.")
+@click.option("--renderings", default=20000, show_default=True, type=click.IntRange(100),
+              help="Captchas rendered in the fitted style to pretrain on.")
+@click.option("--pretrain-budget", default="4m", show_default=True,
+              help="Time pretraining on the renderings.")
+@click.option("--finetune-budget", default="60s", show_default=True,
+              help="Time of fine-tuning and of each self-training round.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1, max_open=True),
+              help="Pseudo-labels kept from this confidence.  [default: 0.5; 0.9 without "
+              "--labelled]")
+@click.option("--pseudo-share", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of every self-training batch drawn from the pseudo-labels.")
+@click.option("--match-fonts", default=8, show_default=True, type=click.IntRange(0),
+              help="As in fit-style: font families of the pool matched to the captchas.")
+@click.option("--fonts", help="As in fit-style: the site's font files or folder, if known.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--overwrite", is_flag=True, help="Replace what --out holds.")
+def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, pretrain_budget,
+          finetune_budget, min_confidence, pseudo_share, match_fonts, fonts, seed, overwrite):
+    """Adapt a model to a site's captchas in one command: fit a look-alike style, pretrain on
+    renderings of it, fine-tune on the labelled captchas, self-train on the unlabelled ones."""
+    import shutil
+
+    from captchalab.train.adapt import AdaptPlan, check_inputs, describe, run_adapt
+    from captchalab.train.config import parse_duration
+
+    for name, value in (("pretrain-budget", pretrain_budget),
+                        ("finetune-budget", finetune_budget)):
+        try:
+            parse_duration(value)
+        except (ValueError, UsageError):
+            raise UsageError(f"--{name}: {value!r} is not a duration (300, 90s, 5m, 1.5h)",
+                             param=name.replace("-", "_")) from None
+    plan = AdaptPlan(out=out, labelled=labelled or "", unlabelled=unlabelled or "", base=base,
+                     charset=charset or "", length=length or "", rounds=rounds,
+                     renderings=renderings, pretrain_budget=pretrain_budget,
+                     finetune_budget=finetune_budget, min_confidence=min_confidence,
+                     pseudo_share=pseudo_share, match_fonts=match_fonts, fonts=fonts or "",
+                     seed=seed, command=_command_line())
+    check_inputs(plan, overwrite)
+    if overwrite and os.path.isdir(out):
+        shutil.rmtree(out)
+
+    def step(args):
+        rv = cli.main(args=args, prog_name="captchalab", standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            raise RunFailed(f"captchalab {' '.join(args)} exited with {rv}")
+
+    record = run_adapt(plan, step, echo=click.echo)
+    last = record["stages"][-1]
+    held = f": {describe(last['held_out'])}" if "held_out" in last else ""
+    click.echo(f"model: {record['model']} (from {record['from_stage']}{held}); "
+               f"{record['seconds'] / 60:.1f} minutes all told; stages in {out}/adapt.json")
+
+
 @cli.command("fit-style")
 @click.argument("folder", type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(),

@@ -1,0 +1,224 @@
+"""`captchalab adapt`: from folders of a site's captchas to a model that reads them, in one command.
+
+It plays the best arm of the label-efficiency study (docs/adapt.md) through the same commands a
+user would type, printing each: `fit-style` on the site's captchas, `gen` renderings of the
+fitted style, `train --init-from BASE` on them (pretraining), `train --init-from` that on the
+labelled captchas (fine-tuning), then rounds of self-training — `import --label-with` the last
+run reads the unlabelled captchas, and `train` again on the labels with its confident readings
+as a share of every batch, each round starting from the round before's run. Every stage is
+scored on the labelled captchas held out as val (real captchas, never trained on), so the user
+sees what each stage bought; the last stage's run is copied to OUT/model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+
+from captchalab.core.errors import UsageError
+from captchalab.core.storage import write_atomic
+
+
+@dataclass
+class AdaptPlan:
+    """What `adapt` was asked to do, with the defaults of the study's best arm."""
+
+    out: str
+    labelled: str = ""
+    unlabelled: str = ""
+    base: str = "pretrained"
+    charset: str = ""  # default: the base run's
+    length: str = ""  # default: the labels' lengths
+    rounds: int = 3
+    renderings: int = 20000
+    pretrain_budget: str = "4m"
+    finetune_budget: str = "60s"
+    min_confidence: float | None = None  # default: 0.5 with labels, 0.9 without
+    pseudo_share: float = 0.5
+    match_fonts: int = 8
+    fonts: str = ""
+    seed: int = 0
+    command: str = ""
+
+
+MIN_LABELS = 10
+
+
+def hold_out(items: list[tuple[str, str, str]], seed: int) -> list[tuple[str, str, str]]:
+    """(path, label, split) with a val split: kept when the folder gives one (labels.csv's split
+    column or a val/ subfolder), else a fifth of the captchas (at least 10, at most half) drawn
+    at random from `seed`; the rest train. Test items stay test (scored, never trained on)."""
+    if any(s == "val" for _, _, s in items):
+        return items
+    pool = [i for i, (_, _, s) in enumerate(items) if s != "test"]
+    n_val = max(len(pool) // 5, min(10, len(pool) // 2))
+    val = set(random.Random(seed).sample(pool, n_val))
+    return [(p, lab, "val" if i in val else ("test" if s == "test" else "train"))
+            for i, (p, lab, s) in enumerate(items)]
+
+
+def labels_length(items) -> str:
+    """N or MIN-MAX: the lengths of the labels (train and val)."""
+    lengths = sorted({len(lab) for _, lab, s in items if s != "test"})
+    return str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
+
+
+def check_inputs(plan: AdaptPlan, overwrite: bool = False) -> None:
+    """Refuse, before anything is written: no folder, a folder that is not one, an OUT in use
+    (unless `overwrite`), an OUT that is a file."""
+    if not plan.labelled and not plan.unlabelled:
+        raise UsageError("adapt needs the site's captchas: --labelled FOLDER (labelled) and/or "
+                         "--unlabelled FOLDER (any number, no labels needed)")
+    for opt, path in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled)):
+        if path and not os.path.isdir(path):
+            raise UsageError(f"--{opt} {path} is not a folder", param=opt)
+    if os.path.exists(plan.out) and not os.path.isdir(plan.out):
+        raise UsageError(f"out {plan.out} is a file; give a folder", param="out")
+    if os.path.isdir(plan.out) and os.listdir(plan.out) and not overwrite:
+        raise UsageError(f"out {plan.out} exists and is not empty; give a new folder or "
+                         "--overwrite to replace it", param="out")
+
+
+def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
+    """Do `plan`: `cli(args)` runs one captchalab command in this process (echoed first as a
+    command line). Returns what OUT/adapt.json holds."""
+    from captchalab.core.charset import parse_charset
+    from captchalab.core.runconfig import read_run_config, resolve_run
+    from captchalab.gen.folders import IMAGE_EXTS, import_folder, list_labelled
+
+    base = resolve_run(plan.base)
+    src = read_run_config(base)
+    if src.get("data_kind", "image") != "image":
+        raise UsageError(f"base {plan.base} reads audio; adapt is for image captchas",
+                         param="base")
+    chars = parse_charset(plan.charset).chars if plan.charset else src["charset"]["chars"]
+    items = []
+    if plan.labelled:
+        items = hold_out(list_labelled(plan.labelled, "train", exts=IMAGE_EXTS), plan.seed)
+        n = sum(s != "test" for _, _, s in items)
+        if n < MIN_LABELS:
+            raise UsageError(f"--labelled {plan.labelled}: {n} labelled captchas; adapt needs at "
+                             f"least {MIN_LABELS} (a fifth is held out to score the stages)",
+                             param="labelled")
+        extra = "".join(sorted({c for _, lab, _ in items for c in lab} - set(chars)))
+        if extra:
+            raise UsageError(f"--labelled {plan.labelled}: the labels use {extra!r}, which "
+                             f"charset {chars!r} does not hold; give --charset with them",
+                             param="charset")
+    length = plan.length or (labels_length(items) if items else "")
+    min_conf = plan.min_confidence if plan.min_confidence is not None else (
+        0.5 if items else 0.9)  # without labels the confidence was calibrated on renderings
+    rounds = plan.rounds if plan.unlabelled else 0
+    out = plan.out
+    os.makedirs(out, exist_ok=True)
+    record = {"command": plan.command, "base": base, "labelled": plan.labelled,
+              "unlabelled": plan.unlabelled, "charset": chars, "length": length or "any",
+              "min_confidence": min_conf, "pseudo_share": plan.pseudo_share, "stages": []}
+    p = lambda *parts: os.path.join(out, *parts)  # noqa: E731
+    t0 = time.perf_counter()
+
+    def stage(name, args, run=None):
+        t = time.perf_counter()
+        echo("$ captchalab " + " ".join(map(str, args)))
+        cli([str(a) for a in args])
+        entry = {"stage": name, "command": "captchalab " + " ".join(map(str, args)),
+                 "seconds": round(time.perf_counter() - t, 1)}
+        if run and items:
+            entry["held_out"] = score(run, labels_val, length)
+            echo(f"{name}: {describe(entry['held_out'])}")
+        record["stages"].append(entry)
+        write_atomic(p("adapt.json"), json.dumps(record, indent=1) + "\n")
+        return run
+
+    labels_val = []
+    if items:  # first: bad labels or images stop it before minutes of work
+        t = time.perf_counter()
+        m = import_folder(plan.labelled, p("labels"), charset=chars, split="train",
+                          command=f"captchalab adapt --labelled {plan.labelled}", items=items)
+        labels_val = [(path, lab) for path, lab, s in items if s == "val"]
+        counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
+        echo(f"imported {plan.labelled} into {p('labels')}: {counts}")
+        record["stages"].append({"stage": "labels", "seconds": round(time.perf_counter() - t, 1),
+                                 "counts": {s: v["count"] for s, v in m["splits"].items()}})
+        record["stages"].append({"stage": "base", "seconds": 0.0,
+                                 "held_out": score(base, labels_val, length)})
+        echo(f"base {plan.base} as it is: {describe(record['stages'][-1]['held_out'])}")
+    site = plan.unlabelled or plan.labelled
+    fit = ["fit-style", site, "--out", p("style.toml"), "--match-fonts", plan.match_fonts,
+           *(["--fonts", plan.fonts] if plan.fonts else [])]
+    stage("fit-style", fit)
+    gen = ["gen", "--out", p("renderings"), "--style-file", p("style.toml"), "--charset", chars,
+           "--length", length or f"{src['length'][0]}-{src['length'][1]}", "--train",
+           plan.renderings, "--val", 500, "--seed", plan.seed, "-q"]
+    stage("renderings", gen)
+    resize = _size_of(p("renderings")) != (src["image"]["width"], src["image"]["height"])
+    new_head = set(chars) - set(src["charset"]["chars"])
+    train = ["train", "--lr", "1e-3", "--seed", plan.seed, "-q",
+             *(["--resize"] if resize else [])]
+    run = stage("pretrain", [*train[:1], "--data", p("renderings"), "--out", p("runs", "pretrain"),
+                             "--init-from", base, "--time-budget", plan.pretrain_budget,
+                             *(["--new-head"] if new_head else []), *train[1:]],
+                p("runs", "pretrain"))
+    pretrain = run
+    if items:
+        run = stage("fine-tune", ["train", "--data", p("labels"), "--out", p("runs", "fine-tune"),
+                                  "--init-from", pretrain, "--time-budget", plan.finetune_budget,
+                                  *train[1:]], p("runs", "fine-tune"))
+    data = p("labels") if items else p("renderings")
+    for r in range(1, rounds + 1):
+        pseudo = p(f"pseudo-{r}")
+        try:
+            stage(f"pseudo-labels {r}", ["import", plan.unlabelled, "--out", pseudo,
+                                         "--label-with", run, "--min-confidence", min_conf,
+                                         "--charset", chars,
+                                         *(["--length", length] if length else [])])
+        except UsageError as e:  # no reading confident enough: the rounds end here
+            echo(f"self-training stopped before round {r}: {e}")
+            record["stopped"] = f"before round {r}: {e}"
+            break
+        init = pretrain if r == 1 else run
+        run = stage(f"round {r}", ["train", "--data", data, "--out", p("runs", f"round-{r}"),
+                                   "--init-from", init, "--time-budget", plan.finetune_budget,
+                                   "--mix-data", f"{pseudo}:{plan.pseudo_share}", *train[1:]],
+                    p("runs", f"round-{r}"))
+    shutil.rmtree(p("model"), ignore_errors=True)
+    shutil.copytree(run, p("model"), ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    record["model"] = p("model")
+    record["from_stage"] = record["stages"][-1]["stage"]
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    write_atomic(p("adapt.json"), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _size_of(data: str) -> tuple[int, int]:
+    from captchalab.gen import shards as sh
+
+    m = sh.read_manifest(data)
+    return m["image"]["width"], m["image"]["height"]
+
+
+def score(run: str, val: list[tuple[str, str]], length: str) -> dict:
+    """Sequence and character accuracy of `run` on the held-out labelled captchas, read as
+    `length` characters when given (as `predict --length` would)."""
+    import tensorflow as tf
+
+    import captchalab
+    from captchalab.eval.report import accuracy
+
+    tf.get_logger().setLevel("ERROR")  # a model per stage: retracing is expected
+    rec = captchalab.load(run, length=length or None)
+    preds = rec.predict([path for path, _ in val], resize=True)
+    acc = accuracy([lab for _, lab in val], [q.text for q in preds])
+    return {"samples": len(val), "seq_acc": round(acc["seq_acc"], 4),
+            "seq_acc_ci95": [round(x, 4) for x in acc["seq_acc_ci95"]],
+            "char_acc": round(acc["char_acc"], 4)}
+
+
+def describe(held: dict) -> str:
+    lo, hi = held["seq_acc_ci95"]
+    return (f"{held['seq_acc']:.3f} [{lo:.3f}, {hi:.3f}] of {held['samples']} held-out labelled "
+            f"captchas (characters {held['char_acc']:.3f})")

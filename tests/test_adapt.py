@@ -1,0 +1,99 @@
+"""`captchalab adapt`: a site's folders to a model that reads them, in one command."""
+
+import json
+import shutil
+
+import pytest
+
+from captchalab.train.adapt import hold_out, labels_length
+from conftest import FIXTURE_RUN, cli
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A site's captchas (light text on dark, 200x70): 30 labelled NAME_LABEL.png files and 30
+    unlabelled INDEX.png files."""
+    root = tmp_path_factory.mktemp("site")
+    cli("gen", "--out", root / "data", "--test", 60, "--size", "200x70", "--bg", "20-40", "--fg",
+        "200-230", "--seed", 3, "-q", "--workers", 1)
+    cli("export", root / "data", "--png", root / "png")
+    (root / "labelled").mkdir()
+    (root / "unlabelled").mkdir()
+    for i, f in enumerate(sorted((root / "png" / "test").glob("*.png"))):
+        if i < 30:
+            shutil.copy(f, root / "labelled" / f.name)
+        else:
+            shutil.copy(f, root / "unlabelled" / f"{i}.png")
+    return root
+
+
+def test_hold_out_draws_a_fifth_as_val_unless_the_folder_has_one():
+    items = [(f"{i}.png", "ab12", "train") for i in range(100)] + [("t.png", "zz99", "test")]
+    split = hold_out(items, seed=0)
+    assert sum(s == "val" for _, _, s in split) == 20 and split[-1][2] == "test"
+    assert split == hold_out(items, seed=0) and split != hold_out(items, seed=1)
+    small = hold_out([(f"{i}.png", "ab1", "train") for i in range(12)], seed=0)
+    assert sum(s == "val" for _, _, s in small) == 6  # at least 10, at most half
+    given = [("a.png", "ab", "train"), ("b.png", "abc", "val")]
+    assert hold_out(given, seed=0) == given
+    assert labels_length(given) == "2-3" and labels_length(items) == "4"
+
+
+@pytest.mark.slow  # ~60 s: fits, renders, pretrains, fine-tunes and self-trains a round
+def test_adapt_end_to_end_through_the_cli(site, tmp_path):
+    out = tmp_path / "ad"
+    p = cli("adapt", "--labelled", site / "labelled", "--unlabelled", site / "unlabelled",
+            "--out", out, "--base", FIXTURE_RUN, "--renderings", 200, "--pretrain-budget", "4s",
+            "--finetune-budget", "3s", "--rounds", 1, "--min-confidence", 0, "--match-fonts", 2)
+    rec = json.loads((out / "adapt.json").read_text())
+    names = [s["stage"] for s in rec["stages"]]
+    assert names == ["labels", "base", "fit-style", "renderings", "pretrain", "fine-tune",
+                     "pseudo-labels 1", "round 1"]
+    assert rec["stages"][0]["counts"] == {"train": 20, "val": 10}
+    assert rec["length"] == "4" and rec["from_stage"] == "round 1"
+    for s in rec["stages"]:
+        if s["stage"] in ("base", "pretrain", "fine-tune", "round 1"):
+            assert s["held_out"]["samples"] == 10 and 0 <= s["held_out"]["seq_acc"] <= 1
+    last = rec["stages"][-1]["command"]
+    assert "--init-from" in last and "--resize" in last and "--mix-data" in last
+    assert "$ captchalab fit-style" in p.stdout and "model: " in p.stdout
+    assert (out / "style.png").is_file()
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    # round 1 starts from the pretraining (as the study's arm), reading the fine-tuned run's labels
+    assert cfg["train"]["init_from"].endswith("pretrain") and cfg["train"]["mix_data"]
+    got = cli("predict", "--model", out / "model", "--resize", "--length", 4,
+              *sorted((site / "unlabelled").glob("*.png"))[:2])
+    assert len(got.stdout.strip().splitlines()) == 2
+    # again into the same folder: refused, nothing removed; with --overwrite, replaced
+    again = cli("adapt", "--labelled", site / "labelled", "--out", out, check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert (out / "model" / "model.keras").is_file()
+
+
+@pytest.mark.parametrize("setup,args,msg", [
+    ("none", [], "adapt needs the site's captchas"),
+    ("few", ["--labelled", "{few}"], "3 labelled captchas; adapt needs at least 10"),
+    ("upper", ["--labelled", "{upper}"], "the labels use 'AB'"),
+    ("file", ["--unlabelled", "{file}"], "is not a folder"),
+    ("used", ["--labelled", "{upper}"], "exists and is not empty"),
+    ("budget", ["--labelled", "{upper}", "--pretrain-budget", "soon"], "is not a duration"),
+])
+def test_adapt_bad_input(tmp_path, setup, args, msg):
+    from PIL import Image
+
+    (tmp_path / "few").mkdir()
+    (tmp_path / "upper").mkdir()
+    for i in range(3):
+        Image.new("RGB", (160, 60), "white").save(tmp_path / "few" / f"{i}_ab{i}1.png")
+    for i in range(12):
+        Image.new("RGB", (160, 60), "white").save(tmp_path / "upper" / f"{i}_AB{i % 10}1.png")
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "out"
+    if setup == "used":
+        out.mkdir()
+        (out / "mine.txt").write_text("keep")
+    args = [a.format(**{k: tmp_path / k for k in ("few", "upper", "file")}) for a in args]
+    p = cli("adapt", *args, "--out", out, "--base", FIXTURE_RUN, check=False)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert (out / "mine.txt").read_text() == "keep" if setup == "used" else not out.exists()
