@@ -70,6 +70,17 @@ def test_adapt_end_to_end_through_the_cli(site, tmp_path):
     assert (out / "model" / "model.keras").is_file()
 
 
+@pytest.mark.slow  # ~20 s: fine-tunes the base on the labels directly
+def test_adapt_without_pretraining_or_unlabelled_captchas(site, tmp_path):
+    out = tmp_path / "ad"
+    p = cli("adapt", "--labelled", site / "labelled", "--out", out, "--base", FIXTURE_RUN,
+            "--pretrain-budget", 0, "--finetune-budget", "3s")
+    rec = json.loads((out / "adapt.json").read_text())
+    assert [s["stage"] for s in rec["stages"]] == ["labels", "base", "fine-tune"]
+    assert "--resize" in rec["stages"][-1]["command"] and "model: " in p.stdout
+    assert (out / "model" / "model.keras").is_file() and not (out / "renderings").exists()
+
+
 @pytest.mark.parametrize("setup,args,msg", [
     ("none", [], "adapt needs the site's captchas"),
     ("few", ["--labelled", "{few}"], "3 labelled captchas; adapt needs at least 10"),
@@ -77,6 +88,8 @@ def test_adapt_end_to_end_through_the_cli(site, tmp_path):
     ("file", ["--unlabelled", "{file}"], "is not a folder"),
     ("used", ["--labelled", "{upper}"], "exists and is not empty"),
     ("budget", ["--labelled", "{upper}", "--pretrain-budget", "soon"], "is not a duration"),
+    ("nolabels", ["--unlabelled", "{few}", "--pretrain-budget", "0"], "needs --labelled"),
+    ("base", ["--labelled", "{upper}", "--base", "{few}"], "few"),
 ])
 def test_adapt_bad_input(tmp_path, setup, args, msg):
     from PIL import Image
@@ -93,7 +106,8 @@ def test_adapt_bad_input(tmp_path, setup, args, msg):
         out.mkdir()
         (out / "mine.txt").write_text("keep")
     args = [a.format(**{k: tmp_path / k for k in ("few", "upper", "file")}) for a in args]
-    p = cli("adapt", *args, "--out", out, "--base", FIXTURE_RUN, check=False)
+    base = [] if "--base" in args else ["--base", FIXTURE_RUN]
+    p = cli("adapt", *args, "--out", out, *base, check=False)
     assert p.returncode == 2 and msg in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert (out / "mine.txt").read_text() == "keep" if setup == "used" else not out.exists()

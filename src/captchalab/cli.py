@@ -403,7 +403,8 @@ def _kind_of(data_dir):
 @click.option("--renderings", default=20000, show_default=True, type=click.IntRange(100),
               help="Captchas rendered in the fitted style to pretrain on.")
 @click.option("--pretrain-budget", default="4m", show_default=True,
-              help="Time pretraining on the renderings.")
+              help="Time pretraining on the renderings (0: no fitted style, no renderings, no "
+              "pretraining; the base is fine-tuned on the labels directly).")
 @click.option("--finetune-budget", default="60s", show_default=True,
               help="Time of fine-tuning and of each self-training round.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1, max_open=True),
@@ -423,11 +424,19 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
     renderings of it, fine-tune on the labelled captchas, self-train on the unlabelled ones."""
     import shutil
 
-    from captchalab.train.adapt import AdaptPlan, check_inputs, describe, run_adapt
+    from captchalab.train.adapt import (
+        AdaptPlan,
+        check_inputs,
+        describe,
+        run_adapt,
+        skip_pretraining,
+    )
     from captchalab.train.config import parse_duration
 
     for name, value in (("pretrain-budget", pretrain_budget),
                         ("finetune-budget", finetune_budget)):
+        if name == "pretrain-budget" and skip_pretraining(value):
+            continue
         try:
             parse_duration(value)
         except (ValueError, UsageError):

@@ -73,6 +73,9 @@ def check_inputs(plan: AdaptPlan, overwrite: bool = False) -> None:
     if not plan.labelled and not plan.unlabelled:
         raise UsageError("adapt needs the site's captchas: --labelled FOLDER (labelled) and/or "
                          "--unlabelled FOLDER (any number, no labels needed)")
+    if skip_pretraining(plan.pretrain_budget) and not plan.labelled:
+        raise UsageError("--pretrain-budget 0 needs --labelled: without labels the rounds train "
+                         "on the renderings of the fitted style", param="pretrain_budget")
     for opt, path in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled)):
         if path and not os.path.isdir(path):
             raise UsageError(f"--{opt} {path} is not a folder", param=opt)
@@ -147,27 +150,35 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
         record["stages"].append({"stage": "base", "seconds": 0.0,
                                  "held_out": score(base, labels_val, length)})
         echo(f"base {plan.base} as it is: {describe(record['stages'][-1]['held_out'])}")
-    site = plan.unlabelled or plan.labelled
-    fit = ["fit-style", site, "--out", p("style.toml"), "--match-fonts", plan.match_fonts,
-           *(["--fonts", plan.fonts] if plan.fonts else [])]
-    stage("fit-style", fit)
-    gen = ["gen", "--out", p("renderings"), "--style-file", p("style.toml"), "--charset", chars,
-           "--length", length or f"{src['length'][0]}-{src['length'][1]}", "--train",
-           plan.renderings, "--val", 500, "--seed", plan.seed, "-q"]
-    stage("renderings", gen)
-    resize = _size_of(p("renderings")) != (src["image"]["width"], src["image"]["height"])
-    new_head = set(chars) - set(src["charset"]["chars"])
-    train = ["train", "--lr", "1e-3", "--seed", plan.seed, "-q",
-             *(["--resize"] if resize else [])]
-    run = stage("pretrain", [*train[:1], "--data", p("renderings"), "--out", p("runs", "pretrain"),
-                             "--init-from", base, "--time-budget", plan.pretrain_budget,
-                             *(["--new-head"] if new_head else []), *train[1:]],
-                p("runs", "pretrain"))
-    pretrain = run
+    new_head = ["--new-head"] if set(chars) - set(src["charset"]["chars"]) else []
+    size = _size_of(p("labels")) if items else None
+    train = ["--lr", "1e-3", "--seed", plan.seed, "-q"]
+    pretrain = base
+    if not skip_pretraining(plan.pretrain_budget):
+        site = plan.unlabelled or plan.labelled
+        stage("fit-style", ["fit-style", site, "--out", p("style.toml"), "--match-fonts",
+                            plan.match_fonts, *(["--fonts", plan.fonts] if plan.fonts else [])])
+        stage("renderings", ["gen", "--out", p("renderings"), "--style-file", p("style.toml"),
+                             "--charset", chars, "--length",
+                             length or f"{src['length'][0]}-{src['length'][1]}", "--train",
+                             plan.renderings, "--val", 500, "--seed", plan.seed, "-q"])
+        size = _size_of(p("renderings"))
+        if size != (src["image"]["width"], src["image"]["height"]):
+            train.append("--resize")
+        pretrain = stage("pretrain", ["train", "--data", p("renderings"), "--out",
+                                      p("runs", "pretrain"), "--init-from", base, "--time-budget",
+                                      plan.pretrain_budget, *new_head, *train],
+                         p("runs", "pretrain"))
+        new_head = []
+    elif size != (src["image"]["width"], src["image"]["height"]):
+        train.append("--resize")
+    run = pretrain
     if items:
         run = stage("fine-tune", ["train", "--data", p("labels"), "--out", p("runs", "fine-tune"),
                                   "--init-from", pretrain, "--time-budget", plan.finetune_budget,
-                                  *train[1:]], p("runs", "fine-tune"))
+                                  *new_head, *train], p("runs", "fine-tune"))
+        if new_head:  # the rounds start from runs that read the new charset
+            pretrain, new_head = run, []
     data = p("labels") if items else p("renderings")
     for r in range(1, rounds + 1):
         pseudo = p(f"pseudo-{r}")
@@ -183,7 +194,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
         init = pretrain if r == 1 else run
         run = stage(f"round {r}", ["train", "--data", data, "--out", p("runs", f"round-{r}"),
                                    "--init-from", init, "--time-budget", plan.finetune_budget,
-                                   "--mix-data", f"{pseudo}:{plan.pseudo_share}", *train[1:]],
+                                   "--mix-data", f"{pseudo}:{plan.pseudo_share}", *train],
                     p("runs", f"round-{r}"))
     shutil.rmtree(p("model"), ignore_errors=True)
     shutil.copytree(run, p("model"), ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
@@ -192,6 +203,11 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     record["seconds"] = round(time.perf_counter() - t0, 1)
     write_atomic(p("adapt.json"), json.dumps(record, indent=1) + "\n")
     return record
+
+
+def skip_pretraining(budget: str) -> bool:
+    """--pretrain-budget 0: no fitted style, no renderings, no pretraining."""
+    return budget.strip().lower() in ("0", "0s", "0m", "0h")
 
 
 def _size_of(data: str) -> tuple[int, int]:
