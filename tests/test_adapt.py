@@ -78,6 +78,7 @@ def test_adapt_without_pretraining_or_unlabelled_captchas(site, tmp_path):
     rec = json.loads((out / "adapt.json").read_text())
     assert [s["stage"] for s in rec["stages"]] == ["labels", "base", "fine-tune"]
     assert "--resize" in rec["stages"][-1]["command"] and "model: " in p.stdout
+    assert f"read with: captchalab predict --model {out}/model --length 4 --resize" in p.stdout
     assert (out / "model" / "model.keras").is_file() and not (out / "renderings").exists()
 
 

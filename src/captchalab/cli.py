@@ -462,6 +462,7 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
     held = f": {describe(last['held_out'])}" if "held_out" in last else ""
     click.echo(f"model: {record['model']} (from {record['from_stage']}{held}); "
                f"{record['seconds'] / 60:.1f} minutes all told; stages in {out}/adapt.json")
+    click.echo(f"read with: {record['read_with']}")
 
 
 @cli.command("fit-style")

@@ -199,6 +199,9 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     shutil.rmtree(p("model"), ignore_errors=True)
     shutil.copytree(run, p("model"), ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
     record["model"] = p("model")
+    record["read_with"] = (f"captchalab predict --model {p('model')}"
+                           + (f" --length {length}" if length else "")
+                           + (" --resize" if "--resize" in train else "") + " IMAGES")
     record["from_stage"] = record["stages"][-1]["stage"]
     record["seconds"] = round(time.perf_counter() - t0, 1)
     write_atomic(p("adapt.json"), json.dumps(record, indent=1) + "\n")
