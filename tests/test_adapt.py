@@ -71,11 +71,12 @@ def test_adapt_end_to_end_through_the_cli(site, tmp_path):
 
 
 @pytest.mark.slow  # ~20 s: fine-tunes the base on the labels directly
-def test_adapt_without_pretraining_or_unlabelled_captchas(site, tmp_path):
+def test_adapt_with_labels_only_fine_tunes_the_base_by_default(site, tmp_path):
     out = tmp_path / "ad"
     p = cli("adapt", "--labelled", site / "labelled", "--out", out, "--base", FIXTURE_RUN,
-            "--pretrain-budget", 0, "--finetune-budget", "3s")
+            "--finetune-budget", "3s")
     rec = json.loads((out / "adapt.json").read_text())
+    assert rec["pretrain_budget"] == "0"  # no pretraining by default when there are labels
     assert [s["stage"] for s in rec["stages"]] == ["labels", "base", "fine-tune"]
     assert "--resize" in rec["stages"][-1]["command"] and "model: " in p.stdout
     assert f"read with: captchalab predict --model {out}/model --length 4 --resize" in p.stdout

@@ -402,9 +402,10 @@ def _kind_of(data_dir):
               help="Self-training rounds on --unlabelled.")
 @click.option("--renderings", default=20000, show_default=True, type=click.IntRange(100),
               help="Captchas rendered in the fitted style to pretrain on.")
-@click.option("--pretrain-budget", default="4m", show_default=True,
-              help="Time pretraining on the renderings (0: no fitted style, no renderings, no "
-              "pretraining; the base is fine-tuned on the labels directly).")
+@click.option("--pretrain-budget",
+              help="Time pretraining on renderings of a fitted style (0: no fitted style, no "
+              "renderings, no pretraining; the base is fine-tuned on the labels directly).  "
+              "[default: 0 with --labelled, 4m without]")
 @click.option("--finetune-budget", default="60s", show_default=True,
               help="Time of fine-tuning and of each self-training round.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1, max_open=True),
@@ -420,8 +421,9 @@ def _kind_of(data_dir):
 @click.option("--overwrite", is_flag=True, help="Replace what --out holds.")
 def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, pretrain_budget,
           finetune_budget, min_confidence, pseudo_share, match_fonts, fonts, seed, overwrite):
-    """Adapt a model to a site's captchas in one command: fit a look-alike style, pretrain on
-    renderings of it, fine-tune on the labelled captchas, self-train on the unlabelled ones."""
+    """Adapt a model to a site's captchas in one command: fine-tune on the labelled captchas,
+    self-train on the unlabelled ones (and, with --pretrain-budget, first pretrain on renderings
+    of a style fitted to them)."""
     import shutil
 
     from captchalab.train.adapt import (
@@ -435,7 +437,7 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
 
     for name, value in (("pretrain-budget", pretrain_budget),
                         ("finetune-budget", finetune_budget)):
-        if name == "pretrain-budget" and skip_pretraining(value):
+        if name == "pretrain-budget" and (value is None or skip_pretraining(value)):
             continue
         try:
             parse_duration(value)
@@ -444,7 +446,7 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
                              param=name.replace("-", "_")) from None
     plan = AdaptPlan(out=out, labelled=labelled or "", unlabelled=unlabelled or "", base=base,
                      charset=charset or "", length=length or "", rounds=rounds,
-                     renderings=renderings, pretrain_budget=pretrain_budget,
+                     renderings=renderings, pretrain_budget=pretrain_budget or "",
                      finetune_budget=finetune_budget, min_confidence=min_confidence,
                      pseudo_share=pseudo_share, match_fonts=match_fonts, fonts=fonts or "",
                      seed=seed, command=_command_line())

@@ -1,13 +1,14 @@
 """`captchalab adapt`: from folders of a site's captchas to a model that reads them, in one command.
 
 It plays the best arm of the label-efficiency study (docs/adapt.md) through the same commands a
-user would type, printing each: `fit-style` on the site's captchas, `gen` renderings of the
-fitted style, `train --init-from BASE` on them (pretraining), `train --init-from` that on the
-labelled captchas (fine-tuning), then rounds of self-training — `import --label-with` the last
-run reads the unlabelled captchas, and `train` again on the labels with its confident readings
-as a share of every batch, each round starting from the round before's run. Every stage is
-scored on the labelled captchas held out as val (real captchas, never trained on), so the user
-sees what each stage bought; the last stage's run is copied to OUT/model.
+user would type, printing each: `train --init-from BASE` on the labelled captchas (fine-tuning),
+then rounds of self-training — `import --label-with` the last run reads the unlabelled captchas,
+and `train` again on the labels with its confident readings as a share of every batch, each
+round after the first starting from the round before's run. With a pretraining budget (the
+default without labels) it first fits a look-alike style (`fit-style`), renders it (`gen`) and
+trains the base on the renderings, and starts from that. Every stage is scored on the labelled
+captchas held out as val (real captchas, never trained on), so the user sees what each stage
+bought; the last stage's run is copied to OUT/model.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class AdaptPlan:
     length: str = ""  # default: the labels' lengths
     rounds: int = 3
     renderings: int = 20000
-    pretrain_budget: str = "4m"
+    pretrain_budget: str = ""  # default: 0 (none) with labels, 4m without
     finetune_budget: str = "60s"
     min_confidence: float | None = None  # default: 0.5 with labels, 0.9 without
     pseudo_share: float = 0.5
@@ -67,13 +68,20 @@ def labels_length(items) -> str:
     return str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
 
 
+def pretrain_budget(plan: AdaptPlan) -> str:
+    """The pretraining's budget: as given, else none with labels (from the model shipped at
+    d33e6bc, pretraining on the fitted style bought nothing at 100 labels on either generator
+    of the study, at twice the compute: docs/adapt.md#one-command) and 4 minutes without."""
+    return plan.pretrain_budget or ("0" if plan.labelled else "4m")
+
+
 def check_inputs(plan: AdaptPlan, overwrite: bool = False) -> None:
     """Refuse, before anything is written: no folder, a folder that is not one, an OUT in use
     (unless `overwrite`), an OUT that is a file."""
     if not plan.labelled and not plan.unlabelled:
         raise UsageError("adapt needs the site's captchas: --labelled FOLDER (labelled) and/or "
                          "--unlabelled FOLDER (any number, no labels needed)")
-    if skip_pretraining(plan.pretrain_budget) and not plan.labelled:
+    if skip_pretraining(pretrain_budget(plan)) and not plan.labelled:
         raise UsageError("--pretrain-budget 0 needs --labelled: without labels the rounds train "
                          "on the renderings of the fitted style", param="pretrain_budget")
     for opt, path in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled)):
@@ -119,6 +127,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     out = plan.out
     os.makedirs(out, exist_ok=True)
     record = {"command": plan.command, "base": base, "labelled": plan.labelled,
+              "pretrain_budget": pretrain_budget(plan),
               "unlabelled": plan.unlabelled, "charset": chars, "length": length or "any",
               "min_confidence": min_conf, "pseudo_share": plan.pseudo_share, "stages": []}
     p = lambda *parts: os.path.join(out, *parts)  # noqa: E731
@@ -154,7 +163,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     size = _size_of(p("labels")) if items else None
     train = ["--lr", "1e-3", "--seed", plan.seed, "-q"]
     pretrain = base
-    if not skip_pretraining(plan.pretrain_budget):
+    if not skip_pretraining(pretrain_budget(plan)):
         site = plan.unlabelled or plan.labelled
         stage("fit-style", ["fit-style", site, "--out", p("style.toml"), "--match-fonts",
                             plan.match_fonts, *(["--fonts", plan.fonts] if plan.fonts else [])])
@@ -167,7 +176,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
             train.append("--resize")
         pretrain = stage("pretrain", ["train", "--data", p("renderings"), "--out",
                                       p("runs", "pretrain"), "--init-from", base, "--time-budget",
-                                      plan.pretrain_budget, *new_head, *train],
+                                      pretrain_budget(plan), *new_head, *train],
                          p("runs", "pretrain"))
         new_head = []
     elif size != (src["image"]["width"], src["image"]["height"]):
