@@ -18,6 +18,11 @@ transfer bench's set) for four arms:
               the fitted renderings with the pseudo-labels as half of every batch. Rounds
               after the first start from the round before's run (--self-init fitted: each
               from the fitted pretraining, as until 2026-12-05)
+  adapt       `captchalab adapt` with its defaults (the command as a user runs it, end to end):
+              the N labels (their val fifth as its held-out split) and the 2 000 unlabelled
+              captchas; no pretraining when there are labels, three self-training rounds from
+              the base; at N = 0 the fitted pretraining and three rounds at confidence 0.9.
+              The budgets, renderings, fonts, confidences and length are the bench's options
 
 Of the N labels, a fifth (at least 10) is the run's val split and the rest its train split, as a
 user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
@@ -50,7 +55,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from transfer import EXTRA, FOREIGN, foreign_set, load_set, score  # noqa: E402
 
-ARMS = ("scratch", "pretrained", "fitted", "self-trained")
+ARMS = ("scratch", "pretrained", "fitted", "self-trained", "adapt")
 
 
 def cli(*args):
@@ -63,8 +68,8 @@ def cli(*args):
     return time.perf_counter() - t
 
 
-def labelled_data(pool: str, n: int, work: str) -> tuple[str, float]:
-    """The first n captchas of `pool` as a dataset: a fifth (>= 10) val, the rest train."""
+def labelled_folder(pool: str, n: int, work: str) -> str:
+    """The first n captchas of `pool` in a folder: a fifth (>= 10) in val/, the rest in train/."""
     names = sorted(f for f in os.listdir(pool) if f.endswith(".png"))[:n]
     n_val = max(10, n // 5)
     folder = os.path.join(work, f"labels-{n}")
@@ -73,6 +78,12 @@ def labelled_data(pool: str, n: int, work: str) -> tuple[str, float]:
         split = "val" if i < n_val else "train"
         os.makedirs(os.path.join(folder, split), exist_ok=True)
         shutil.copyfile(os.path.join(pool, name), os.path.join(folder, split, name))
+    return folder
+
+
+def labelled_data(pool: str, n: int, work: str) -> tuple[str, float]:
+    """The first n captchas of `pool` as a dataset: a fifth (>= 10) val, the rest train."""
+    folder = labelled_folder(pool, n, work)
     data = folder + "-data"
     shutil.rmtree(data, ignore_errors=True)
     return data, cli("import", folder, "--out", data, "--charset", "0-9a-z")
@@ -144,8 +155,22 @@ def study(name, a, test, work) -> dict:
     if "fitted" in a.arms:
         fitted, fitted_cost, fdata = fitted_arm(name, a, test, work, pool, out)
         starts["fitted"] = (fitted, a.finetune_budget)
-    if "self-trained" in a.arms:
+    if "self-trained" in a.arms or "adapt" in a.arms:
         unl, truths = unlabelled(name, a, work)
+    if "adapt" in a.arms:
+        for n in a.labels:
+            labelled = ["--labelled", labelled_folder(pool, n, work)] if n else []
+            run = os.path.join(work, f"adapt-{n}")
+            pre = ["--pretrain-budget", a.pretrain_budget] if not n else []
+            t = cli("adapt", *labelled, "--unlabelled", unl, "--out", run, "--base", a.base,
+                    "--finetune-budget", a.finetune_budget, *pre, "--renderings",
+                    a.fitted_samples, "--match-fonts", a.match_fonts, "--length",
+                    a.pseudo_length, "--min-confidence",
+                    a.min_confidence if n else a.zero_min_confidence, "--overwrite")
+            out["adapt"][n] = {**accuracy(os.path.join(run, "model"), test),
+                               "seconds": round(t, 1)}
+            print(f"{name} N={n}: adapt {out['adapt'][n]['seq_acc']:.3f} ({t:.0f} s)", flush=True)
+    if "self-trained" in a.arms:
         if 0 in a.labels:
             run, t, rounds = self_train(a, fdata, fitted, fitted, unl, truths,
                                         os.path.join(work, "self-0"), a.zero_min_confidence,
@@ -155,6 +180,8 @@ def study(name, a, test, work) -> dict:
             print(f"{name} N=0: self-trained {out['self-trained'][0]['seq_acc']:.3f} "
                   f"(per round: {rounds})", flush=True)
     starts = {arm: start for arm, start in starts.items() if arm in a.arms}
+    if not starts and "self-trained" not in a.arms:
+        return out
     for n in [n for n in a.labels if n > 0]:
         data, t_import = labelled_data(pool, n, work)
         for arm, (init, budget) in starts.items():
@@ -170,7 +197,8 @@ def study(name, a, test, work) -> dict:
                                       "seconds": round(out["fitted"][n]["seconds"] + t, 1),
                                       "rounds": rounds}
         print(f"{name} N={n}: " + ", ".join(f"{arm} {out[arm][n]['seq_acc']:.3f}"
-                                            for arm in a.arms if n in out[arm]), flush=True)
+                                            for arm in a.arms if n in out[arm] and arm != "adapt"),
+              flush=True)
     return out
 
 

@@ -166,7 +166,7 @@ def test_bench_adapt_at_toy_size(tmp_path):
                     "3s", "--scratch-budget", "3s", "--base", run, "--out", str(out),
                     "--sets", str(tmp_path / "sets"), "--unlabelled-pool", "12", "--rounds", "1",
                     "--min-confidence", "0", "--zero-min-confidence", "0",  # an untrained model
-                    "--pseudo-length", "1-4"],
+                    "--pseudo-length", "1-4", "--match-fonts", "2"],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     res = json.loads((out / "adapt.json").read_text())["results"]["wheezy-captcha"]
     assert set(res["scratch"]) == {"20"} and set(res["pretrained"]) == set(res["fitted"]) == {"0", "20"}
@@ -178,6 +178,9 @@ def test_bench_adapt_at_toy_size(tmp_path):
         assert all(c["n"] == 12 and 0 <= c["seq_acc"] <= 1 and c["seconds"] >= 0
                    for c in arm.values())
     assert res["fitted"]["20"]["seconds"] > res["fitted"]["0"]["seconds"]  # pretraining counted
+    assert set(res["adapt"]) == {"0", "20"}  # the command, end to end, at every N
+    assert json.loads((out / "wheezy-captcha" / "adapt-20" / "adapt.json").read_text())[
+        "stages"][0]["counts"] == {"train": 10, "val": 10}  # the bench's own val fifth
     assert (out / "adapt.png").stat().st_size > 10_000
     # --arms: only those, and nothing fitted or pseudo-labelled on the way
     out2 = tmp_path / "out2"
@@ -279,6 +282,6 @@ def test_bench_adapt_refuses_unknown_arms(tmp_path, arms):
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        f"error: --arms {arms}: pick from scratch,pretrained,fitted,self-trained; "
+        f"error: --arms {arms}: pick from scratch,pretrained,fitted,self-trained,adapt; "
         "self-trained needs fitted"]
     assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()

@@ -400,7 +400,7 @@ def _kind_of(data_dir):
               "without labels, any]")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(0),
               help="Self-training rounds on --unlabelled.")
-@click.option("--renderings", default=20000, show_default=True, type=click.IntRange(100),
+@click.option("--renderings", default=20000, show_default=True, type=click.IntRange(10),
               help="Captchas rendered in the fitted style to pretrain on.")
 @click.option("--pretrain-budget",
               help="Time pretraining on renderings of a fitted style (0: no fitted style, no "
