@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from captchalab.train.adapt import hold_out, labels_length
+from captchalab.eval.adapt import hold_out, labels_length
 from conftest import FIXTURE_RUN, cli
 
 

@@ -426,7 +426,7 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
     of a style fitted to them)."""
     import shutil
 
-    from captchalab.train.adapt import (
+    from captchalab.eval.adapt import (
         AdaptPlan,
         check_inputs,
         describe,

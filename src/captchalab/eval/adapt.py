@@ -234,11 +234,11 @@ def score(run: str, val: list[tuple[str, str]], length: str) -> dict:
     `length` characters when given (as `predict --length` would)."""
     import tensorflow as tf
 
-    import captchalab
+    from captchalab.eval.predictor import load
     from captchalab.eval.report import accuracy
 
     tf.get_logger().setLevel("ERROR")  # a model per stage: retracing is expected
-    rec = captchalab.load(run, length=length or None)
+    rec = load(run, length=length or None)
     preds = rec.predict([path for path, _ in val], resize=True)
     acc = accuracy([lab for _, lab in val], [q.text for q in preds])
     return {"samples": len(val), "seq_acc": round(acc["seq_acc"], 4),
