@@ -385,8 +385,8 @@ def _kind_of(data_dir):
               "NAME_LABEL.png); a fifth (at least 10) is held out to score every stage, unless "
               "the folder has a val split.")
 @click.option("--unlabelled", type=click.Path(),
-              help="Folder of more of the site's captchas, no labels needed: the style is fitted "
-              "on them, and self-training reads them.")
+              help="Folder of more of the site's captchas, no labels needed: self-training "
+              "reads them (and with --pretrain-budget, the style is fitted on them).")
 @click.option("--out", "out", required=True, type=click.Path(),
               help="Work folder (new or empty): the style, renderings, every stage's run, "
               "adapt.json, and the result in OUT/model.")
