@@ -441,7 +441,7 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
             continue
         try:
             parse_duration(value)
-        except (ValueError, UsageError):
+        except UsageError:
             raise UsageError(f"--{name}: {value!r} is not a duration (300, 90s, 5m, 1.5h)",
                              param=name.replace("-", "_")) from None
     plan = AdaptPlan(out=out, labelled=labelled or "", unlabelled=unlabelled or "", base=base,

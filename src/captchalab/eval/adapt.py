@@ -134,11 +134,11 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     t0 = time.perf_counter()
 
     def stage(name, args, run=None):
-        t = time.perf_counter()
-        echo("$ captchalab " + " ".join(map(str, args)))
-        cli([str(a) for a in args])
-        entry = {"stage": name, "command": "captchalab " + " ".join(map(str, args)),
-                 "seconds": round(time.perf_counter() - t, 1)}
+        t, args = time.perf_counter(), [str(a) for a in args]
+        command = "captchalab " + " ".join(args)
+        echo(f"$ {command}")
+        cli(args)
+        entry = {"stage": name, "command": command, "seconds": round(time.perf_counter() - t, 1)}
         if run and items:
             entry["held_out"] = score(run, labels_val, length)
             echo(f"{name}: {describe(entry['held_out'])}")
@@ -152,18 +152,17 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
         m = import_folder(plan.labelled, p("labels"), charset=chars, split="train",
                           command=f"captchalab adapt --labelled {plan.labelled}", items=items)
         labels_val = [(path, lab) for path, lab, s in items if s == "val"]
-        counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
-        echo(f"imported {plan.labelled} into {p('labels')}: {counts}")
+        counts = {s: v["count"] for s, v in m["splits"].items()}
+        echo(f"imported {plan.labelled} into {p('labels')}: "
+             + ", ".join(f"{s} {n}" for s, n in counts.items()))
         record["stages"].append({"stage": "labels", "seconds": round(time.perf_counter() - t, 1),
-                                 "counts": {s: v["count"] for s, v in m["splits"].items()}})
+                                 "counts": counts})
         record["stages"].append({"stage": "base", "seconds": 0.0,
                                  "held_out": score(base, labels_val, length)})
         echo(f"base {plan.base} as it is: {describe(record['stages'][-1]['held_out'])}")
     new_head = ["--new-head"] if set(chars) - set(src["charset"]["chars"]) else []
-    size = _size_of(p("labels")) if items else None
-    train = ["--lr", "1e-3", "--seed", plan.seed, "-q"]
-    pretrain = base
-    if not skip_pretraining(pretrain_budget(plan)):
+    pretraining = not skip_pretraining(pretrain_budget(plan))
+    if pretraining:
         site = plan.unlabelled or plan.labelled
         stage("fit-style", ["fit-style", site, "--out", p("style.toml"), "--match-fonts",
                             plan.match_fonts, *(["--fonts", plan.fonts] if plan.fonts else [])])
@@ -171,16 +170,16 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                              "--charset", chars, "--length",
                              length or f"{src['length'][0]}-{src['length'][1]}", "--train",
                              plan.renderings, "--val", 500, "--seed", plan.seed, "-q"])
-        size = _size_of(p("renderings"))
-        if size != (src["image"]["width"], src["image"]["height"]):
-            train.append("--resize")
+    size = _size_of(p("renderings") if pretraining else p("labels"))  # the site's size
+    resize = size != (src["image"]["width"], src["image"]["height"])
+    train = ["--lr", "1e-3", "--seed", plan.seed, "-q", *(["--resize"] if resize else [])]
+    pretrain = base
+    if pretraining:
         pretrain = stage("pretrain", ["train", "--data", p("renderings"), "--out",
                                       p("runs", "pretrain"), "--init-from", base, "--time-budget",
                                       pretrain_budget(plan), *new_head, *train],
                          p("runs", "pretrain"))
         new_head = []
-    elif size != (src["image"]["width"], src["image"]["height"]):
-        train.append("--resize")
     run = pretrain
     if items:
         run = stage("fine-tune", ["train", "--data", p("labels"), "--out", p("runs", "fine-tune"),
@@ -210,7 +209,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     record["model"] = p("model")
     record["read_with"] = (f"captchalab predict --model {p('model')}"
                            + (f" --length {length}" if length else "")
-                           + (" --resize" if "--resize" in train else "") + " IMAGES")
+                           + (" --resize" if resize else "") + " IMAGES")
     record["from_stage"] = record["stages"][-1]["stage"]
     record["seconds"] = round(time.perf_counter() - t0, 1)
     write_atomic(p("adapt.json"), json.dumps(record, indent=1) + "\n")
