@@ -92,6 +92,14 @@ def test_adapt_with_labels_only_fine_tunes_the_base_by_default(site, tmp_path):
     ("budget", ["--labelled", "{upper}", "--pretrain-budget", "soon"], "is not a duration"),
     ("nolabels", ["--unlabelled", "{few}", "--pretrain-budget", "0"], "needs --labelled"),
     ("base", ["--labelled", "{upper}", "--base", "{few}"], "few"),
+    ("finetune", ["--labelled", "{upper}", "--finetune-budget", "-1"], "--finetune-budget"),
+    ("charset", ["--labelled", "{upper}", "--charset", "z-a"], "z-a"),
+    ("length", ["--labelled", "{upper}", "--length", "x"], "x"),
+    ("rounds", ["--labelled", "{upper}", "--rounds", "-1"], "--rounds"),
+    ("share", ["--labelled", "{upper}", "--pseudo-share", "1"], "--pseudo-share"),
+    ("confidence", ["--labelled", "{upper}", "--min-confidence", "1"], "--min-confidence"),
+    ("renderings", ["--labelled", "{upper}", "--renderings", "5"], "--renderings"),
+    ("fonts", ["--labelled", "{upper}", "--match-fonts", "-1"], "--match-fonts"),
 ])
 def test_adapt_bad_input(tmp_path, setup, args, msg):
     from PIL import Image
