@@ -242,6 +242,43 @@ def test_import_label_with_reads_at_the_views_given(unlabelled, tmp_path):
     assert (by["scales"], by["blurs"]) == ([1.0, 0.85], [0.0])
 
 
+def test_import_label_with_keeps_the_most_confident_share_and_a_val_split(unlabelled, tmp_path):
+    """--most-confident: at most that share of the folder, the most confident readings first;
+    --val-share: that share of them held out as val (the split `train` needs), the rest train."""
+    p = cli("predict", "--model", "pretrained", unlabelled, "--json", "--scales", "1",
+            "--blurs", "0", "--length", 4)
+    reads = {os.path.basename(r["file"]): r for r in map(json.loads, p.stdout.splitlines())}
+    ranked = sorted(reads, key=lambda n: -reads[n]["confidence"])
+    top = round(0.5 * len(reads))
+    assert reads[ranked[top - 1]]["confidence"] - reads[ranked[top]]["confidence"] > 1e-4
+    out = tmp_path / "pseudo"
+    p = cli("import", unlabelled, "--out", out, "--label-with", "pretrained", "--min-confidence",
+            0, "--most-confident", 0.5, "--val-share", 0.25, "--length", 4)
+    assert f"({top} of {len(reads)} read with confidence >= 0.0, at most the most confident " \
+        "0.5)" in p.stdout
+    m = sh.read_manifest(str(out))
+    got = {s: {r["source/file"]: r["label/text"] for r in sh.iter_split(str(out), m, s)}
+           for s in ("train", "val")}
+    assert len(got["val"]) == round(0.25 * top) and len(got["train"]) == top - len(got["val"])
+    assert {**got["train"], **got["val"]} == {n: reads[n]["text"] for n in ranked[:top]}
+    assert m["origin"]["labelled_by"]["most_confident"] == 0.5 and "0.25 of train" in \
+        m["split_rule"]
+
+
+def test_import_val_share_of_a_labelled_folder(tmp_path):
+    """--val-share on a labelled folder: the rest is train (not test, the default split)."""
+    from PIL import Image
+
+    for i in range(10):
+        Image.new("RGB", (40, 20), "white").save(tmp_path / f"{i}_ab{i}.png")
+    cli("import", tmp_path, "--out", tmp_path / "d", "--val-share", 0.2)
+    assert sh.read_manifest(str(tmp_path / "d"))["counts"] == {"train": 8, "val": 2}
+    p = cli("import", tmp_path, "--out", tmp_path / "e", "--val-share", 0.2, "--split", "test",
+            check=False)
+    assert p.returncode == 2 and "--val-share holds out part of the train split" in p.stderr
+    assert not (tmp_path / "e").exists()
+
+
 def test_import_label_with_a_run_that_reads_nothing(unlabelled, tmp_path):
     """A run that reads every captcha as empty cannot label them, whatever --min-confidence:
     said as such (not "give a lower --min-confidence"), exit 2, nothing written."""
@@ -271,6 +308,8 @@ def test_import_label_with_a_run_that_reads_nothing(unlabelled, tmp_path):
     (["--min-confidence", "0.5"], "--min-confidence applies to --label-with RUN"),
     (["--length", "4"], "--length applies to --label-with RUN"),
     (["--scales", "1,0.85"], "--scales applies to --label-with RUN"),
+    (["--most-confident", "0.5"], "--most-confident applies to --label-with RUN"),
+    (["--label-with", "pretrained", "--most-confident", "0"], "--most-confident"),
     (["--label-with", "pretrained", "--blurs", "9"], "--blurs"),
     (["--label-with", "pretrained", "--length", "0"], "--length: '0'; lengths must be at least 1"),
     (["--label-with", "pretrained", "--length", "9"], "confidently with 9 characters"),

@@ -402,15 +402,15 @@ def _kind_of(data_dir):
               help="Self-training rounds on --unlabelled.")
 @click.option("--renderings", default=20000, show_default=True, type=click.IntRange(10),
               help="Captchas rendered in the fitted style to pretrain on.")
-@click.option("--pretrain-budget",
-              help="Time pretraining on renderings of a fitted style (0: no fitted style, no "
-              "renderings, no pretraining; the base is fine-tuned on the labels directly).  "
-              "[default: 0 with --labelled, 4m without]")
+@click.option("--pretrain-budget", default="0", show_default=True,
+              help="Time pretraining on renderings of a fitted style first (0: no fitted "
+              "style, no renderings, no pretraining; measured no better: docs/adapt.md).")
 @click.option("--finetune-budget", default="60s", show_default=True,
               help="Time of fine-tuning and of each self-training round.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1, max_open=True),
-              help="Pseudo-labels kept from this confidence.  [default: 0.5; 0.9 without "
-              "--labelled]")
+              help="Pseudo-labels kept from this confidence.  [default: 0.5; without "
+              "--labelled: 0, the rounds keep the most confident 0.3, 0.5, 0.7, 0.9 of "
+              "--unlabelled; 0.9 with --pretrain-budget]")
 @click.option("--pseudo-share", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Share of every self-training batch drawn from the pseudo-labels.")
@@ -422,8 +422,8 @@ def _kind_of(data_dir):
 def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, pretrain_budget,
           finetune_budget, min_confidence, pseudo_share, match_fonts, fonts, seed, overwrite):
     """Adapt a model to a site's captchas in one command: fine-tune on the labelled captchas,
-    self-train on the unlabelled ones (and, with --pretrain-budget, first pretrain on renderings
-    of a style fitted to them)."""
+    self-train on the unlabelled ones (without labels: on its most confident readings alone;
+    with --pretrain-budget, first pretrain on renderings of a style fitted to them)."""
     import shutil
 
     from captchalab.eval.adapt import (
@@ -437,7 +437,7 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
 
     for name, value in (("pretrain-budget", pretrain_budget),
                         ("finetune-budget", finetune_budget)):
-        if name == "pretrain-budget" and (value is None or skip_pretraining(value)):
+        if name == "pretrain-budget" and skip_pretraining(value):
             continue
         try:
             parse_duration(value)
@@ -533,14 +533,21 @@ def fit_style_(folder, out, fonts, match, sheet, samples, overwrite):
 @click.option("--min-confidence", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, max_open=True),
               help="With --label-with: keep readings at least this confident.")
+@click.option("--most-confident", default=1.0, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True), metavar="SHARE",
+              help="With --label-with: keep at most this share of the folder, the most "
+              "confident readings first (ranks need no calibration that fits the site).")
 @click.option("--length", metavar="N|MIN-MAX",
               help="With --label-with: the site's captchas have this many characters; read "
               "each as the most probable reading of that length.")
+@click.option("--val-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              metavar="SHARE", help="Hold out this share of the captchas (at random, seed 0) as "
+              "the val split that `train` needs; the rest train.")
 @functools.partial(_view_options, once=True)
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in --out.")
 @click.pass_context
 def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_confidence,
-            length, scales, blurs, overwrite):
+            most_confident, length, val_share, scales, blurs, overwrite):
     """Turn a folder of labelled images (labels.csv, LABEL.png or NAME_LABEL.png), or of labelled
     WAV files (mono, 8 kHz, 8 or 16 bit), into shards; or a folder of unlabelled ones, labelled
     by a model (--label-with)."""
@@ -549,6 +556,9 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
     from captchalab.gen.folders import import_folder
 
     items = origin = None
+    if val_share and (split or "train") != "train":
+        raise UsageError(f"--val-share holds out part of the train split; with --split {split} "
+                         "there is none (give --split train)", param="val_share")
     if label_with:
         from captchalab.eval.pseudolabel import pseudo_labels
         from captchalab.gen.generate import prepare_out_dir
@@ -558,18 +568,22 @@ def import_(ctx, folder, out, charset, size, split, shard_size, label_with, min_
         prepare_out_dir(out, resume=False, overwrite=overwrite, resumable=False)  # before reading
         items, origin = pseudo_labels(folder, run, min_confidence, split=split or "train",
                                       length=keep, warn=lambda m: click.echo(m, err=True),
-                                      scales=scales, blurs=blurs, charset=charset)
+                                      scales=scales, blurs=blurs, charset=charset,
+                                      most_confident=most_confident)
         charset = charset or origin["labelled_by"]["charset"]
     else:
-        for key in ("min_confidence", "length", "scales", "blurs"):
+        for key in ("min_confidence", "most_confident", "length", "scales", "blurs"):
             if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
                 raise UsageError(f"--{key.replace('_', '-')} applies to --label-with RUN")
-    m = import_folder(folder, out, charset=charset, size=size, split=split or "test",
-                      shard_size=shard_size, overwrite=overwrite, command=_command_line(),
-                      items=items, origin=origin)
+    m = import_folder(folder, out, charset=charset, size=size,
+                      split=split or ("train" if val_share else "test"), shard_size=shard_size,
+                      overwrite=overwrite, command=_command_line(), items=items, origin=origin,
+                      val_share=val_share or 0.0)
     counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
     kept = (f" ({origin['labelled_by']['kept']} of {origin['labelled_by']['read']} read with "
-            f"confidence >= {min_confidence})" if origin else "")
+            f"confidence >= {min_confidence}"
+            + (f", at most the most confident {most_confident:g}" if most_confident < 1 else "")
+            + ")" if origin else "")
     click.echo(f"wrote {out}: {counts}{kept}; charset {m['charset']['chars']!r}")
 
 

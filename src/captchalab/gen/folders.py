@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import time
 
 from captchalab.core.charset import Charset
@@ -114,6 +115,18 @@ def _read_labels_csv(csv_path: str, folder: str, default_split: str) -> list[tup
 AUDIO_EXTS = (".wav",)
 
 
+def split_off_val(items, share: float, seed: int = 0):
+    """`items` with `share` of their train split (at least one, leaving at least one), drawn at
+    random from `seed`, moved to val: a val split for a folder that has none."""
+    train = [i for i, (_, _, s) in enumerate(items) if s == "train"]
+    if len(train) < 2:
+        raise UsageError(f"val_share: {share}; the train split has {len(train)} captcha(s), and "
+                         "holding some out as val needs at least 2", param="val_share")
+    n = min(len(train) - 1, max(1, round(share * len(train))))
+    val = set(random.Random(seed).sample(train, n))
+    return [(p, lab, "val" if i in val else s) for i, (p, lab, s) in enumerate(items)]
+
+
 def list_labelled(folder: str, default_split: str = "test",
                   exts: tuple[str, ...] = IMAGE_EXTS) -> list[tuple[str, str, str]]:
     """(path, label, split) for every labelled image (or file of `exts`, e.g. AUDIO_EXTS): from
@@ -189,11 +202,13 @@ def _write_splits(out, items, payloads, shard_size, encode) -> dict:
 
 def import_folder(folder: str, out: str, *, charset: str | None = None, size: str | None = None,
                   split: str = "test", shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False,
-                  command: str = "", items=None, origin: dict | None = None) -> dict:
+                  command: str = "", items=None, origin: dict | None = None,
+                  val_share: float = 0.0) -> dict:
     """Labelled images -> shards + manifest in the same format `gen` writes.
 
     items: (path, label, split) to import instead of the folder's own labels (e.g. a model's
-    readings, eval.pseudolabel); origin: what the manifest's "origin" records of them."""
+    readings, eval.pseudolabel); origin: what the manifest's "origin" records of them.
+    val_share: hold out this share of the train split as val (split_off_val)."""
     from captchalab.gen.generate import clear_dataset, prepare_out_dir
     from captchalab.gen.recipe import parse_size, versions
 
@@ -205,6 +220,11 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         items = list_labelled(folder, split, exts=AUDIO_EXTS if audio else IMAGE_EXTS)
     else:
         audio = items[0][0].lower().endswith(AUDIO_EXTS)
+    split_rule = "as given by labels.csv or subfolders"
+    if val_share:
+        items = split_off_val(items, val_share)
+        split_rule += f"; {val_share:g} of train held out as val (seed 0)"
+    split_rule += "; imported labels may repeat across splits"
     labels = [lab for _, lab, _ in items]
     for p, lab, _ in items:
         if any(c.isspace() for c in lab):
@@ -219,7 +239,7 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         if size:
             raise UsageError("--size resizes images; these are WAV files", param="size")
         return _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command,
-                             origin or {})
+                             origin or {}, split_rule)
     target = parse_size(size) if size else None
     images = _load_all(items, target)
     w, h = images[0].size
@@ -252,7 +272,7 @@ def import_folder(folder: str, out: str, *, charset: str | None = None, size: st
         "shard_size": shard_size,
         "counts": {s: v["count"] for s, v in splits.items()},
         "image": {"width": w, "height": h, "channels": 3, "encoding": "png"},
-        "split_rule": "as given by labels.csv or subfolders; imported labels may repeat across splits",
+        "split_rule": split_rule,
         "splits": splits,
         "features": {**sh.CORE_FEATURES, **sh.IMPORT_FEATURES},
         "versions": versions(),
@@ -277,7 +297,7 @@ def _is_audio_folder(folder: str) -> bool:
 
 
 def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command,
-                  origin) -> dict:
+                  origin, split_rule) -> dict:
     """Labelled WAV files (mono, 8 kHz, 8 or 16 bit) -> an audio dataset; each clip is stored as
     the library writes WAV files (8-bit unsigned), so imported and generated records match."""
     from captchalab.gen.audio import RATE, read_pcm8, wav_bytes
@@ -304,7 +324,7 @@ def _import_audio(folder, out, items, labels, cs, shard_size, overwrite, command
         "style_name": None, "style": None, "voices": [], "seed": None,
         "shard_size": shard_size, "counts": {s: v["count"] for s, v in splits.items()},
         "audio": {"rate": RATE, "channels": 1, "sample_width": 1, "encoding": "wav"},
-        "split_rule": "as given by labels.csv or subfolders; imported labels may repeat across splits",
+        "split_rule": split_rule,
         "splits": splits,
         "features": {**sh.AUDIO_CORE_FEATURES, **sh.IMPORT_FEATURES},
         "versions": versions(), "command": command,
