@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from captchalab.eval.adapt import hold_out, labels_length
+from captchalab.gen import shards as sh
 from conftest import FIXTURE_RUN, cli
 
 
@@ -83,6 +84,26 @@ def test_adapt_with_labels_only_fine_tunes_the_base_by_default(site, tmp_path):
     assert (out / "model" / "model.keras").is_file() and not (out / "renderings").exists()
 
 
+@pytest.mark.slow  # ~30 s: two rounds on the readings alone
+def test_adapt_without_labels_self_trains_on_the_most_confident_readings(site, tmp_path):
+    out = tmp_path / "ad"
+    p = cli("adapt", "--unlabelled", site / "unlabelled", "--out", out, "--base", FIXTURE_RUN,
+            "--finetune-budget", "3s", "--rounds", 2, "--length", 4)
+    rec = json.loads((out / "adapt.json").read_text())
+    assert rec["pretrain_budget"] == "0" and rec["min_confidence"] == 0.0
+    stages = {s["stage"]: s["command"] for s in rec["stages"]}
+    assert list(stages) == ["pseudo-labels 1", "round 1", "pseudo-labels 2", "round 2"]
+    assert "--most-confident 0.3 --val-share 0.1" in stages["pseudo-labels 1"]
+    assert "--most-confident 0.5" in stages["pseudo-labels 2"]
+    assert f"--data {out}/pseudo-2 " in stages["round 2"] and "--mix-data" not in stages["round 2"]
+    assert "--resize" in stages["round 1"] and "held_out" not in rec["stages"][-1]
+    m = sh.read_manifest(str(out / "pseudo-1"))
+    assert m["counts"] == {"train": 8, "val": 1}  # 0.3 of 30, a tenth of them val
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["train"]["init_from"].endswith("round-1")  # each round goes on from the last
+    assert "$ captchalab import" in p.stdout and "--resize IMAGES" in p.stdout
+
+
 @pytest.mark.parametrize("setup,args,msg", [
     ("none", [], "adapt needs the site's captchas"),
     ("few", ["--labelled", "{few}"], "3 labelled captchas; adapt needs at least 10"),
@@ -90,7 +111,7 @@ def test_adapt_with_labels_only_fine_tunes_the_base_by_default(site, tmp_path):
     ("file", ["--unlabelled", "{file}"], "is not a folder"),
     ("used", ["--labelled", "{upper}"], "exists and is not empty"),
     ("budget", ["--labelled", "{upper}", "--pretrain-budget", "soon"], "is not a duration"),
-    ("nolabels", ["--unlabelled", "{few}", "--pretrain-budget", "0"], "needs --labelled"),
+    ("nolabels", ["--unlabelled", "{few}", "--rounds", "0"], "--rounds 0 needs --labelled"),
     ("base", ["--labelled", "{upper}", "--base", "{few}"], "few"),
     ("finetune", ["--labelled", "{upper}", "--finetune-budget", "-1"], "--finetune-budget"),
     ("charset", ["--labelled", "{upper}", "--charset", "z-a"], "z-a"),

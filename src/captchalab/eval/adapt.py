@@ -4,11 +4,13 @@ It plays the best arm of the label-efficiency study (docs/adapt.md) through the 
 user would type, printing each: `train --init-from BASE` on the labelled captchas (fine-tuning),
 then rounds of self-training — `import --label-with` the last run reads the unlabelled captchas,
 and `train` again on the labels with its confident readings as a share of every batch, each
-round after the first starting from the round before's run. With a pretraining budget (the
-default without labels) it first fits a look-alike style (`fit-style`), renders it (`gen`) and
-trains the base on the renderings, and starts from that. Every stage is scored on the labelled
-captchas held out as val (real captchas, never trained on), so the user sees what each stage
-bought; the last stage's run is copied to OUT/model.
+round after the first starting from the round before's run. Without labels the rounds train on
+the readings alone, a growing share of the most confident each round (curriculum labelling:
+ranks, where a confidence calibrated off the site would not do). With a pretraining budget it
+first fits a look-alike style (`fit-style`), renders it (`gen`) and trains the base on the
+renderings, and starts from that. Every stage is scored on the labelled captchas held out as
+val (real captchas, never trained on), so the user sees what each stage bought; the last
+stage's run is copied to OUT/model.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ class AdaptPlan:
     length: str = ""  # default: the labels' lengths
     rounds: int = 3
     renderings: int = 20000
-    pretrain_budget: str = ""  # default: 0 (none) with labels, 4m without
+    pretrain_budget: str = "0"  # none
     finetune_budget: str = "60s"
-    min_confidence: float | None = None  # default: 0.5 with labels, 0.9 without
+    min_confidence: float | None = None  # default: 0.5 with labels; see min_confidence()
     pseudo_share: float = 0.5
     match_fonts: int = 8
     fonts: str = ""
@@ -69,10 +71,26 @@ def labels_length(items) -> str:
 
 
 def pretrain_budget(plan: AdaptPlan) -> str:
-    """The pretraining's budget: as given, else none with labels (from the model shipped at
-    d33e6bc, pretraining on the fitted style bought nothing at 100 labels on either generator
-    of the study, at twice the compute: docs/adapt.md#one-command) and 4 minutes without."""
-    return plan.pretrain_budget or ("0" if plan.labelled else "4m")
+    """The pretraining's budget: none unless asked for. From the model shipped at d33e6bc,
+    pretraining on the fitted style bought nothing at 100 labels on either generator of the
+    study, at twice the compute, and read below the model as it is without labels
+    (docs/adapt.md#one-command)."""
+    return plan.pretrain_budget or "0"
+
+
+def min_confidence(plan: AdaptPlan, labelled: bool, pretraining: bool) -> float:
+    """As given, else 0.5 with labels (the runs are calibrated on real held-out captchas), 0.9
+    without labels after pretraining (calibrated on renderings), and 0 without either: then
+    the rounds keep shares by rank (curriculum_share)."""
+    if plan.min_confidence is not None:
+        return plan.min_confidence
+    return 0.5 if labelled else (0.9 if pretraining else 0.0)
+
+
+def curriculum_share(r: int) -> float:
+    """Without labels or pretraining, round r keeps this share of the unlabelled captchas, the
+    most confident readings first: 0.3, 0.5, 0.7, then 0.9 (docs/adapt.md#without-labels)."""
+    return round(min(0.9, 0.1 + 0.2 * r), 2)
 
 
 def check_inputs(plan: AdaptPlan, overwrite: bool = False) -> None:
@@ -81,9 +99,9 @@ def check_inputs(plan: AdaptPlan, overwrite: bool = False) -> None:
     if not plan.labelled and not plan.unlabelled:
         raise UsageError("adapt needs the site's captchas: --labelled FOLDER (labelled) and/or "
                          "--unlabelled FOLDER (any number, no labels needed)")
-    if skip_pretraining(pretrain_budget(plan)) and not plan.labelled:
-        raise UsageError("--pretrain-budget 0 needs --labelled: without labels the rounds train "
-                         "on the renderings of the fitted style", param="pretrain_budget")
+    if not plan.labelled and not plan.rounds:
+        raise UsageError("--rounds 0 needs --labelled: without labels the rounds are what "
+                         "adapts the model", param="rounds")
     for opt, path in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled)):
         if path and not os.path.isdir(path):
             raise UsageError(f"--{opt} {path} is not a folder", param=opt)
@@ -121,8 +139,9 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                              f"charset {chars!r} does not hold; give --charset with them",
                              param="charset")
     length = plan.length or (labels_length(items) if items else "")
-    min_conf = plan.min_confidence if plan.min_confidence is not None else (
-        0.5 if items else 0.9)  # without labels the confidence was calibrated on renderings
+    pretraining = not skip_pretraining(pretrain_budget(plan))
+    min_conf = min_confidence(plan, bool(items), pretraining)
+    ranked = not items and not pretraining  # the rounds train on the readings alone
     rounds = plan.rounds if plan.unlabelled else 0
     out = plan.out
     os.makedirs(out, exist_ok=True)
@@ -161,7 +180,6 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                                  "held_out": score(base, labels_val, length)})
         echo(f"base {plan.base} as it is: {describe(record['stages'][-1]['held_out'])}")
     new_head = ["--new-head"] if set(chars) - set(src["charset"]["chars"]) else []
-    pretraining = not skip_pretraining(pretrain_budget(plan))
     if pretraining:
         site = plan.unlabelled or plan.labelled
         stage("fit-style", ["fit-style", site, "--out", p("style.toml"), "--match-fonts",
@@ -170,8 +188,10 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                              "--charset", chars, "--length",
                              length or f"{src['length'][0]}-{src['length'][1]}", "--train",
                              plan.renderings, "--val", 500, "--seed", plan.seed, "-q"])
-    size = _size_of(p("renderings") if pretraining else p("labels"))  # the site's size
-    resize = size != (src["image"]["width"], src["image"]["height"])
+    size = (_size_of(p("renderings") if pretraining else p("labels")) if pretraining or items
+            else None)  # the site's size; without either, the first readings tell
+    model_size = (src["image"]["width"], src["image"]["height"])
+    resize = size is not None and size != model_size
     train = ["--lr", "1e-3", "--seed", plan.seed, "-q", *(["--resize"] if resize else [])]
     pretrain = base
     if pretraining:
@@ -190,20 +210,27 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     data = p("labels") if items else p("renderings")
     for r in range(1, rounds + 1):
         pseudo = p(f"pseudo-{r}")
+        ranks = ["--most-confident", curriculum_share(r), "--val-share", 0.1] if ranked else []
         try:
             stage(f"pseudo-labels {r}", ["import", plan.unlabelled, "--out", pseudo,
                                          "--label-with", run, "--min-confidence", min_conf,
-                                         "--charset", chars,
+                                         *ranks, "--charset", chars,
                                          *(["--length", length] if length else [])])
         except UsageError as e:  # no reading confident enough: the rounds end here
             echo(f"self-training stopped before round {r}: {e}")
             record["stopped"] = f"before round {r}: {e}"
             break
+        if size is None:  # readings alone: the site's size is the pseudo-labels'
+            size = _size_of(pseudo)
+            if size != model_size:
+                resize = True
+                train.append("--resize")
         init = pretrain if r == 1 else run
-        run = stage(f"round {r}", ["train", "--data", data, "--out", p("runs", f"round-{r}"),
+        mix = ["--data", pseudo] if ranked else ["--data", data, "--mix-data",
+                                                  f"{pseudo}:{plan.pseudo_share}"]
+        run = stage(f"round {r}", ["train", *mix, "--out", p("runs", f"round-{r}"),
                                    "--init-from", init, "--time-budget", plan.finetune_budget,
-                                   "--mix-data", f"{pseudo}:{plan.pseudo_share}", *train],
-                    p("runs", f"round-{r}"))
+                                   *train], p("runs", f"round-{r}"))
     shutil.rmtree(p("model"), ignore_errors=True)
     shutil.copytree(run, p("model"), ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
     record["model"] = p("model")
