@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from captchalab.eval.adapt import hold_out, labels_length
+from captchalab.eval.adapt import doubt, hold_out, labels_length
 from captchalab.gen import shards as sh
 from conftest import FIXTURE_RUN, cli
 
@@ -38,6 +38,14 @@ def test_hold_out_draws_a_fifth_as_val_unless_the_folder_has_one():
     given = [("a.png", "ab", "train"), ("b.png", "abc", "val")]
     assert hold_out(given, seed=0) == given
     assert labels_length(given) == "2-3" and labels_length(items) == "4"
+
+
+def test_without_labels_an_unsure_base_is_told_to_label_some():
+    said, record = [], {}
+    doubt(0.9, record, said.append)
+    assert not said and not record
+    doubt(0.27, record, said.append)
+    assert said == [f"note: {record['note']}"] and "0.27" in said[0] and "--labelled" in said[0]
 
 
 @pytest.mark.slow  # ~60 s: fits, renders, pretrains, fine-tunes and self-trains a round
@@ -99,6 +107,8 @@ def test_adapt_without_labels_self_trains_on_the_most_confident_readings(site, t
     assert "--resize" in stages["round 1"] and "held_out" not in rec["stages"][-1]
     m = sh.read_manifest(str(out / "pseudo-1"))
     assert m["counts"] == {"train": 8, "val": 1}  # 0.3 of 30, a tenth of them val
+    lowest = m["origin"]["labelled_by"]["lowest_kept_confidence"]
+    assert ("note" in rec) == (lowest < 0.5) and ("note: " in p.stdout) == (lowest < 0.5)
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["train"]["init_from"].endswith("round-1")  # each round goes on from the last
     assert "$ captchalab import" in p.stdout and "--resize IMAGES" in p.stdout

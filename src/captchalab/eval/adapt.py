@@ -220,6 +220,8 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
             echo(f"self-training stopped before round {r}: {e}")
             record["stopped"] = f"before round {r}: {e}"
             break
+        if ranked and r == 1:
+            doubt(_lowest_kept(pseudo), record, echo)
         if size is None:  # readings alone: the site's size is the pseudo-labels'
             size = _size_of(pseudo)
             if size != model_size:
@@ -241,6 +243,27 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     record["seconds"] = round(time.perf_counter() - t0, 1)
     write_atomic(p("adapt.json"), json.dumps(record, indent=1) + "\n")
     return record
+
+
+UNSURE = 0.5  # docs/adapt.md#without-labels: where round 1's cut fell below, nothing was gained
+
+
+def doubt(lowest: float, record: dict, echo) -> None:
+    """Without labels: say so when the base reads the site's captchas with little confidence.
+    In the study the most confident 30 % reached down to 0.86-0.87 on the two generators the
+    rounds lifted by 9-10 points, and to 0.12-0.27 on the two they did not move."""
+    if lowest < UNSURE:
+        note = (f"the base is unsure of these captchas (its most confident readings reach down "
+                f"to {lowest:.2f}); self-training on its readings alone gained nothing on such "
+                "captchas in the study (docs/adapt.md#without-labels): label some (--labelled)")
+        echo(f"note: {note}")
+        record["note"] = note
+
+
+def _lowest_kept(data: str) -> float:
+    from captchalab.gen import shards as sh
+
+    return sh.read_manifest(data)["origin"]["labelled_by"]["lowest_kept_confidence"]
 
 
 def skip_pretraining(budget: str) -> bool:

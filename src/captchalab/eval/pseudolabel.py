@@ -72,6 +72,7 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                          f"confidently{within} (the highest confidence is {top:.3f} of "
                          f"{len(preds)}); give a lower --min-confidence"
                          + (" or another --length" if length else ""), param="min_confidence")
+    kept_paths = {p for p, _, _ in items}
     origin = {"labelled_by": {"run": os.path.abspath(run),
                               "config_sha256": file_sha256(os.path.join(run, "config.json")),
                               "charset": config["charset"]["chars"],
@@ -81,5 +82,7 @@ def pseudo_labels(folder: str, run: str, min_confidence: float, split: str = "tr
                               "read_charset": rec.read_chars,
                               "scales": list(rec.scales), "blurs": list(rec.blurs),
                               "read": len(preds),
-                              "kept": len(items)}}
+                              "kept": len(items),
+                              "lowest_kept_confidence": round(min(
+                                  r.confidence for p, r in fits if p in kept_paths), 4)}}
     return items, origin
