@@ -20,9 +20,9 @@ transfer bench's set) for four arms:
               from the fitted pretraining, as until 2026-12-05)
   adapt       `captchalab adapt` with its defaults (the command as a user runs it, end to end):
               the N labels (their val fifth as its held-out split) and the 2 000 unlabelled
-              captchas; no pretraining, three self-training rounds from the base; at N = 0
-              the rounds train on the most confident 30 / 50 / 70 % of the readings alone.
-              The fine-tuning budget, confidence (N > 0) and length are the bench's options
+              captchas; no pretraining, three self-training rounds from the base on the most
+              confident 30 / 50 / 70 % of the readings (at N = 0 on those alone). The
+              fine-tuning budget and length are the bench's options
 
 Of the N labels, a fifth (at least 10) is the run's val split and the rest its train split, as a
 user would hold out some. Each cell: sequence accuracy with its 95 % Wilson interval and the
@@ -161,10 +161,9 @@ def study(name, a, test, work) -> dict:
         for n in a.labels:
             labelled = ["--labelled", labelled_folder(pool, n, work)] if n else []
             run = os.path.join(work, f"adapt-{n}")
-            conf = ["--min-confidence", a.min_confidence] if n else []  # N = 0: ranks
             t = cli("adapt", *labelled, "--unlabelled", unl, "--out", run, "--base", a.base,
                     "--finetune-budget", a.finetune_budget, "--length", a.pseudo_length,
-                    *conf, "--overwrite")
+                    "--overwrite")
             out["adapt"][n] = {**accuracy(os.path.join(run, "model"), test),
                                "seconds": round(t, 1)}
             print(f"{name} N={n}: adapt {out['adapt'][n]['seq_acc']:.3f} ({t:.0f} s)", flush=True)

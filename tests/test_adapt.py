@@ -65,6 +65,8 @@ def test_adapt_end_to_end_through_the_cli(site, tmp_path):
             assert s["held_out"]["samples"] == 10 and 0 <= s["held_out"]["seq_acc"] <= 1
     last = rec["stages"][-1]["command"]
     assert "--init-from" in last and "--resize" in last and "--mix-data" in last
+    pseudo = rec["stages"][-2]["command"]
+    assert "--most-confident 0.3" in pseudo and "--val-share" not in pseudo
     assert "$ captchalab fit-style" in p.stdout and "model: " in p.stdout
     assert (out / "style.png").is_file()
     cfg = json.loads((out / "model" / "config.json").read_text())

@@ -408,9 +408,9 @@ def _kind_of(data_dir):
 @click.option("--finetune-budget", default="60s", show_default=True,
               help="Time of fine-tuning and of each self-training round.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1, max_open=True),
-              help="Pseudo-labels kept from this confidence.  [default: 0.5; without "
-              "--labelled: 0, the rounds keep the most confident 0.3, 0.5, 0.7, 0.9 of "
-              "--unlabelled; 0.9 with --pretrain-budget]")
+              help="A floor under the rounds' shares: round R keeps the most confident 0.3, "
+              "0.5, 0.7, then 0.9 of --unlabelled, of the readings at least this confident.  "
+              "[default: 0]")
 @click.option("--pseudo-share", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Share of every self-training batch drawn from the pseudo-labels.")

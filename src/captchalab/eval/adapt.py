@@ -4,9 +4,9 @@ It plays the best arm of the label-efficiency study (docs/adapt.md) through the 
 user would type, printing each: `train --init-from BASE` on the labelled captchas (fine-tuning),
 then rounds of self-training — `import --label-with` the last run reads the unlabelled captchas,
 and `train` again on the labels with its confident readings as a share of every batch, each
-round after the first starting from the round before's run. Without labels the rounds train on
-the readings alone, a growing share of the most confident each round (curriculum labelling:
-ranks, where a confidence calibrated off the site would not do). With a pretraining budget it
+round after the first starting from the round before's run; each round keeps a growing share
+of the readings, the most confident first (curriculum labelling). Without labels the rounds
+train on the readings alone. With a pretraining budget it
 first fits a look-alike style (`fit-style`), renders it (`gen`) and trains the base on the
 renderings, and starts from that. Every stage is scored on the labelled captchas held out as
 val (real captchas, never trained on), so the user sees what each stage bought; the last
@@ -40,7 +40,7 @@ class AdaptPlan:
     renderings: int = 20000
     pretrain_budget: str = "0"  # none
     finetune_budget: str = "60s"
-    min_confidence: float | None = None  # default: 0.5 with labels; see min_confidence()
+    min_confidence: float | None = None  # a floor under curriculum_share's shares; default 0
     pseudo_share: float = 0.5
     match_fonts: int = 8
     fonts: str = ""
@@ -78,18 +78,12 @@ def pretrain_budget(plan: AdaptPlan) -> str:
     return plan.pretrain_budget or "0"
 
 
-def min_confidence(plan: AdaptPlan, labelled: bool, pretraining: bool) -> float:
-    """As given, else 0.5 with labels (the runs are calibrated on real held-out captchas), 0.9
-    without labels after pretraining (calibrated on renderings), and 0 without either: then
-    the rounds keep shares by rank (curriculum_share)."""
-    if plan.min_confidence is not None:
-        return plan.min_confidence
-    return 0.5 if labelled else (0.9 if pretraining else 0.0)
-
-
 def curriculum_share(r: int) -> float:
-    """Without labels or pretraining, round r keeps this share of the unlabelled captchas, the
-    most confident readings first: 0.3, 0.5, 0.7, then 0.9 (docs/adapt.md#without-labels)."""
+    """Round r keeps this share of the unlabelled captchas, the most confident readings first
+    (of those at --min-confidence): 0.3, 0.5, 0.7, then 0.9. Ranks, not a confidence: without
+    labels the base's confidence is calibrated on its own renderings, and with 100 labels the
+    shares kept more right pseudo-labels than a threshold of 0.5 (docs/adapt.md#without-labels,
+    #ranks-with-labels)."""
     return round(min(0.9, 0.1 + 0.2 * r), 2)
 
 
@@ -140,8 +134,8 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                              param="charset")
     length = plan.length or (labels_length(items) if items else "")
     pretraining = not skip_pretraining(pretrain_budget(plan))
-    min_conf = min_confidence(plan, bool(items), pretraining)
-    ranked = not items and not pretraining  # the rounds train on the readings alone
+    min_conf = plan.min_confidence or 0.0  # a floor under the shares
+    alone = not items and not pretraining  # the rounds train on the readings alone
     rounds = plan.rounds if plan.unlabelled else 0
     out = plan.out
     os.makedirs(out, exist_ok=True)
@@ -210,7 +204,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
     data = p("labels") if items else p("renderings")
     for r in range(1, rounds + 1):
         pseudo = p(f"pseudo-{r}")
-        ranks = ["--most-confident", curriculum_share(r), "--val-share", 0.1] if ranked else []
+        ranks = ["--most-confident", curriculum_share(r), *(["--val-share", 0.1] if alone else [])]
         try:
             stage(f"pseudo-labels {r}", ["import", plan.unlabelled, "--out", pseudo,
                                          "--label-with", run, "--min-confidence", min_conf,
@@ -220,7 +214,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
             echo(f"self-training stopped before round {r}: {e}")
             record["stopped"] = f"before round {r}: {e}"
             break
-        if ranked and r == 1:
+        if alone and r == 1:
             doubt(_lowest_kept(pseudo), record, echo)
         if size is None:  # readings alone: the site's size is the pseudo-labels'
             size = _size_of(pseudo)
@@ -228,7 +222,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                 resize = True
                 train.append("--resize")
         init = pretrain if r == 1 else run
-        mix = ["--data", pseudo] if ranked else ["--data", data, "--mix-data",
+        mix = ["--data", pseudo] if alone else ["--data", data, "--mix-data",
                                                   f"{pseudo}:{plan.pseudo_share}"]
         run = stage(f"round {r}", ["train", *mix, "--out", p("runs", f"round-{r}"),
                                    "--init-from", init, "--time-budget", plan.finetune_budget,
