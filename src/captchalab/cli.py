@@ -407,10 +407,10 @@ def _kind_of(data_dir):
               "style, no renderings, no pretraining; measured no better: docs/adapt.md).")
 @click.option("--finetune-budget", default="60s", show_default=True,
               help="Time of fine-tuning and of each self-training round.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--min-confidence", default=0.0, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True),
               help="A floor under the rounds' shares: round R keeps the most confident 0.3, "
-              "0.5, 0.7, then 0.9 of --unlabelled, of the readings at least this confident.  "
-              "[default: 0]")
+              "0.5, 0.7, then 0.9 of --unlabelled, of the readings at least this confident.")
 @click.option("--pseudo-share", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Share of every self-training batch drawn from the pseudo-labels.")
@@ -446,7 +446,7 @@ def adapt(labelled, unlabelled, out, base, charset, length, rounds, renderings, 
                              param=name.replace("-", "_")) from None
     plan = AdaptPlan(out=out, labelled=labelled or "", unlabelled=unlabelled or "", base=base,
                      charset=charset or "", length=length or "", rounds=rounds,
-                     renderings=renderings, pretrain_budget=pretrain_budget or "",
+                     renderings=renderings, pretrain_budget=pretrain_budget,
                      finetune_budget=finetune_budget, min_confidence=min_confidence,
                      pseudo_share=pseudo_share, match_fonts=match_fonts, fonts=fonts or "",
                      seed=seed, command=_command_line())

@@ -38,9 +38,11 @@ class AdaptPlan:
     length: str = ""  # default: the labels' lengths
     rounds: int = 3
     renderings: int = 20000
-    pretrain_budget: str = "0"  # none
+    # none: from the model shipped at d33e6bc, pretraining on the fitted style bought nothing
+    # at 100 labels, at twice the compute, and read below the model as it is without labels
+    pretrain_budget: str = "0"
     finetune_budget: str = "60s"
-    min_confidence: float | None = None  # a floor under curriculum_share's shares; default 0
+    min_confidence: float = 0.0  # a floor under curriculum_share's shares
     pseudo_share: float = 0.5
     match_fonts: int = 8
     fonts: str = ""
@@ -68,14 +70,6 @@ def labels_length(items) -> str:
     """N or MIN-MAX: the lengths of the labels (train and val)."""
     lengths = sorted({len(lab) for _, lab, s in items if s != "test"})
     return str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
-
-
-def pretrain_budget(plan: AdaptPlan) -> str:
-    """The pretraining's budget: none unless asked for. From the model shipped at d33e6bc,
-    pretraining on the fitted style bought nothing at 100 labels on either generator of the
-    study, at twice the compute, and read below the model as it is without labels
-    (docs/adapt.md#one-command)."""
-    return plan.pretrain_budget or "0"
 
 
 def curriculum_share(r: int) -> float:
@@ -133,16 +127,15 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                              f"charset {chars!r} does not hold; give --charset with them",
                              param="charset")
     length = plan.length or (labels_length(items) if items else "")
-    pretraining = not skip_pretraining(pretrain_budget(plan))
-    min_conf = plan.min_confidence or 0.0  # a floor under the shares
+    pretraining = not skip_pretraining(plan.pretrain_budget)
     alone = not items and not pretraining  # the rounds train on the readings alone
     rounds = plan.rounds if plan.unlabelled else 0
     out = plan.out
     os.makedirs(out, exist_ok=True)
     record = {"command": plan.command, "base": base, "labelled": plan.labelled,
-              "pretrain_budget": pretrain_budget(plan),
+              "pretrain_budget": plan.pretrain_budget,
               "unlabelled": plan.unlabelled, "charset": chars, "length": length or "any",
-              "min_confidence": min_conf, "pseudo_share": plan.pseudo_share, "stages": []}
+              "min_confidence": plan.min_confidence, "pseudo_share": plan.pseudo_share, "stages": []}
     p = lambda *parts: os.path.join(out, *parts)  # noqa: E731
     t0 = time.perf_counter()
 
@@ -182,16 +175,15 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
                              "--charset", chars, "--length",
                              length or f"{src['length'][0]}-{src['length'][1]}", "--train",
                              plan.renderings, "--val", 500, "--seed", plan.seed, "-q"])
-    size = (_size_of(p("renderings") if pretraining else p("labels")) if pretraining or items
-            else None)  # the site's size; without either, the first readings tell
-    model_size = (src["image"]["width"], src["image"]["height"])
-    resize = size is not None and size != model_size
+    size = _site_size(p("renderings") if pretraining else p("labels") if items
+                      else plan.unlabelled)
+    resize = size != (src["image"]["width"], src["image"]["height"])
     train = ["--lr", "1e-3", "--seed", plan.seed, "-q", *(["--resize"] if resize else [])]
     pretrain = base
     if pretraining:
         pretrain = stage("pretrain", ["train", "--data", p("renderings"), "--out",
                                       p("runs", "pretrain"), "--init-from", base, "--time-budget",
-                                      pretrain_budget(plan), *new_head, *train],
+                                      plan.pretrain_budget, *new_head, *train],
                          p("runs", "pretrain"))
         new_head = []
     run = pretrain
@@ -207,7 +199,7 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
         ranks = ["--most-confident", curriculum_share(r), *(["--val-share", 0.1] if alone else [])]
         try:
             stage(f"pseudo-labels {r}", ["import", plan.unlabelled, "--out", pseudo,
-                                         "--label-with", run, "--min-confidence", min_conf,
+                                         "--label-with", run, "--min-confidence", plan.min_confidence,
                                          *ranks, "--charset", chars,
                                          *(["--length", length] if length else [])])
         except UsageError as e:  # no reading confident enough: the rounds end here
@@ -216,11 +208,6 @@ def run_adapt(plan: AdaptPlan, cli, echo=print) -> dict:
             break
         if alone and r == 1:
             doubt(_lowest_kept(pseudo), record, echo)
-        if size is None:  # readings alone: the site's size is the pseudo-labels'
-            size = _size_of(pseudo)
-            if size != model_size:
-                resize = True
-                train.append("--resize")
         init = pretrain if r == 1 else run
         mix = ["--data", pseudo] if alone else ["--data", data, "--mix-data",
                                                   f"{pseudo}:{plan.pseudo_share}"]
@@ -265,11 +252,19 @@ def skip_pretraining(budget: str) -> bool:
     return budget.strip().lower() in ("0", "0s", "0m", "0h")
 
 
-def _size_of(data: str) -> tuple[int, int]:
+def _site_size(path: str) -> tuple[int, int]:
+    """The size of a dataset's images, or of the first image in a folder of them (an import
+    refuses mixed sizes, so it is the pseudo-labels' size too)."""
+    from captchalab.eval.predictor import expand_paths
     from captchalab.gen import shards as sh
 
-    m = sh.read_manifest(data)
-    return m["image"]["width"], m["image"]["height"]
+    if os.path.isfile(os.path.join(path, sh.MANIFEST)):
+        m = sh.read_manifest(path)
+        return m["image"]["width"], m["image"]["height"]
+    from PIL import Image
+
+    with Image.open(expand_paths([path])[0]) as im:
+        return im.size
 
 
 def score(run: str, val: list[tuple[str, str]], length: str) -> dict:
