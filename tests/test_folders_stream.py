@@ -277,6 +277,13 @@ def test_import_val_share_of_a_labelled_folder(tmp_path):
             check=False)
     assert p.returncode == 2 and "--val-share holds out part of the train split" in p.stderr
     assert not (tmp_path / "e").exists()
+    for share, msg in (("1", "--val-share"), ("0", "--val-share")):
+        p = cli("import", tmp_path, "--out", tmp_path / "e", "--val-share", share, check=False)
+        assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    (tmp_path / "one").mkdir()
+    Image.new("RGB", (40, 20), "white").save(tmp_path / "one" / "ab.png")
+    p = cli("import", tmp_path / "one", "--out", tmp_path / "e", "--val-share", 0.5, check=False)
+    assert p.returncode == 2 and "needs at least 2" in p.stderr and not (tmp_path / "e").exists()
 
 
 def test_import_label_with_a_run_that_reads_nothing(unlabelled, tmp_path):
